@@ -1,0 +1,199 @@
+//! [`AgentInfo`], [`AgentStatus`] and the rules every stored agent obeys.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The longest agent id accepted, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+/// The longest agent name accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 256;
+/// The longest capability (or task label) accepted, in characters.
+pub const MAX_CAPABILITY_CHARS: usize = 64;
+/// The most capabilities one agent may hold (after duplicates are dropped).
+pub const MAX_CAPABILITIES: usize = 64;
+
+/// Whether an agent can take work.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    /// Ready to accept tasks (the default).
+    #[default]
+    Available,
+    /// Working, but may accept more tasks while it has free capacity.
+    Busy,
+    /// Has not sent a heartbeat recently; never chosen for a task.
+    Offline,
+}
+
+impl AgentStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [AgentStatus; 3] = [Self::Available, Self::Busy, Self::Offline];
+
+    /// The lowercase name used in JSON, in the database and on the command
+    /// line: `"available"`, `"busy"` or `"offline"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Busy => "busy",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+impl fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AgentStatus {
+    type Err = Error;
+
+    /// Parses `"available"`, `"busy"` or `"offline"` (exactly, lowercase).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for any other text.
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "status",
+                    format!("{s:?} is not one of \"available\", \"busy\", \"offline\""),
+                )
+            })
+    }
+}
+
+/// A registered agent and its current state.
+///
+/// Its JSON form uses exactly these field names, like the Go registry it
+/// descends from: `capabilities` is left out when empty and accepted when
+/// absent, `status` is lowercase and `last_heartbeat` is RFC 3339.
+///
+/// # Rules
+///
+/// A registry refuses, with [`Error::MissingId`] or [`Error::Invalid`] and
+/// without changing anything, an agent that breaks one of these:
+///
+/// - `id`: not empty, at most [`MAX_ID_CHARS`] characters, no control
+///   characters;
+/// - `name`: not empty, at most [`MAX_NAME_CHARS`] characters, no control
+///   characters;
+/// - `capabilities`: each not empty, at most [`MAX_CAPABILITY_CHARS`]
+///   characters, no control characters; at most [`MAX_CAPABILITIES`] of them
+///   once duplicates are dropped;
+/// - `current_load` at most `max_load` unless `max_load` is 0 (unlimited);
+/// - `last_heartbeat` between the years 0000 and 9999.
+///
+/// Duplicate capabilities are not an error: the first of each is kept, in the
+/// order given.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The unique identifier of the agent.
+    pub id: String,
+    /// A human-readable name.
+    pub name: String,
+    /// What the agent can handle (e.g. `"rust"`, `"gpu"`); tasks are routed
+    /// by these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// Whether the agent can take work.
+    pub status: AgentStatus,
+    /// When the agent last reported in (UTC).
+    pub last_heartbeat: DateTime<Utc>,
+    /// How many tasks the agent is running now.
+    pub current_load: u32,
+    /// How many tasks the agent may run at once; 0 means unlimited.
+    pub max_load: u32,
+}
+
+impl AgentInfo {
+    /// Checks every [rule](AgentInfo#rules) and returns the agent as a
+    /// registry stores it: capabilities without duplicates, first occurrence
+    /// kept.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingId`] for an empty id, [`Error::Invalid`] naming the
+    /// field and the rule for anything else.
+    pub fn validated(mut self) -> Result<Self> {
+        if self.id.is_empty() {
+            return Err(Error::MissingId);
+        }
+        check_text("id", &self.id, MAX_ID_CHARS)?;
+        check_text("name", &self.name, MAX_NAME_CHARS)?;
+        let mut unique: Vec<String> = Vec::with_capacity(self.capabilities.len());
+        for capability in self.capabilities.drain(..) {
+            check_text("capabilities", &capability, MAX_CAPABILITY_CHARS)?;
+            if !unique.contains(&capability) {
+                unique.push(capability);
+            }
+        }
+        if unique.len() > MAX_CAPABILITIES {
+            return Err(Error::invalid(
+                "capabilities",
+                format!(
+                    "{} distinct capabilities, at most {MAX_CAPABILITIES} are allowed",
+                    unique.len()
+                ),
+            ));
+        }
+        self.capabilities = unique;
+        if self.max_load != 0 && self.current_load > self.max_load {
+            return Err(Error::invalid(
+                "current_load",
+                format!(
+                    "{} is above max_load {} (max_load 0 means unlimited)",
+                    self.current_load, self.max_load
+                ),
+            ));
+        }
+        let year = self.last_heartbeat.year();
+        if !(0..=9999).contains(&year) {
+            return Err(Error::invalid(
+                "last_heartbeat",
+                format!("year {year} is outside 0000..=9999"),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Whether the agent can take one more task: it is not offline and has a
+    /// free slot (`max_load` 0, or `current_load` below it).
+    pub fn has_capacity(&self) -> bool {
+        self.status != AgentStatus::Offline
+            && (self.max_load == 0 || self.current_load < self.max_load)
+    }
+}
+
+/// Checks a piece of text against the shared rules: not empty, at most `max`
+/// characters, no control characters.
+pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(Error::invalid(
+            field,
+            format!("{chars} characters, at most {max} are allowed"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            format!("{value:?} contains a control character"),
+        ));
+    }
+    Ok(())
+}

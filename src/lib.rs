@@ -1,0 +1,42 @@
+//! roster: a persistent registry of agents (workers) for orchestrators that
+//! run on one host.
+//!
+//! Agents register with an id, a name, capabilities, a status, a last
+//! heartbeat and a current and maximum load. They heartbeat; a reaper marks
+//! those that went quiet as offline. [`SqliteRegistry`] keeps that state in one
+//! SQLite file that survives restarts, is shared by every process on the
+//! host, and can be queried with plain SQL; [`MemoryRegistry`] keeps it in the
+//! memory of one process. Both implement [`AgentRegistry`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use roster::{AgentInfo, AgentRegistry, MemoryRegistry};
+//!
+//! let registry = MemoryRegistry::new();
+//! registry.register(AgentInfo {
+//!     id: "worker-1".into(),
+//!     name: "Worker one".into(),
+//!     capabilities: vec!["rust".into(), "gpu".into()],
+//!     max_load: 4,
+//!     ..AgentInfo::default()
+//! })?;
+//! registry.heartbeat("worker-1")?;
+//! assert!(registry.reap(Duration::from_secs(30))?.is_empty());
+//! # Ok::<(), roster::Error>(())
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod agent;
+mod error;
+mod memory;
+mod registry;
+mod sqlite;
+
+pub use agent::{
+    AgentInfo, AgentStatus, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS,
+};
+pub use error::{DatabaseError, Error, Result};
+pub use memory::MemoryRegistry;
+pub use registry::AgentRegistry;
+pub use sqlite::{Durability, SqliteOptions, SqliteRegistry};

@@ -1,0 +1,91 @@
+//! [`MemoryRegistry`]: the registry kept in the memory of one process.
+
+use std::collections::BTreeMap;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::agent::{AgentInfo, AgentStatus};
+use crate::error::{Error, Result};
+use crate::registry::{AgentRegistry, reap_cutoff};
+
+/// An [`AgentRegistry`] held in memory and guarded by a read-write lock.
+///
+/// Nothing survives the process and nothing is shared with other processes:
+/// use it for tests, or where a registry lives and dies with one program.
+/// For everything else there is [`SqliteRegistry`](crate::SqliteRegistry).
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    agents: RwLock<BTreeMap<String, AgentInfo>>,
+}
+
+impl MemoryRegistry {
+    /// Creates an empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // A panic while the lock is held cannot leave a half-written agent: every
+    // write below replaces or edits whole values after validation, so a
+    // poisoned lock still guards consistent data.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, AgentInfo>> {
+        self.agents.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, AgentInfo>> {
+        self.agents.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl AgentRegistry for MemoryRegistry {
+    fn register(&self, agent: AgentInfo) -> Result<()> {
+        let agent = agent.validated()?;
+        self.write().insert(agent.id.clone(), agent);
+        Ok(())
+    }
+
+    fn deregister(&self, id: &str) -> Result<()> {
+        self.write()
+            .remove(id)
+            .map(drop)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    fn get(&self, id: &str) -> Result<AgentInfo> {
+        self.read()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    fn list(&self) -> Result<Vec<AgentInfo>> {
+        Ok(self.read().values().cloned().collect())
+    }
+
+    fn heartbeat(&self, id: &str) -> Result<()> {
+        let mut agents = self.write();
+        let agent = agents
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        agent.last_heartbeat = Utc::now();
+        if agent.status == AgentStatus::Offline {
+            agent.status = AgentStatus::Available;
+        }
+        Ok(())
+    }
+
+    fn reap(&self, ttl: Duration) -> Result<Vec<String>> {
+        let cutoff = reap_cutoff(Utc::now(), ttl)?;
+        let mut agents = self.write();
+        let mut reaped = Vec::new();
+        for agent in agents.values_mut() {
+            if agent.status != AgentStatus::Offline && agent.last_heartbeat < cutoff {
+                agent.status = AgentStatus::Offline;
+                reaped.push(agent.id.clone());
+            }
+        }
+        // BTreeMap iterates in id order, so `reaped` is already sorted.
+        Ok(reaped)
+    }
+}

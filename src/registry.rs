@@ -1,0 +1,80 @@
+//! The [`AgentRegistry`] trait: the API every registry implements.
+
+use std::time::Duration;
+
+use crate::agent::AgentInfo;
+use crate::error::Result;
+
+/// A registry of agents: who they are, whether they are alive, how loaded
+/// they are.
+///
+/// Every implementation keeps the same contract, checked by one conformance
+/// suite run against each: the same answers and the same errors for the same
+/// calls. The trait is object safe, so a program can hold an
+/// `Arc<dyn AgentRegistry>` and choose the implementation at run time.
+pub trait AgentRegistry: Send + Sync {
+    /// Adds the agent, or replaces every field of the one with the same id
+    /// (capabilities are replaced, not merged). The registry stores a copy,
+    /// with duplicate capabilities dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingId`](crate::Error::MissingId) for an empty id and
+    /// [`Error::Invalid`](crate::Error::Invalid) for an agent that breaks one
+    /// of the [rules](AgentInfo#rules); nothing is stored then.
+    fn register(&self, agent: AgentInfo) -> Result<()>;
+
+    /// Removes the agent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) if no agent has this id.
+    fn deregister(&self, id: &str) -> Result<()>;
+
+    /// Returns a copy of the agent, exactly as it was stored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) if no agent has this id.
+    fn get(&self, id: &str) -> Result<AgentInfo>;
+
+    /// Returns a copy of every agent, ordered by id.
+    ///
+    /// # Errors
+    ///
+    /// Only errors of the storage underneath.
+    fn list(&self) -> Result<Vec<AgentInfo>>;
+
+    /// Records that the agent is alive: `last_heartbeat` becomes now (UTC),
+    /// an offline agent becomes available, a busy one stays busy.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) if no agent has this id.
+    fn heartbeat(&self, id: &str) -> Result<()>;
+
+    /// Marks offline every agent that is not offline yet and whose
+    /// `last_heartbeat` is older than now minus `ttl`, and returns their ids
+    /// in ascending order. Agents that were already offline are not
+    /// returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`](crate::Error::Invalid) for a `ttl` too large to
+    /// subtract from now; otherwise only errors of the storage underneath.
+    fn reap(&self, ttl: Duration) -> Result<Vec<String>>;
+}
+
+/// The instant before which a heartbeat is stale for `ttl`, shared by every
+/// implementation so that they agree to the nanosecond.
+pub(crate) fn reap_cutoff(
+    now: chrono::DateTime<chrono::Utc>,
+    ttl: Duration,
+) -> Result<chrono::DateTime<chrono::Utc>> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_sub_signed(ttl))
+        .ok_or_else(|| {
+            crate::Error::invalid("ttl", format!("{ttl:?} reaches before the year 0000"))
+        })
+}

@@ -1,0 +1,395 @@
+//! One conformance suite, run against every `AgentRegistry` implementation:
+//! the same calls must give the same answers and the same errors.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use roster::{
+    AgentInfo, AgentRegistry, AgentStatus, Error, MemoryRegistry, Result, SqliteRegistry,
+};
+use tempfile::TempDir;
+
+/// A registry under test, with whatever it needs kept alive.
+struct Fixture {
+    registry: Box<dyn AgentRegistry>,
+    _dir: Option<TempDir>,
+}
+
+fn memory() -> Fixture {
+    Fixture {
+        registry: Box::new(MemoryRegistry::new()),
+        _dir: None,
+    }
+}
+
+fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let registry = SqliteRegistry::open(dir.path().join("roster.db")).expect("open registry");
+    Fixture {
+        registry: Box::new(registry),
+        _dir: Some(dir),
+    }
+}
+
+/// Generates one `#[test]` per case for one implementation.
+macro_rules! conformance {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+            conformance!(@cases $make;
+                get_returns_exactly_what_was_registered,
+                duplicate_capabilities_are_dropped_in_order,
+                register_replaces_everything_including_capabilities,
+                register_without_capabilities,
+                list_is_ordered_by_id,
+                unknown_ids_are_not_found,
+                deregister_removes,
+                heartbeat_sets_now_and_revives_offline,
+                heartbeat_keeps_busy_busy,
+                reap_marks_stale_agents_offline_once,
+                reap_with_nothing_stale_is_empty,
+                reap_refuses_an_impossible_ttl,
+                empty_id_is_required,
+                bad_ids_are_refused,
+                bad_names_are_refused,
+                bad_capabilities_are_refused,
+                load_above_max_is_refused,
+                refused_input_changes_nothing,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() -> Result<()> {
+                let fixture = $make;
+                cases::$case(&*fixture.registry)
+            }
+        )*
+    };
+}
+
+conformance!(memory_registry, memory());
+conformance!(sqlite_registry, sqlite());
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .expect("test time")
+        .with_timezone(&Utc)
+}
+
+fn agent(id: &str) -> AgentInfo {
+    AgentInfo {
+        id: id.to_owned(),
+        name: format!("agent {id}"),
+        capabilities: vec!["rust".into(), "gpu".into()],
+        status: AgentStatus::Available,
+        last_heartbeat: Utc::now(),
+        current_load: 1,
+        max_load: 4,
+    }
+}
+
+fn expect_invalid(registry: &dyn AgentRegistry, bad: AgentInfo, field: &str) {
+    match registry.register(bad.clone()) {
+        Err(Error::Invalid { field: got, reason }) => {
+            assert_eq!(got, field, "wrong field for {bad:?}: {reason}");
+            let message = Error::Invalid { field: got, reason }.to_string();
+            assert!(
+                message.starts_with(&format!("invalid {field}: ")),
+                "{message}"
+            );
+        }
+        other => panic!("{bad:?} should be refused as invalid {field}, got {other:?}"),
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub fn get_returns_exactly_what_was_registered(registry: &dyn AgentRegistry) -> Result<()> {
+        let original = AgentInfo {
+            id: "a-1".into(),
+            name: "Alpha one".into(),
+            capabilities: vec!["zeta".into(), "alpha".into(), "mid".into()],
+            status: AgentStatus::Busy,
+            last_heartbeat: at("2026-11-24T15:04:05.123456789Z"),
+            current_load: 3,
+            max_load: 3,
+        };
+        registry.register(original.clone())?;
+        assert_eq!(registry.get("a-1")?, original);
+        Ok(())
+    }
+
+    pub fn duplicate_capabilities_are_dropped_in_order(registry: &dyn AgentRegistry) -> Result<()> {
+        let mut a = agent("dup");
+        a.capabilities = ["b", "a", "b", "c", "a"].map(String::from).to_vec();
+        registry.register(a)?;
+        assert_eq!(registry.get("dup")?.capabilities, ["b", "a", "c"]);
+        Ok(())
+    }
+
+    pub fn register_replaces_everything_including_capabilities(
+        registry: &dyn AgentRegistry,
+    ) -> Result<()> {
+        registry.register(agent("x"))?;
+        let replacement = AgentInfo {
+            id: "x".into(),
+            name: "renamed".into(),
+            capabilities: vec!["python".into()],
+            status: AgentStatus::Offline,
+            last_heartbeat: at("2020-01-01T00:00:00Z"),
+            current_load: 0,
+            max_load: 0,
+        };
+        registry.register(replacement.clone())?;
+        assert_eq!(registry.get("x")?, replacement);
+        assert_eq!(registry.list()?.len(), 1);
+        Ok(())
+    }
+
+    pub fn register_without_capabilities(registry: &dyn AgentRegistry) -> Result<()> {
+        let mut a = agent("bare");
+        a.capabilities.clear();
+        registry.register(a.clone())?;
+        assert_eq!(registry.get("bare")?, a);
+        Ok(())
+    }
+
+    pub fn list_is_ordered_by_id(registry: &dyn AgentRegistry) -> Result<()> {
+        for id in ["m", "b", "z", "a", "k"] {
+            registry.register(agent(id))?;
+        }
+        let ids: Vec<String> = registry.list()?.into_iter().map(|a| a.id).collect();
+        assert_eq!(ids, ["a", "b", "k", "m", "z"]);
+        let listed = registry.list()?;
+        assert_eq!(listed[0], registry.get("a")?);
+        Ok(())
+    }
+
+    pub fn unknown_ids_are_not_found(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(agent("known"))?;
+        for result in [
+            registry.get("ghost").map(drop),
+            registry.deregister("ghost"),
+            registry.heartbeat("ghost"),
+        ] {
+            match result {
+                Err(e @ Error::NotFound(_)) => assert_eq!(e.to_string(), "agent not found: ghost"),
+                other => panic!("expected NotFound, got {other:?}"),
+            }
+        }
+        assert_eq!(registry.list()?.len(), 1);
+        Ok(())
+    }
+
+    pub fn deregister_removes(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(agent("a"))?;
+        registry.register(agent("b"))?;
+        registry.deregister("a")?;
+        assert!(matches!(registry.get("a"), Err(Error::NotFound(_))));
+        assert!(matches!(registry.deregister("a"), Err(Error::NotFound(_))));
+        assert_eq!(registry.list()?, vec![registry.get("b")?]);
+        // The id can be registered again afresh.
+        let mut again = agent("a");
+        again.capabilities = vec!["new".into()];
+        registry.register(again.clone())?;
+        assert_eq!(registry.get("a")?, again);
+        Ok(())
+    }
+
+    pub fn heartbeat_sets_now_and_revives_offline(registry: &dyn AgentRegistry) -> Result<()> {
+        let mut a = agent("h");
+        a.status = AgentStatus::Offline;
+        a.last_heartbeat = at("2001-01-01T00:00:00Z");
+        registry.register(a.clone())?;
+        let before = Utc::now();
+        registry.heartbeat("h")?;
+        let after = Utc::now();
+        let got = registry.get("h")?;
+        assert!(
+            before <= got.last_heartbeat && got.last_heartbeat <= after,
+            "{} not within {before}..{after}",
+            got.last_heartbeat
+        );
+        assert_eq!(got.status, AgentStatus::Available);
+        // Nothing else changed.
+        assert_eq!(
+            AgentInfo {
+                status: a.status,
+                last_heartbeat: a.last_heartbeat,
+                ..got
+            },
+            a
+        );
+        Ok(())
+    }
+
+    pub fn heartbeat_keeps_busy_busy(registry: &dyn AgentRegistry) -> Result<()> {
+        let mut a = agent("busy");
+        a.status = AgentStatus::Busy;
+        registry.register(a)?;
+        registry.register(agent("free"))?;
+        registry.heartbeat("busy")?;
+        registry.heartbeat("free")?;
+        assert_eq!(registry.get("busy")?.status, AgentStatus::Busy);
+        assert_eq!(registry.get("free")?.status, AgentStatus::Available);
+        Ok(())
+    }
+
+    pub fn reap_marks_stale_agents_offline_once(registry: &dyn AgentRegistry) -> Result<()> {
+        let stale = Utc::now() - TimeDelta::seconds(120);
+        for (id, status, seen) in [
+            ("s2", AgentStatus::Busy, stale),
+            ("fresh", AgentStatus::Available, Utc::now()),
+            ("s1", AgentStatus::Available, stale),
+            ("gone", AgentStatus::Offline, stale),
+            ("s3", AgentStatus::Available, stale - TimeDelta::days(365)),
+        ] {
+            registry.register(AgentInfo {
+                status,
+                last_heartbeat: seen,
+                ..agent(id)
+            })?;
+        }
+        assert_eq!(registry.reap(Duration::from_secs(60))?, ["s1", "s2", "s3"]);
+        for id in ["s1", "s2", "s3", "gone"] {
+            let got = registry.get(id)?;
+            assert_eq!(got.status, AgentStatus::Offline, "{id}");
+        }
+        assert_eq!(registry.get("fresh")?.status, AgentStatus::Available);
+        // Reaping again returns nobody: they are offline already.
+        assert!(registry.reap(Duration::from_secs(60))?.is_empty());
+        // A heartbeat revives one, and it is reaped again only once stale.
+        registry.heartbeat("s1")?;
+        assert!(registry.reap(Duration::from_secs(60))?.is_empty());
+        assert_eq!(registry.reap(Duration::ZERO)?, ["fresh", "s1"]);
+        Ok(())
+    }
+
+    pub fn reap_with_nothing_stale_is_empty(registry: &dyn AgentRegistry) -> Result<()> {
+        assert!(registry.reap(Duration::from_secs(1))?.is_empty());
+        registry.register(agent("a"))?;
+        assert!(registry.reap(Duration::from_secs(3600))?.is_empty());
+        assert_eq!(registry.get("a")?.status, AgentStatus::Available);
+        Ok(())
+    }
+
+    pub fn reap_refuses_an_impossible_ttl(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(agent("a"))?;
+        match registry.reap(Duration::MAX) {
+            Err(Error::Invalid { field: "ttl", .. }) => {}
+            other => panic!("expected invalid ttl, got {other:?}"),
+        }
+        assert_eq!(registry.get("a")?.status, AgentStatus::Available);
+        Ok(())
+    }
+
+    pub fn empty_id_is_required(registry: &dyn AgentRegistry) -> Result<()> {
+        match registry.register(agent("")) {
+            Err(e @ Error::MissingId) => assert_eq!(e.to_string(), "agent ID is required"),
+            other => panic!("expected MissingId, got {other:?}"),
+        }
+        assert!(registry.list()?.is_empty());
+        Ok(())
+    }
+
+    pub fn bad_ids_are_refused(registry: &dyn AgentRegistry) -> Result<()> {
+        expect_invalid(registry, agent(&"i".repeat(roster::MAX_ID_CHARS + 1)), "id");
+        expect_invalid(registry, agent("tab\there"), "id");
+        expect_invalid(registry, agent("nul\0"), "id");
+        expect_invalid(registry, agent("c1\u{85}"), "id");
+        // The longest id, and non-ASCII text, are fine.
+        registry.register(agent(&"é".repeat(roster::MAX_ID_CHARS)))?;
+        registry.register(agent("agent ünïcödé 1"))?;
+        assert_eq!(registry.list()?.len(), 2);
+        Ok(())
+    }
+
+    pub fn bad_names_are_refused(registry: &dyn AgentRegistry) -> Result<()> {
+        for name in [
+            String::new(),
+            "n".repeat(roster::MAX_NAME_CHARS + 1),
+            "line\nbreak".into(),
+        ] {
+            expect_invalid(registry, AgentInfo { name, ..agent("a") }, "name");
+        }
+        assert!(registry.list()?.is_empty());
+        Ok(())
+    }
+
+    pub fn bad_capabilities_are_refused(registry: &dyn AgentRegistry) -> Result<()> {
+        for capability in [
+            String::new(),
+            "c".repeat(roster::MAX_CAPABILITY_CHARS + 1),
+            "esc\u{1b}".into(),
+        ] {
+            let mut a = agent("a");
+            a.capabilities.push(capability);
+            expect_invalid(registry, a, "capabilities");
+        }
+        let mut many = agent("a");
+        many.capabilities = (0..=roster::MAX_CAPABILITIES)
+            .map(|i| format!("cap{i}"))
+            .collect();
+        expect_invalid(registry, many.clone(), "capabilities");
+        // Exactly the maximum is fine, duplicates do not count.
+        many.capabilities.pop();
+        many.capabilities.push("cap0".into());
+        registry.register(many)?;
+        assert_eq!(
+            registry.get("a")?.capabilities.len(),
+            roster::MAX_CAPABILITIES
+        );
+        Ok(())
+    }
+
+    pub fn load_above_max_is_refused(registry: &dyn AgentRegistry) -> Result<()> {
+        expect_invalid(
+            registry,
+            AgentInfo {
+                current_load: 5,
+                max_load: 4,
+                ..agent("a")
+            },
+            "current_load",
+        );
+        // max_load 0 is unlimited; load equal to max is full, not over.
+        registry.register(AgentInfo {
+            current_load: u32::MAX,
+            max_load: 0,
+            ..agent("unlimited")
+        })?;
+        registry.register(AgentInfo {
+            current_load: u32::MAX,
+            max_load: u32::MAX,
+            ..agent("full")
+        })?;
+        assert_eq!(registry.get("unlimited")?.current_load, u32::MAX);
+        assert_eq!(registry.get("full")?.max_load, u32::MAX);
+        Ok(())
+    }
+
+    pub fn refused_input_changes_nothing(registry: &dyn AgentRegistry) -> Result<()> {
+        let good = agent("a");
+        registry.register(good.clone())?;
+        let mut bad = agent("a");
+        bad.name = "new name".into();
+        bad.capabilities = vec!["new".into(), String::new()];
+        assert!(registry.register(bad).is_err());
+        let over = AgentInfo {
+            current_load: 9,
+            ..agent("a")
+        };
+        assert!(registry.register(over).is_err());
+        let far_future = AgentInfo {
+            last_heartbeat: DateTime::<Utc>::MAX_UTC,
+            ..agent("a")
+        };
+        expect_invalid(registry, far_future, "last_heartbeat");
+        assert_eq!(registry.get("a")?, good);
+        assert_eq!(registry.list()?.len(), 1);
+        Ok(())
+    }
+}
