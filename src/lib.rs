@@ -40,3 +40,8 @@ pub use error::{DatabaseError, Error, Result};
 pub use memory::MemoryRegistry;
 pub use registry::AgentRegistry;
 pub use sqlite::{Durability, SqliteOptions, SqliteRegistry};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,311 @@
+//! Behaviour only `SqliteRegistry` has: files, reopening, sharing, the schema
+//! contract, and refusing files it must not touch.
+
+use std::fs;
+use std::path::Path;
+
+use chrono::{TimeDelta, Utc};
+use roster::{
+    AgentInfo, AgentRegistry, AgentStatus, Durability, Error, Result, SqliteOptions, SqliteRegistry,
+};
+use rusqlite::Connection;
+
+fn agent(id: &str, capabilities: &[&str]) -> AgentInfo {
+    AgentInfo {
+        id: id.into(),
+        name: format!("agent {id}"),
+        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        status: AgentStatus::Available,
+        last_heartbeat: Utc::now(),
+        current_load: 0,
+        max_load: 2,
+    }
+}
+
+fn raw(path: &Path) -> Connection {
+    Connection::open(path).expect("open raw connection")
+}
+
+#[test]
+fn state_survives_drop_and_reopen_field_for_field() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.db");
+    let before = {
+        let registry = SqliteRegistry::open(&path)?;
+        registry.register(agent("b", &["x", "y"]))?;
+        registry.register(AgentInfo {
+            status: AgentStatus::Busy,
+            current_load: 2,
+            last_heartbeat: Utc::now() - TimeDelta::nanoseconds(123_456_789),
+            ..agent("a", &["z"])
+        })?;
+        registry.register(agent("c", &[]))?;
+        registry.heartbeat("c")?;
+        registry.list()?
+    };
+    let reopened = SqliteRegistry::open(&path)?;
+    assert_eq!(reopened.list()?, before);
+    assert_eq!(before.len(), 3);
+    Ok(())
+}
+
+#[test]
+fn two_handles_on_one_file_see_each_other_at_once() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.db");
+    let one = SqliteRegistry::open(&path)?;
+    let two = SqliteRegistry::open(&path)?;
+    one.register(agent("a", &["x"]))?;
+    assert_eq!(two.get("a")?, one.get("a")?);
+    two.heartbeat("a")?;
+    assert_eq!(one.get("a")?.last_heartbeat, two.get("a")?.last_heartbeat);
+    two.deregister("a")?;
+    assert!(matches!(one.get("a"), Err(Error::NotFound(_))));
+    Ok(())
+}
+
+#[test]
+fn the_file_is_in_wal_mode_with_the_roster_identity() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.db");
+    let _registry = SqliteOptions::new()
+        .durability(Durability::Full)
+        .open(&path)?;
+    let conn = raw(&path);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal_mode");
+    assert_eq!(mode, "wal");
+    let (app, version): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT application_id FROM pragma_application_id),
+                    (SELECT user_version FROM pragma_user_version)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("identity");
+    assert_eq!(app, 0x726f_7374, "application_id spells 'rost'");
+    assert_eq!(version, 1);
+    Ok(())
+}
+
+#[test]
+fn schema_contract_tables_and_columns() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.db");
+    let _registry = SqliteRegistry::open(&path)?;
+    let conn = raw(&path);
+    let columns = |table: &str| -> Vec<(String, String, bool)> {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT name, type, \"notnull\" FROM pragma_table_info('{table}')"
+            ))
+            .expect("table_info");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    };
+    let owned = |cols: &[(&str, &str)]| -> Vec<(String, String, bool)> {
+        cols.iter()
+            .map(|(n, t)| (n.to_string(), t.to_string(), true))
+            .collect()
+    };
+    assert_eq!(
+        columns("agents"),
+        owned(&[
+            ("id", "TEXT"),
+            ("name", "TEXT"),
+            ("status", "TEXT"),
+            ("last_heartbeat", "TEXT"),
+            ("current_load", "INTEGER"),
+            ("max_load", "INTEGER"),
+        ])
+    );
+    assert_eq!(
+        columns("capabilities"),
+        owned(&[
+            ("agent_id", "TEXT"),
+            ("position", "INTEGER"),
+            ("capability", "TEXT")
+        ])
+    );
+    let fk: (String, String, String, String) = conn
+        .query_row(
+            "SELECT \"table\", \"from\", \"to\", on_delete FROM pragma_foreign_key_list('capabilities')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("foreign key");
+    assert_eq!(
+        fk,
+        (
+            "agents".into(),
+            "agent_id".into(),
+            "id".into(),
+            "CASCADE".into()
+        )
+    );
+    Ok(())
+}
+
+/// Writes that break the contract are refused by the database itself, with
+/// foreign keys off as in the sqlite3 shell.
+#[test]
+fn schema_contract_constraints_hold_without_foreign_keys() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.db");
+    let registry = SqliteRegistry::open(&path)?;
+    registry.register(agent("a", &["x", "y"]))?;
+    registry.register(agent("b", &["x"]))?;
+    let conn = raw(&path);
+    conn.pragma_update(None, "foreign_keys", false)
+        .expect("fk off");
+    let refused = [
+        ("unknown status", "UPDATE agents SET status = 'sleeping'"),
+        ("negative load", "UPDATE agents SET current_load = -1"),
+        (
+            "over max",
+            "UPDATE agents SET current_load = 3 WHERE id = 'a'",
+        ),
+        ("text load", "UPDATE agents SET max_load = 'lots'"),
+        (
+            "empty id",
+            "INSERT INTO agents (id, name, last_heartbeat) VALUES ('', 'n', '2026-01-01 00:00:00.000000000')",
+        ),
+        (
+            "control char",
+            "INSERT INTO agents (id, name, last_heartbeat) VALUES ('x' || char(10), 'n', '2026-01-01 00:00:00.000000000')",
+        ),
+        (
+            "sqlite datetime",
+            "UPDATE agents SET last_heartbeat = datetime('now')",
+        ),
+        (
+            "impossible date",
+            "UPDATE agents SET last_heartbeat = '2026-02-30 00:00:00.000000000'",
+        ),
+        ("id change", "UPDATE agents SET id = 'c' WHERE id = 'a'"),
+        (
+            "orphan capability",
+            "INSERT INTO capabilities VALUES ('ghost', 0, 'x')",
+        ),
+        (
+            "move capability to nobody",
+            "UPDATE capabilities SET agent_id = 'ghost'",
+        ),
+        (
+            "duplicate capability",
+            "INSERT INTO capabilities VALUES ('a', 5, 'x')",
+        ),
+    ];
+    for (what, sql) in refused {
+        assert!(conn.execute(sql, []).is_err(), "{what} was accepted: {sql}");
+    }
+    // The documented way to write a heartbeat by hand is accepted.
+    conn.execute(
+        "UPDATE agents SET last_heartbeat = strftime('%Y-%m-%d %H:%M:%f000000', 'now') WHERE id = 'b'",
+        [],
+    )
+    .expect("documented heartbeat");
+    conn.execute("DELETE FROM agents WHERE id = 'a'", [])
+        .expect("delete");
+    let orphans: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM capabilities WHERE agent_id NOT IN (SELECT id FROM agents)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(orphans, 0);
+    assert_eq!(registry.list()?.len(), 1);
+    assert_eq!(registry.get("b")?.capabilities, ["x"]);
+    assert!((Utc::now() - registry.get("b")?.last_heartbeat) < TimeDelta::seconds(60));
+    Ok(())
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_refused_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notes.txt");
+    let content = "these are my notes, not a database\n".repeat(200);
+    fs::write(&path, &content).expect("write");
+    let err = SqliteRegistry::open(&path).unwrap_err();
+    assert!(matches!(err, Error::NotADatabase { .. }), "{err:?}");
+    assert!(err.to_string().contains("not an SQLite database"), "{err}");
+    assert_eq!(fs::read_to_string(&path).expect("read"), content);
+    let entries = fs::read_dir(dir.path()).expect("dir").count();
+    assert_eq!(entries, 1, "no -wal or -shm file was left");
+}
+
+#[test]
+fn another_programs_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("other.db");
+    {
+        let conn = raw(&path);
+        conn.execute_batch(
+            "CREATE TABLE invoices (id INTEGER PRIMARY KEY); INSERT INTO invoices VALUES (1);",
+        )
+        .expect("setup");
+    }
+    let before = fs::read(&path).expect("read");
+    let err = SqliteRegistry::open(&path).unwrap_err();
+    assert!(matches!(err, Error::NotARegistry { .. }), "{err:?}");
+    assert_eq!(fs::read(&path).expect("read"), before);
+}
+
+#[test]
+fn a_newer_schema_version_is_refused_untouched() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.db");
+    SqliteRegistry::open(&path)?.register(agent("a", &["x"]))?;
+    raw(&path)
+        .pragma_update(None, "user_version", 99)
+        .expect("bump version");
+    let before = fs::read(&path).expect("read");
+    let err = SqliteRegistry::open(&path).unwrap_err();
+    match &err {
+        Error::SchemaTooNew {
+            found, supported, ..
+        } => assert_eq!((*found, *supported), (99, 1)),
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    assert!(err.to_string().contains("upgrade roster"), "{err}");
+    assert_eq!(fs::read(&path).expect("read"), before);
+    Ok(())
+}
+
+#[test]
+fn a_missing_or_unusable_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no/such/dir/r.db");
+    let err = SqliteRegistry::open(&missing).unwrap_err();
+    assert!(matches!(err, Error::Open { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("cannot open "), "{err}");
+    assert!(!missing.parent().expect("parent").exists());
+
+    // A directory where the file should be.
+    let err = SqliteRegistry::open(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::Open { .. }), "{err:?}");
+}
+
+#[test]
+fn a_pool_of_zero_connections_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.db");
+    let err = SqliteOptions::new().pool_size(0).open(&path).unwrap_err();
+    assert_eq!(err.to_string(), "invalid pool_size: must be at least 1");
+    assert!(!path.exists());
+}
+
+#[test]
+fn an_empty_existing_file_becomes_a_registry() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("empty.db");
+    fs::write(&path, b"").expect("touch");
+    let registry = SqliteRegistry::open(&path)?;
+    registry.register(agent("a", &[]))?;
+    assert_eq!(registry.list()?.len(), 1);
+    Ok(())
+}
