@@ -169,10 +169,15 @@ impl AgentInfo {
     }
 
     /// Whether the agent can take one more task: it is not offline and has a
-    /// free slot (`max_load` 0, or `current_load` below it).
+    /// free slot, that is `current_load` is below `max_load`, or below
+    /// `u32::MAX` when `max_load` is 0 (unlimited).
     pub fn has_capacity(&self) -> bool {
-        self.status != AgentStatus::Offline
-            && (self.max_load == 0 || self.current_load < self.max_load)
+        let limit = if self.max_load == 0 {
+            u32::MAX
+        } else {
+            self.max_load
+        };
+        self.status != AgentStatus::Offline && self.current_load < limit
     }
 }
 

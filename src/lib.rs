@@ -31,7 +31,9 @@ mod agent;
 mod error;
 mod memory;
 mod registry;
+mod route;
 mod sqlite;
+mod task;
 
 pub use agent::{
     AgentInfo, AgentStatus, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS,
@@ -39,7 +41,9 @@ pub use agent::{
 pub use error::{DatabaseError, Error, Result};
 pub use memory::MemoryRegistry;
 pub use registry::AgentRegistry;
+pub use route::{DefaultRouter, TaskRouter};
 pub use sqlite::{Durability, SqliteOptions, SqliteRegistry};
+pub use task::{Priority, Task};
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -9,6 +9,8 @@ use chrono::Utc;
 use crate::agent::{AgentInfo, AgentStatus};
 use crate::error::{Error, Result};
 use crate::registry::{AgentRegistry, reap_cutoff};
+use crate::route::choose;
+use crate::task::Task;
 
 /// An [`AgentRegistry`] held in memory and guarded by a read-write lock.
 ///
@@ -87,5 +89,29 @@ impl AgentRegistry for MemoryRegistry {
         }
         // BTreeMap iterates in id order, so `reaped` is already sorted.
         Ok(reaped)
+    }
+
+    fn claim(&self, task: &Task) -> Result<AgentInfo> {
+        let mut agents = self.write();
+        let id = choose(task, agents.values())?.id.clone();
+        let agent = agents
+            .get_mut(&id)
+            .ok_or_else(|| Error::NotFound(id.clone()))?;
+        // `choose` only returns agents with a free slot, so this cannot
+        // overflow or pass max_load.
+        agent.current_load += 1;
+        Ok(agent.clone())
+    }
+
+    fn release(&self, id: &str) -> Result<()> {
+        let mut agents = self.write();
+        let agent = agents
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        agent.current_load = agent
+            .current_load
+            .checked_sub(1)
+            .ok_or_else(|| Error::NothingToRelease(id.to_owned()))?;
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::agent::AgentInfo;
 use crate::error::Result;
+use crate::task::Task;
 
 /// A registry of agents: who they are, whether they are alive, how loaded
 /// they are.
@@ -63,6 +64,29 @@ pub trait AgentRegistry: Send + Sync {
     /// [`Error::Invalid`](crate::Error::Invalid) for a `ttl` too large to
     /// subtract from now; otherwise only errors of the storage underneath.
     fn reap(&self, ttl: Duration) -> Result<Vec<String>>;
+
+    /// Chooses the agent that [`DefaultRouter`](crate::DefaultRouter) would
+    /// choose for `task` among the agents registered at this instant, adds
+    /// one to its `current_load`, and returns it with the new load, all as
+    /// one atomic step: two claims, from any threads or processes, never take
+    /// the same last slot.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoEligibleAgent`](crate::Error::NoEligibleAgent) when no
+    /// agent can take the task, [`Error::Invalid`](crate::Error::Invalid) for
+    /// labels that break the rules; nothing changes then.
+    fn claim(&self, task: &Task) -> Result<AgentInfo>;
+
+    /// Gives back one slot taken by [`claim`](AgentRegistry::claim):
+    /// subtracts one from the agent's `current_load`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) for an unknown id and
+    /// [`Error::NothingToRelease`](crate::Error::NothingToRelease) when its
+    /// load is already 0; nothing changes then.
+    fn release(&self, id: &str) -> Result<()>;
 }
 
 /// The instant before which a heartbeat is stale for `ttl`, shared by every

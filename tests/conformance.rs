@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use roster::{
-    AgentInfo, AgentRegistry, AgentStatus, Error, MemoryRegistry, Result, SqliteRegistry,
+    AgentInfo, AgentRegistry, AgentStatus, DefaultRouter, Error, MemoryRegistry, Priority, Result,
+    SqliteRegistry, Task, TaskRouter,
 };
 use tempfile::TempDir;
 
@@ -55,6 +56,18 @@ macro_rules! conformance {
                 bad_capabilities_are_refused,
                 load_above_max_is_refused,
                 refused_input_changes_nothing,
+                claim_prefers_the_lowest_usage,
+                claim_critical_prefers_the_lowest_load,
+                claim_ties_go_to_the_smallest_id,
+                claim_skips_full_and_offline_agents,
+                claim_needs_every_label,
+                claim_without_labels_takes_any_agent,
+                claim_with_an_unknown_label_finds_nobody,
+                claim_refuses_bad_labels,
+                claim_fills_capacity_exactly,
+                claim_agrees_with_the_router,
+                release_gives_a_slot_back,
+                release_refuses_what_it_cannot_do,
             );
         }
     };
@@ -104,8 +117,40 @@ fn expect_invalid(registry: &dyn AgentRegistry, bad: AgentInfo, field: &str) {
     }
 }
 
+fn worker(id: &str, caps: &[&str], status: AgentStatus, load: u32, max: u32) -> AgentInfo {
+    AgentInfo {
+        id: id.into(),
+        name: format!("worker {id}"),
+        capabilities: caps.iter().map(|c| c.to_string()).collect(),
+        status,
+        last_heartbeat: Utc::now(),
+        current_load: load,
+        max_load: max,
+    }
+}
+
+fn task(labels: &[&str], priority: Priority) -> Task {
+    Task {
+        id: "t".into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        priority,
+    }
+}
+
+fn claimed(registry: &dyn AgentRegistry, labels: &[&str], priority: Priority) -> Result<String> {
+    registry.claim(&task(labels, priority)).map(|a| a.id)
+}
+
+fn expect_no_eligible(result: Result<AgentInfo>) {
+    match result {
+        Err(e @ Error::NoEligibleAgent) => assert_eq!(e.to_string(), "no eligible agent for task"),
+        other => panic!("expected NoEligibleAgent, got {other:?}"),
+    }
+}
+
 mod cases {
     use super::*;
+    use AgentStatus::{Available, Busy, Offline};
 
     pub fn get_returns_exactly_what_was_registered(registry: &dyn AgentRegistry) -> Result<()> {
         let original = AgentInfo {
@@ -389,6 +434,209 @@ mod cases {
         };
         expect_invalid(registry, far_future, "last_heartbeat");
         assert_eq!(registry.get("a")?, good);
+        assert_eq!(registry.list()?.len(), 1);
+        Ok(())
+    }
+
+    pub fn claim_prefers_the_lowest_usage(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(worker("half", &["x"], Available, 2, 4))?; // usage 0.5
+        registry.register(worker("third", &["x"], Busy, 1, 3))?; // usage 0.33
+        registry.register(worker("quarter", &["x"], Available, 1, 4))?; // usage 0.25
+        registry.register(worker("heavy-unlimited", &["x"], Available, 9, 0))?; // usage 0
+        for priority in [Priority::Low, Priority::Medium, Priority::High] {
+            let got = registry.claim(&task(&["x"], priority))?;
+            assert_eq!(got.id, "heavy-unlimited", "{priority}");
+        }
+        registry.deregister("heavy-unlimited")?;
+        let got = registry.claim(&task(&["x"], Priority::Medium))?;
+        assert_eq!((got.id.as_str(), got.current_load), ("quarter", 2));
+        // quarter is now at 0.5, third at 0.33.
+        assert_eq!(claimed(registry, &["x"], Priority::High)?, "third");
+        Ok(())
+    }
+
+    pub fn claim_critical_prefers_the_lowest_load(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(worker("big", &["x"], Available, 3, 100))?; // usage 0.03, load 3
+        registry.register(worker("small", &["x"], Available, 1, 2))?; // usage 0.5, load 1
+        assert_eq!(claimed(registry, &["x"], Priority::Medium)?, "big");
+        assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "small");
+        // small is now full: critical goes to big after all.
+        assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "big");
+        Ok(())
+    }
+
+    pub fn claim_ties_go_to_the_smallest_id(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(worker("b", &["x"], Available, 1, 2))?;
+        registry.register(worker("c", &["x"], Available, 2, 4))?;
+        registry.register(worker("a2", &["x"], Busy, 3, 6))?;
+        registry.register(worker("unlimited", &["x"], Available, 0, 0))?;
+        registry.register(worker("idle", &["x"], Available, 0, 5))?;
+        // usage 0: "idle" and "unlimited" tie, "idle" < "unlimited".
+        assert_eq!(claimed(registry, &["x"], Priority::Low)?, "idle");
+        registry.deregister("idle")?;
+        registry.deregister("unlimited")?;
+        // usage 0.5 everywhere: the smallest id wins.
+        assert_eq!(claimed(registry, &["x"], Priority::Medium)?, "a2");
+        // a2 is at 0.67 now; b and c tie at 0.5.
+        assert_eq!(claimed(registry, &["x"], Priority::Medium)?, "b");
+        // Critical: b is full, c has load 2, a2 load 4.
+        assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "c");
+        // Critical ties: c and a2 both at load 2.
+        registry.release("c")?;
+        registry.register(worker("a2", &["x"], Busy, 2, 6))?;
+        assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "a2");
+        Ok(())
+    }
+
+    pub fn claim_skips_full_and_offline_agents(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(worker("full-available", &["x"], Available, 2, 2))?;
+        registry.register(worker("full-busy", &["x"], Busy, 1, 1))?;
+        registry.register(worker("offline", &["x"], Offline, 0, 0))?;
+        for priority in [Priority::Medium, Priority::Critical] {
+            expect_no_eligible(registry.claim(&task(&["x"], priority)));
+        }
+        registry.register(worker("loaded", &["x"], Busy, 5, 6))?;
+        assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "loaded");
+        expect_no_eligible(registry.claim(&task(&["x"], Priority::Critical)));
+        // Nothing else moved.
+        assert_eq!(registry.get("full-available")?.current_load, 2);
+        assert_eq!(registry.get("offline")?.current_load, 0);
+        Ok(())
+    }
+
+    pub fn claim_needs_every_label(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(worker("rust-only", &["rust"], Available, 0, 0))?;
+        registry.register(worker("gpu-only", &["gpu"], Available, 0, 0))?;
+        registry.register(worker("z-both", &["gpu", "linux", "rust"], Available, 3, 4))?;
+        assert_eq!(
+            claimed(registry, &["rust", "gpu"], Priority::Medium)?,
+            "z-both"
+        );
+        expect_no_eligible(registry.claim(&task(&["gpu", "rust"], Priority::Medium)));
+        // Duplicate labels count once.
+        assert_eq!(
+            claimed(registry, &["gpu", "gpu"], Priority::Medium)?,
+            "gpu-only"
+        );
+        Ok(())
+    }
+
+    pub fn claim_without_labels_takes_any_agent(registry: &dyn AgentRegistry) -> Result<()> {
+        expect_no_eligible(registry.claim(&task(&[], Priority::Medium)));
+        registry.register(worker("bare", &[], Available, 1, 2))?;
+        registry.register(worker("skilled", &["x", "y"], Available, 0, 2))?;
+        assert_eq!(claimed(registry, &[], Priority::Medium)?, "skilled");
+        assert_eq!(claimed(registry, &[], Priority::Critical)?, "bare");
+        Ok(())
+    }
+
+    pub fn claim_with_an_unknown_label_finds_nobody(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(worker("a", &["x"], Available, 0, 0))?;
+        expect_no_eligible(registry.claim(&task(&["nobody-has-this"], Priority::Medium)));
+        expect_no_eligible(registry.claim(&task(&["x", "nobody-has-this"], Priority::Critical)));
+        assert_eq!(registry.get("a")?.current_load, 0);
+        Ok(())
+    }
+
+    pub fn claim_refuses_bad_labels(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(worker("a", &["x"], Available, 0, 0))?;
+        let long = "l".repeat(roster::MAX_CAPABILITY_CHARS + 1);
+        for bad in [
+            "",
+            "new
+line",
+            long.as_str(),
+        ] {
+            match registry.claim(&task(&["x", bad], Priority::Medium)) {
+                Err(Error::Invalid {
+                    field: "labels", ..
+                }) => {}
+                other => panic!("label {bad:?}: expected invalid labels, got {other:?}"),
+            }
+        }
+        assert_eq!(registry.get("a")?.current_load, 0);
+        Ok(())
+    }
+
+    pub fn claim_fills_capacity_exactly(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(worker("a", &["x"], Available, 0, 3))?;
+        registry.register(worker("b", &["x"], Busy, 1, 2))?;
+        registry.register(worker("c", &["y"], Available, 0, 5))?;
+        let mut claims = 0;
+        while registry.claim(&task(&["x"], Priority::Medium)).is_ok() {
+            claims += 1;
+            assert!(claims <= 4, "over-booked");
+        }
+        assert_eq!(claims, 4);
+        assert_eq!(registry.get("a")?.current_load, 3);
+        assert_eq!(registry.get("b")?.current_load, 2);
+        assert_eq!(registry.get("c")?.current_load, 0);
+        Ok(())
+    }
+
+    pub fn claim_agrees_with_the_router(registry: &dyn AgentRegistry) -> Result<()> {
+        let vocabulary = ["a", "b", "c", "d"];
+        for i in 0..30_u32 {
+            let caps: Vec<&str> = vocabulary
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| (i as usize + j) % 3 != 0)
+                .map(|(_, c)| *c)
+                .collect();
+            let status = [Available, Busy, Offline][(i % 3) as usize];
+            let max = i % 5;
+            registry.register(worker(
+                &format!("w{i:02}"),
+                &caps,
+                status,
+                (i * 7) % (max + 1),
+                max,
+            ))?;
+        }
+        let router = DefaultRouter::new();
+        for step in 0..60 {
+            let labels: Vec<&str> = vocabulary
+                .iter()
+                .copied()
+                .skip(step % 4)
+                .take(step % 3)
+                .collect();
+            let priority = [Priority::Low, Priority::Critical, Priority::High][step % 3];
+            let t = task(&labels, priority);
+            let expected = router.route(&t, &registry.list()?);
+            match (expected, registry.claim(&t)) {
+                (Ok(want), Ok(got)) => assert_eq!(got.id, want, "step {step}"),
+                (Err(Error::NoEligibleAgent), Err(Error::NoEligibleAgent)) => {}
+                (want, got) => panic!("step {step}: router {want:?}, claim {got:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn release_gives_a_slot_back(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(worker("a", &["x"], Available, 0, 1))?;
+        let got = registry.claim(&task(&["x"], Priority::Medium))?;
+        assert_eq!(got.current_load, 1);
+        expect_no_eligible(registry.claim(&task(&["x"], Priority::Medium)));
+        registry.release("a")?;
+        assert_eq!(registry.get("a")?.current_load, 0);
+        assert_eq!(claimed(registry, &["x"], Priority::Medium)?, "a");
+        Ok(())
+    }
+
+    pub fn release_refuses_what_it_cannot_do(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(worker("idle", &["x"], Available, 0, 1))?;
+        match registry.release("idle") {
+            Err(e @ Error::NothingToRelease(_)) => {
+                assert_eq!(e.to_string(), "agent idle holds no load to release")
+            }
+            other => panic!("expected NothingToRelease, got {other:?}"),
+        }
+        match registry.release("ghost") {
+            Err(e @ Error::NotFound(_)) => assert_eq!(e.to_string(), "agent not found: ghost"),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        assert_eq!(registry.get("idle")?.current_load, 0);
         assert_eq!(registry.list()?.len(), 1);
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! [`SqliteRegistry`]: the registry kept in one SQLite file, shared by every
 //! process on the host. The only module that knows SQL.
 
+mod claim;
 mod row;
 mod schema;
 
@@ -12,11 +13,14 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 
 use crate::agent::AgentInfo;
 use crate::error::{DatabaseError, Error, Result};
 use crate::registry::{AgentRegistry, reap_cutoff};
+use crate::task::Task;
 use row::{AGENT_COLUMNS, encode_time, fold_agents, raw_agent};
 
 /// How much a commit survives, set per connection with `PRAGMA synchronous`.
@@ -139,6 +143,7 @@ impl SqliteOptions {
             .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(move |conn| {
                 conn.busy_timeout(busy_timeout)?;
+                conn.set_prepared_statement_cache_capacity(64);
                 conn.pragma_update(None, "foreign_keys", true)?;
                 conn.pragma_update(None, "synchronous", synchronous)
             });
@@ -303,13 +308,8 @@ impl AgentRegistry for SqliteRegistry {
     }
 
     fn get(&self, id: &str) -> Result<AgentInfo> {
-        let sql = format!("{AGENT_COLUMNS} WHERE a.id = ?1 ORDER BY c.position");
-        let agents = self.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map([id], raw_agent)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        fold_agents(agents.into_iter().map(Ok))?
+        let rows = self.with_conn(|conn| read_agent(conn, id))?;
+        fold_agents(rows.into_iter().map(Ok))?
             .pop()
             .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
@@ -357,4 +357,51 @@ impl AgentRegistry for SqliteRegistry {
         reaped.sort_unstable();
         Ok(reaped)
     }
+
+    fn claim(&self, task: &Task) -> Result<AgentInfo> {
+        let labels = task.checked_labels()?;
+        let rows = self.write(|tx| {
+            let Some(id) = claim::choose(tx, &labels, task.priority)? else {
+                return Ok(Vec::new());
+            };
+            tx.prepare_cached("UPDATE agents SET current_load = current_load + 1 WHERE id = ?1")?
+                .execute([&id])?;
+            read_agent(tx, &id)
+        })?;
+        fold_agents(rows.into_iter().map(Ok))?
+            .pop()
+            .ok_or(Error::NoEligibleAgent)
+    }
+
+    fn release(&self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            let load: Option<i64> = tx
+                .prepare_cached(
+                    "UPDATE agents SET current_load = current_load - 1
+                     WHERE id = ?1 AND current_load > 0 RETURNING current_load",
+                )?
+                .query_row([id], |row| row.get(0))
+                .optional()?;
+            if load.is_some() {
+                return Ok(Ok(()));
+            }
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM agents WHERE id = ?1")?
+                .exists([id])?;
+            Ok(Err(if exists {
+                Error::NothingToRelease(id.to_owned())
+            } else {
+                Error::NotFound(id.to_owned())
+            }))
+        })?
+    }
+}
+
+/// The rows of [`AGENT_COLUMNS`] for one agent, capabilities in order.
+fn read_agent(conn: &Connection, id: &str) -> rusqlite::Result<Vec<row::RawAgent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{AGENT_COLUMNS} WHERE a.id = ?1 ORDER BY c.position"
+    ))?;
+    let rows = stmt.query_map([id], raw_agent)?;
+    rows.collect()
 }

@@ -11,7 +11,10 @@ use crate::sqlite::{db_error, is_busy};
 
 /// The migrations, oldest first; the schema version of a file is the number
 /// of them applied. Append only: a released file is never edited.
-pub(crate) const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_agents.sql")];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_agents.sql"),
+    include_str!("../../migrations/0002_claim_indexes.sql"),
+];
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
