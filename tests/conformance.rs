@@ -580,7 +580,7 @@ line",
             let caps: Vec<&str> = vocabulary
                 .iter()
                 .enumerate()
-                .filter(|(j, _)| (i as usize + j) % 3 != 0)
+                .filter(|(j, _)| !(i as usize + j).is_multiple_of(3))
                 .map(|(_, c)| *c)
                 .collect();
             let status = [Available, Busy, Offline][(i % 3) as usize];
