@@ -1,0 +1,99 @@
+//! Never over-books: many claimers at once, on one registry or on many
+//! handles of one file, get exactly the free capacity and no more.
+
+use std::sync::Arc;
+use std::thread;
+
+use chrono::Utc;
+use roster::{
+    AgentInfo, AgentRegistry, AgentStatus, Error, MemoryRegistry, Priority, SqliteRegistry, Task,
+};
+
+const THREADS: usize = 8;
+
+fn fleet() -> Vec<AgentInfo> {
+    (0..12_u32)
+        .map(|i| AgentInfo {
+            id: format!("agent-{i:02}"),
+            name: format!("agent {i}"),
+            capabilities: vec!["x".into()],
+            status: if i % 3 == 0 { AgentStatus::Busy } else { AgentStatus::Available },
+            last_heartbeat: Utc::now(),
+            current_load: i % 2,
+            max_load: 2 + i % 5,
+        })
+        .collect()
+}
+
+fn free_capacity(agents: &[AgentInfo]) -> u32 {
+    agents.iter().map(|a| a.max_load - a.current_load).sum()
+}
+
+/// Claims until the registry says no agent is eligible; returns how many
+/// claims succeeded.
+fn claim_until_full(registry: &dyn AgentRegistry, thread: usize) -> u32 {
+    let mut claims = 0;
+    loop {
+        let task = Task {
+            id: format!("t{thread}-{claims}"),
+            labels: vec!["x".into()],
+            priority: if claims % 4 == 0 { Priority::Critical } else { Priority::Medium },
+        };
+        match registry.claim(&task) {
+            Ok(agent) => {
+                assert!(agent.current_load <= agent.max_load, "{agent:?}");
+                claims += 1;
+            }
+            Err(Error::NoEligibleAgent) => return claims,
+            Err(other) => panic!("claim failed: {other}"),
+        }
+    }
+}
+
+fn assert_exactly_full(registry: &dyn AgentRegistry, claims: u32, expected: u32) {
+    assert_eq!(claims, expected, "successful claims must equal the free capacity");
+    for agent in registry.list().expect("list") {
+        assert_eq!(agent.current_load, agent.max_load, "{}", agent.id);
+    }
+}
+
+#[test]
+fn threads_on_one_memory_registry_never_over_book() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let agents = fleet();
+    for agent in &agents {
+        registry.register(agent.clone()).expect("register");
+    }
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let registry = Arc::clone(&registry);
+            thread::spawn(move || claim_until_full(&*registry, t))
+        })
+        .collect();
+    let claims = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+    assert_exactly_full(&*registry, claims, free_capacity(&agents));
+}
+
+#[test]
+fn many_sqlite_handles_on_one_file_never_over_book() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shared.db");
+    let agents = fleet();
+    let setup = SqliteRegistry::open(&path).expect("open");
+    for agent in &agents {
+        setup.register(agent.clone()).expect("register");
+    }
+    // One handle per thread, each with its own pool, as separate processes
+    // would have.
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let path = path.clone();
+            thread::spawn(move || {
+                let registry = SqliteRegistry::open(&path).expect("open");
+                claim_until_full(&registry, t)
+            })
+        })
+        .collect();
+    let claims = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+    assert_exactly_full(&setup, claims, free_capacity(&agents));
+}
