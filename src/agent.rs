@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -93,7 +93,8 @@ impl FromStr for AgentStatus {
 ///   characters, no control characters; at most [`MAX_CAPABILITIES`] of them
 ///   once duplicates are dropped;
 /// - `current_load` at most `max_load` unless `max_load` is 0 (unlimited);
-/// - `last_heartbeat` between the years 0000 and 9999.
+/// - `last_heartbeat` between the years 0000 and 9999, and not a leap
+///   second.
 ///
 /// Duplicate capabilities are not an error: the first of each is kept, in the
 /// order given.
@@ -163,6 +164,12 @@ impl AgentInfo {
             return Err(Error::invalid(
                 "last_heartbeat",
                 format!("year {year} is outside 0000..=9999"),
+            ));
+        }
+        if self.last_heartbeat.nanosecond() >= 1_000_000_000 {
+            return Err(Error::invalid(
+                "last_heartbeat",
+                "leap seconds (23:59:60) are not supported",
             ));
         }
         Ok(self)

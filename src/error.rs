@@ -98,10 +98,6 @@ impl DatabaseError {
     pub(crate) fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self(Box::new(error))
     }
-
-    pub(crate) fn message(message: impl Into<String>) -> Self {
-        Self(message.into().into())
-    }
 }
 
 impl fmt::Debug for DatabaseError {

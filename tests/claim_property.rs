@@ -57,13 +57,15 @@ fn agent(vocabulary: usize) -> impl Strategy<Value = AgentInfo> {
 
 fn task() -> impl Strategy<Value = Task> {
     // "zz" is a label no agent has.
-    (subsequence(&["a", "b", "c", "d", "e", "f", "zz"][..], 0..=3), priority()).prop_map(
-        |(labels, priority)| Task {
+    (
+        subsequence(&["a", "b", "c", "d", "e", "f", "zz"][..], 0..=3),
+        priority(),
+    )
+        .prop_map(|(labels, priority)| Task {
             id: "t".into(),
             labels: labels.into_iter().map(String::from).collect(),
             priority,
-        },
-    )
+        })
 }
 
 /// Registers `agents`, then for each task compares claim with the router.
@@ -140,7 +142,10 @@ fn rare_labels_late_in_routing_order_are_found() {
             ..AgentInfo::default()
         });
     }
-    for (i, (load, max)) in [(3, 4), (1, 2), (2, 4), (5, 6), (1, 2)].into_iter().enumerate() {
+    for (i, (load, max)) in [(3, 4), (1, 2), (2, 4), (5, 6), (1, 2)]
+        .into_iter()
+        .enumerate()
+    {
         agents.push(AgentInfo {
             id: format!("rare-{i}"),
             name: "rare".into(),
@@ -155,7 +160,44 @@ fn rare_labels_late_in_routing_order_are_found() {
         .map(|i| Task {
             id: format!("t{i}"),
             labels: vec!["rare".into(), "common".into()],
-            priority: if i % 2 == 0 { Priority::Medium } else { Priority::Critical },
+            priority: if i % 2 == 0 {
+                Priority::Medium
+            } else {
+                Priority::Critical
+            },
+        })
+        .collect();
+    sqlite_check(&agents, &tasks);
+    check(&MemoryRegistry::new(), &agents, &tasks);
+}
+
+/// A head of the routing order that is all offline: a task without labels
+/// still finds the online agent behind it.
+#[test]
+fn an_offline_head_of_the_routing_order_is_skipped() {
+    let mut agents: Vec<AgentInfo> = (0..400)
+        .map(|i| AgentInfo {
+            id: format!("gone-{i:03}"),
+            name: "gone".into(),
+            status: AgentStatus::Offline,
+            last_heartbeat: Utc::now(),
+            ..AgentInfo::default()
+        })
+        .collect();
+    agents.push(AgentInfo {
+        id: "alive".into(),
+        name: "alive".into(),
+        current_load: 3,
+        max_load: 4,
+        last_heartbeat: Utc::now(),
+        ..AgentInfo::default()
+    });
+    let tasks: Vec<Task> = [Priority::Low, Priority::Critical, Priority::High]
+        .into_iter()
+        .map(|priority| Task {
+            id: "t".into(),
+            labels: Vec::new(),
+            priority,
         })
         .collect();
     sqlite_check(&agents, &tasks);

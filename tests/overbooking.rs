@@ -17,7 +17,11 @@ fn fleet() -> Vec<AgentInfo> {
             id: format!("agent-{i:02}"),
             name: format!("agent {i}"),
             capabilities: vec!["x".into()],
-            status: if i % 3 == 0 { AgentStatus::Busy } else { AgentStatus::Available },
+            status: if i % 3 == 0 {
+                AgentStatus::Busy
+            } else {
+                AgentStatus::Available
+            },
             last_heartbeat: Utc::now(),
             current_load: i % 2,
             max_load: 2 + i % 5,
@@ -37,7 +41,11 @@ fn claim_until_full(registry: &dyn AgentRegistry, thread: usize) -> u32 {
         let task = Task {
             id: format!("t{thread}-{claims}"),
             labels: vec!["x".into()],
-            priority: if claims % 4 == 0 { Priority::Critical } else { Priority::Medium },
+            priority: if claims % 4 == 0 {
+                Priority::Critical
+            } else {
+                Priority::Medium
+            },
         };
         match registry.claim(&task) {
             Ok(agent) => {
@@ -51,7 +59,10 @@ fn claim_until_full(registry: &dyn AgentRegistry, thread: usize) -> u32 {
 }
 
 fn assert_exactly_full(registry: &dyn AgentRegistry, claims: u32, expected: u32) {
-    assert_eq!(claims, expected, "successful claims must equal the free capacity");
+    assert_eq!(
+        claims, expected,
+        "successful claims must equal the free capacity"
+    );
     for agent in registry.list().expect("list") {
         assert_eq!(agent.current_load, agent.max_load, "{}", agent.id);
     }

@@ -85,7 +85,7 @@ fn the_file_is_in_wal_mode_with_the_roster_identity() -> Result<()> {
         )
         .expect("identity");
     assert_eq!(app, 0x726f_7374, "application_id spells 'rost'");
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     Ok(())
 }
 
@@ -268,7 +268,7 @@ fn a_newer_schema_version_is_refused_untouched() -> Result<()> {
     match &err {
         Error::SchemaTooNew {
             found, supported, ..
-        } => assert_eq!((*found, *supported), (99, 1)),
+        } => assert_eq!((*found, *supported), (99, 2)),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     assert!(err.to_string().contains("upgrade roster"), "{err}");
@@ -307,5 +307,42 @@ fn an_empty_existing_file_becomes_a_registry() -> Result<()> {
     let registry = SqliteRegistry::open(&path)?;
     registry.register(agent("a", &[]))?;
     assert_eq!(registry.list()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_version_1_file_is_migrated_with_its_data() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v1.db");
+    {
+        let conn = raw(&path);
+        conn.execute_batch(include_str!("../migrations/0001_agents.sql"))
+            .expect("schema v1");
+        conn.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO agents VALUES ('old', 'Old agent', 'busy', '2025-06-01 12:00:00.000000001', 1, 3);
+             INSERT INTO capabilities VALUES ('old', 0, 'x'), ('old', 1, 'w');",
+        )
+        .expect("v1 data");
+    }
+    let registry = SqliteRegistry::open(&path)?;
+    let old = registry.get("old")?;
+    assert_eq!(
+        (old.status, old.current_load, old.max_load),
+        (AgentStatus::Busy, 1, 3)
+    );
+    assert_eq!(old.capabilities, ["x", "w"]);
+    assert_eq!(old.last_heartbeat.timestamp_subsec_nanos(), 1);
+    let version: i64 = raw(&path)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+    // The claim indexes of version 2 work on the migrated rows.
+    let claimed = registry.claim(&roster::Task {
+        id: "t".into(),
+        labels: vec!["w".into()],
+        priority: roster::Priority::Medium,
+    })?;
+    assert_eq!((claimed.id.as_str(), claimed.current_load), ("old", 2));
     Ok(())
 }

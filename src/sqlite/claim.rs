@@ -1,7 +1,7 @@
 //! The SQL behind `claim`: DefaultRouter's policy, evaluated in the database.
 //!
-//! The indexes of migration 0002 hold the eligible agents (not offline, a
-//! free slot) in routing order. `claim` first walks the head of that order
+//! The indexes of migration 0002 hold the agents with a free slot in routing
+//! order (offline ones too: status is checked per row, see the migration). `claim` first walks the head of that order
 //! and takes the first agent holding every label: for labels that many agents
 //! share it stops after a few rows. When the head holds no match, it asks the
 //! capability index for the holders of the rarest label and sorts only those.
@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use rusqlite::{Transaction, params_from_iter};
+use rusqlite::{OptionalExtension, Transaction, params_from_iter};
 
 use crate::task::Priority;
 
@@ -17,10 +17,10 @@ use crate::task::Priority;
 /// before it switches to the holders of the rarest label.
 const WALK_LIMIT: usize = 256;
 
-/// The condition that defines an eligible agent; must stay identical, term
-/// for term, to the WHERE clause of the claim indexes.
-const ELIGIBLE: &str = "a.status <> 'offline' \
-     AND a.current_load < (CASE a.max_load WHEN 0 THEN 4294967295 ELSE a.max_load END)";
+/// The condition that defines an agent with a free slot; must stay
+/// identical, term for term, to the WHERE clause of the claim indexes.
+const HAS_SLOT: &str =
+    "a.current_load < (CASE a.max_load WHEN 0 THEN 4294967295 ELSE a.max_load END)";
 
 /// The index and its ordering key for a priority.
 fn order(priority: Priority) -> (&'static str, &'static str) {
@@ -55,8 +55,8 @@ pub(super) fn choose(
 ) -> rusqlite::Result<Option<String>> {
     let (index, key) = order(priority);
     let walk = format!(
-        "SELECT a.id, {holds} FROM agents AS a INDEXED BY {index} \
-         WHERE {ELIGIBLE} ORDER BY {key}, a.id LIMIT {WALK_LIMIT}",
+        "SELECT a.id, a.status <> 'offline' AND {holds} FROM agents AS a INDEXED BY {index} \
+         WHERE {HAS_SLOT} ORDER BY {key}, a.id LIMIT {WALK_LIMIT}",
         holds = holds_labels(1, labels.len()),
     );
     let mut stmt = tx.prepare_cached(&walk)?;
@@ -68,12 +68,27 @@ pub(super) fn choose(
             return row.get(0).map(Some);
         }
     }
-    if seen < WALK_LIMIT || labels.is_empty() {
-        // The walk saw every eligible agent.
+    if seen < WALK_LIMIT {
+        // The walk saw every agent with a free slot.
         return Ok(None);
     }
     drop(rows);
+    if labels.is_empty() {
+        return first_online(tx, index, key);
+    }
     by_rarest_label(tx, labels, key)
+}
+
+/// For a task without labels whose head of the routing order is all offline:
+/// the rest of the walk, to its end if need be.
+fn first_online(tx: &Transaction<'_>, index: &str, key: &str) -> rusqlite::Result<Option<String>> {
+    let sql = format!(
+        "SELECT a.id FROM agents AS a INDEXED BY {index} \
+         WHERE {HAS_SLOT} AND a.status <> 'offline' ORDER BY {key}, a.id LIMIT 1"
+    );
+    tx.prepare_cached(&sql)?
+        .query_row([], |row| row.get(0))
+        .optional()
 }
 
 /// Sorts the eligible holders of the rarest label and keeps the first that
@@ -95,7 +110,7 @@ fn by_rarest_label(
     ordered.sort_unstable();
     let sql = format!(
         "SELECT a.id FROM capabilities AS driver JOIN agents AS a ON a.id = driver.agent_id \
-         WHERE driver.capability = ?1 AND {ELIGIBLE} AND {holds} \
+         WHERE driver.capability = ?1 AND a.status <> 'offline' AND {HAS_SLOT} AND {holds} \
          ORDER BY {key}, a.id LIMIT 1",
         holds = holds_labels(2, labels.len() - 1),
     );

@@ -21,7 +21,7 @@ use crate::agent::AgentInfo;
 use crate::error::{DatabaseError, Error, Result};
 use crate::registry::{AgentRegistry, reap_cutoff};
 use crate::task::Task;
-use row::{AGENT_COLUMNS, encode_time, fold_agents, raw_agent};
+use row::{encode_time, query_agents, select_agents};
 
 /// How much a commit survives, set per connection with `PRAGMA synchronous`.
 ///
@@ -150,6 +150,9 @@ impl SqliteOptions {
         let pool = Pool::builder()
             .max_size(self.pool_size)
             .min_idle(Some(1))
+            // A checkout must not cost a statement: a broken connection shows up
+            // as an error of the call that uses it.
+            .test_on_check_out(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connection_timeout(self.busy_timeout.max(Duration::from_millis(100)))
@@ -308,20 +311,15 @@ impl AgentRegistry for SqliteRegistry {
     }
 
     fn get(&self, id: &str) -> Result<AgentInfo> {
-        let rows = self.with_conn(|conn| read_agent(conn, id))?;
-        fold_agents(rows.into_iter().map(Ok))?
-            .pop()
+        self.with_conn(|conn| read_agent(conn, id))?
             .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     fn list(&self) -> Result<Vec<AgentInfo>> {
-        let sql = format!("{AGENT_COLUMNS} ORDER BY a.id, c.position");
-        let rows = self.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map([], raw_agent)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        fold_agents(rows.into_iter().map(Ok))
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(select_agents!("ORDER BY a.id, c.position"))?;
+            query_agents(&mut stmt, [])
+        })
     }
 
     fn heartbeat(&self, id: &str) -> Result<()> {
@@ -360,17 +358,15 @@ impl AgentRegistry for SqliteRegistry {
 
     fn claim(&self, task: &Task) -> Result<AgentInfo> {
         let labels = task.checked_labels()?;
-        let rows = self.write(|tx| {
+        self.write(|tx| {
             let Some(id) = claim::choose(tx, &labels, task.priority)? else {
-                return Ok(Vec::new());
+                return Ok(None);
             };
             tx.prepare_cached("UPDATE agents SET current_load = current_load + 1 WHERE id = ?1")?
                 .execute([&id])?;
             read_agent(tx, &id)
-        })?;
-        fold_agents(rows.into_iter().map(Ok))?
-            .pop()
-            .ok_or(Error::NoEligibleAgent)
+        })?
+        .ok_or(Error::NoEligibleAgent)
     }
 
     fn release(&self, id: &str) -> Result<()> {
@@ -397,11 +393,8 @@ impl AgentRegistry for SqliteRegistry {
     }
 }
 
-/// The rows of [`AGENT_COLUMNS`] for one agent, capabilities in order.
-fn read_agent(conn: &Connection, id: &str) -> rusqlite::Result<Vec<row::RawAgent>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "{AGENT_COLUMNS} WHERE a.id = ?1 ORDER BY c.position"
-    ))?;
-    let rows = stmt.query_map([id], raw_agent)?;
-    rows.collect()
+/// One agent with its capabilities in order, if it exists.
+fn read_agent(conn: &Connection, id: &str) -> rusqlite::Result<Option<AgentInfo>> {
+    let mut stmt = conn.prepare_cached(select_agents!("WHERE a.id = ?1 ORDER BY c.position"))?;
+    Ok(query_agents(&mut stmt, [id])?.pop())
 }

@@ -1,91 +1,137 @@
 //! Encoding of agents into rows and back: the one place that knows the
 //! column formats.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use rusqlite::Row;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+use rusqlite::types::{Type, ValueRef};
+use rusqlite::{Params, Row, Statement};
 
 use crate::agent::{AgentInfo, AgentStatus};
-use crate::error::{DatabaseError, Error, Result};
 
-/// The format of `agents.last_heartbeat`: UTC, always nine fractional
-/// digits. It is SQLite's own date format carried to the nanosecond, so text
-/// order is time order and `datetime('now', '-30 seconds')` compares with it
-/// correctly.
-const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.9f";
-
-/// Encodes a time as stored in `agents.last_heartbeat`.
+/// Encodes a time as stored in `agents.last_heartbeat`: UTC,
+/// `YYYY-MM-DD HH:MM:SS.fffffffff`, always nine fractional digits. It is
+/// SQLite's own date format carried to the nanosecond, so text order is time
+/// order and `datetime('now', '-30 seconds')` compares with it correctly.
+///
+/// Years must be within 0..=9999 and the time no leap second, as
+/// [`AgentInfo::validated`] ensures.
 pub(crate) fn encode_time(time: &DateTime<Utc>) -> String {
-    time.format(TIMESTAMP_FORMAT).to_string()
+    let mut text = String::with_capacity(29);
+    let _ = write!(
+        text,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:09}",
+        time.year(),
+        time.month(),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second(),
+        time.nanosecond()
+    );
+    text
 }
 
-/// Decodes `agents.last_heartbeat`.
-pub(crate) fn decode_time(text: &str) -> Result<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(text, TIMESTAMP_FORMAT)
+/// Decodes `agents.last_heartbeat`; `None` when the text is not in the
+/// format (the schema's CHECK constraint makes that impossible).
+pub(crate) fn decode_time(text: &[u8]) -> Option<DateTime<Utc>> {
+    if text.len() != 29 {
+        return None;
+    }
+    let number = |from: usize, to: usize| -> Option<u32> {
+        text[from..to].iter().try_fold(0_u32, |acc, &b| {
+            b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+        })
+    };
+    let separators = [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b' '),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+    ];
+    if separators.iter().any(|&(at, sep)| text[at] != sep) {
+        return None;
+    }
+    let year = i32::try_from(number(0, 4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, number(5, 7)?, number(8, 10)?)?
+        .and_hms_nano_opt(
+            number(11, 13)?,
+            number(14, 16)?,
+            number(17, 19)?,
+            number(20, 29)?,
+        )
         .map(|naive| naive.and_utc())
-        .map_err(|e| corrupt(format!("last_heartbeat {text:?}: {e}")))
 }
 
-pub(crate) fn corrupt(what: String) -> Error {
-    Error::Database(DatabaseError::message(format!(
-        "unexpected value in the database: {what}"
-    )))
+/// The query behind `get` and `list`: agents joined with their capabilities
+/// (NULL for an agent with none), one row per capability; `{}` is where the
+/// WHERE and ORDER BY go. Rows must come ordered by agent, then position.
+macro_rules! select_agents {
+    ($rest:literal) => {
+        concat!(
+            "SELECT a.id, a.name, a.status, a.last_heartbeat, a.current_load, a.max_load, \
+             c.capability FROM agents AS a LEFT JOIN capabilities AS c ON c.agent_id = a.id ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_agents;
+
+fn corrupt(column: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        Type::Text,
+        format!("unexpected value in the database: {what}").into(),
+    )
 }
 
-/// The columns [`agent_from_row`] reads, joined with the agent's
-/// capabilities (NULL for an agent with none), one row per capability.
-pub(crate) const AGENT_COLUMNS: &str = "SELECT a.id, a.name, a.status, a.last_heartbeat, \
-     a.current_load, a.max_load, c.capability \
-     FROM agents AS a LEFT JOIN capabilities AS c ON c.agent_id = a.id";
-
-/// The fields of one row of [`AGENT_COLUMNS`], before decoding.
-pub(crate) struct RawAgent {
-    id: String,
-    name: String,
-    status: String,
-    last_heartbeat: String,
-    current_load: i64,
-    max_load: i64,
-    capability: Option<String>,
+fn text<'r>(row: &'r Row<'_>, column: usize) -> rusqlite::Result<&'r str> {
+    row.get_ref(column)?.as_str().map_err(Into::into)
 }
 
-pub(crate) fn raw_agent(row: &Row<'_>) -> rusqlite::Result<RawAgent> {
-    Ok(RawAgent {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        status: row.get(2)?,
-        last_heartbeat: row.get(3)?,
-        current_load: row.get(4)?,
-        max_load: row.get(5)?,
-        capability: row.get(6)?,
+fn load(row: &Row<'_>, column: usize) -> rusqlite::Result<u32> {
+    let value: i64 = row.get(column)?;
+    u32::try_from(value).map_err(|_| corrupt(column, format!("load {value}")))
+}
+
+fn new_agent(row: &Row<'_>) -> rusqlite::Result<AgentInfo> {
+    let status = text(row, 2)?;
+    let status = status
+        .parse::<AgentStatus>()
+        .map_err(|_| corrupt(2, format!("status {status:?}")))?;
+    let heartbeat = text(row, 3)?;
+    let last_heartbeat = decode_time(heartbeat.as_bytes())
+        .ok_or_else(|| corrupt(3, format!("last_heartbeat {heartbeat:?}")))?;
+    Ok(AgentInfo {
+        id: text(row, 0)?.to_owned(),
+        name: text(row, 1)?.to_owned(),
+        capabilities: Vec::new(),
+        status,
+        last_heartbeat,
+        current_load: load(row, 4)?,
+        max_load: load(row, 5)?,
     })
 }
 
-fn load(column: &str, value: i64) -> Result<u32> {
-    u32::try_from(value).map_err(|_| corrupt(format!("{column} {value}")))
-}
-
-/// Folds rows of [`AGENT_COLUMNS`], ordered by agent and then by capability
-/// position, into agents.
-pub(crate) fn fold_agents(
-    rows: impl Iterator<Item = rusqlite::Result<RawAgent>>,
-) -> Result<Vec<AgentInfo>> {
+/// Runs a [`select_agents!`] statement and folds its rows into agents,
+/// allocating each agent's fields once, not once per capability row.
+pub(crate) fn query_agents(
+    stmt: &mut Statement<'_>,
+    params: impl Params,
+) -> rusqlite::Result<Vec<AgentInfo>> {
+    let mut rows = stmt.query(params)?;
     let mut agents: Vec<AgentInfo> = Vec::new();
-    for raw in rows {
-        let raw = raw.map_err(crate::sqlite::db_error)?;
-        match agents.last_mut() {
-            Some(last) if last.id == raw.id => last.capabilities.extend(raw.capability),
-            _ => agents.push(AgentInfo {
-                status: raw
-                    .status
-                    .parse::<AgentStatus>()
-                    .map_err(|_| corrupt(format!("status {:?}", raw.status)))?,
-                last_heartbeat: decode_time(&raw.last_heartbeat)?,
-                current_load: load("current_load", raw.current_load)?,
-                max_load: load("max_load", raw.max_load)?,
-                capabilities: raw.capability.into_iter().collect(),
-                id: raw.id,
-                name: raw.name,
-            }),
+    while let Some(row) = rows.next()? {
+        let id = text(row, 0)?;
+        if agents.last().is_none_or(|last| last.id != id) {
+            agents.push(new_agent(row)?);
+        }
+        if let (ValueRef::Text(capability), Some(agent)) = (row.get_ref(6)?, agents.last_mut()) {
+            let capability =
+                std::str::from_utf8(capability).map_err(|e| rusqlite::Error::Utf8Error(6, e))?;
+            agent.capabilities.push(capability.to_owned());
         }
     }
     Ok(agents)
@@ -96,23 +142,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn time_round_trips_to_the_nanosecond_and_sorts_as_text() -> Result<()> {
-        let early = DateTime::parse_from_rfc3339("0001-01-01T00:00:00Z")
-            .map_err(|e| corrupt(e.to_string()))?
-            .with_timezone(&Utc);
-        let late = DateTime::parse_from_rfc3339("2026-11-24T15:04:05.123456789Z")
-            .map_err(|e| corrupt(e.to_string()))?
-            .with_timezone(&Utc);
+    fn time_round_trips_to_the_nanosecond_and_sorts_as_text() -> Result<(), String> {
+        let parse = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .expect("test time")
+                .with_timezone(&Utc)
+        };
+        let early = parse("0001-01-01T00:00:00Z");
+        let late = parse("2026-11-24T15:04:05.123456789Z");
+        let later = parse("2026-11-24T15:04:05.123456790Z");
         assert_eq!(encode_time(&early), "0001-01-01 00:00:00.000000000");
         assert_eq!(encode_time(&late), "2026-11-24 15:04:05.123456789");
-        assert_eq!(decode_time(&encode_time(&late))?, late);
+        for time in [early, late, later] {
+            assert_eq!(decode_time(encode_time(&time).as_bytes()), Some(time));
+        }
         assert!(encode_time(&early) < encode_time(&late));
+        assert!(encode_time(&late) < encode_time(&later));
         Ok(())
     }
 
     #[test]
     fn bad_time_text_is_an_error_not_a_panic() {
-        assert!(decode_time("2026-11-24T15:04:05Z").is_err());
-        assert!(decode_time("").is_err());
+        for bad in [
+            "2026-11-24T15:04:05Z",
+            "",
+            "2026-11-24 15:04:05.12345678x",
+            "2026-02-30 00:00:00.000000000",
+            "2026-11-24 24:00:00.000000000",
+            "2026-11-24+15:04:05.123456789",
+        ] {
+            assert_eq!(decode_time(bad.as_bytes()), None, "{bad}");
+        }
     }
 }

@@ -1,0 +1,566 @@
+//! roster side by side with the limit and with what users would pick instead.
+//!
+//! `cargo bench --bench compare` prints one table: each row times roster and
+//! a baseline in the same run, alternating them, and reports the median of
+//! several repetitions of each and their ratio. Pass `quick` after `--` for a
+//! smaller run (`cargo bench --bench compare -- quick`), or row names to run
+//! only those rows (`-- heartbeat claim`).
+//!
+//! Figures are per operation. Absolute times depend on the machine; the
+//! ratios are the point.
+
+use std::env;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use roster::{
+    AgentInfo, AgentRegistry, AgentStatus, DefaultRouter, Error, MemoryRegistry, Priority,
+    SqliteRegistry, Task, TaskRouter,
+};
+use rusqlite::Connection;
+
+/// Capabilities are drawn from this many words.
+const VOCABULARY: usize = 20;
+/// Each agent holds this many distinct capabilities.
+const CAPABILITIES: usize = 5;
+
+/// A small deterministic generator, so that every run measures the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn word(i: usize) -> String {
+    format!("cap{i:02}")
+}
+
+fn agent_id(i: usize) -> String {
+    format!("agent-{i:06}")
+}
+
+/// `n` agents: 5 capabilities each out of 20, loads spread over 0..=max,
+/// max loads 1 to 8 with one in ten unlimited, 5 % busy, 5 % offline.
+fn fleet(n: usize, seed: u64) -> Vec<AgentInfo> {
+    let mut rng = Rng(seed);
+    let now = Utc::now();
+    (0..n)
+        .map(|i| {
+            let mut capabilities = Vec::with_capacity(CAPABILITIES);
+            while capabilities.len() < CAPABILITIES {
+                let cap = word(rng.below(VOCABULARY as u64) as usize);
+                if !capabilities.contains(&cap) {
+                    capabilities.push(cap);
+                }
+            }
+            let max_load = if rng.below(10) == 0 {
+                0
+            } else {
+                1 + rng.below(8) as u32
+            };
+            let current_load = rng.below(u64::from(max_load.max(4)) + 1) as u32;
+            let current_load = if max_load == 0 {
+                current_load
+            } else {
+                current_load.min(max_load)
+            };
+            let status = match rng.below(20) {
+                0 => AgentStatus::Busy,
+                1 => AgentStatus::Offline,
+                _ => AgentStatus::Available,
+            };
+            AgentInfo {
+                id: agent_id(i),
+                name: format!("agent number {i}"),
+                capabilities,
+                status,
+                last_heartbeat: now,
+                current_load,
+                max_load,
+            }
+        })
+        .collect()
+}
+
+fn tasks(count: usize, seed: u64) -> Vec<Task> {
+    let mut rng = Rng(seed);
+    (0..count)
+        .map(|i| {
+            let first = rng.below(VOCABULARY as u64) as usize;
+            let mut labels = vec![word(first)];
+            if rng.below(2) == 0 {
+                labels.push(word(
+                    (first + 1 + rng.below(VOCABULARY as u64 - 1) as usize) % VOCABULARY,
+                ));
+            }
+            Task {
+                id: format!("task-{i}"),
+                labels,
+                priority: Priority::ALL[rng.below(4) as usize],
+            }
+        })
+        .collect()
+}
+
+/// Times `batch` runs of `op`, returning the time per run.
+fn per_op(batch: usize, mut op: impl FnMut(usize)) -> Duration {
+    let start = Instant::now();
+    for i in 0..batch {
+        op(i);
+    }
+    start.elapsed() / batch as u32
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort_unstable();
+    values[values.len() / 2]
+}
+
+fn median_f(mut values: Vec<f64>) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A measured pair: roster and its baseline.
+struct Row {
+    figure: String,
+    roster: Duration,
+    baseline_name: String,
+    baseline: Duration,
+    /// Median over repetitions of roster / baseline.
+    ratio: f64,
+    goal: String,
+}
+
+/// Runs `roster` and `baseline` alternately `reps` times, `batch` operations
+/// each, and keeps the medians.
+fn side_by_side(
+    reps: usize,
+    batch: usize,
+    mut roster: impl FnMut(usize),
+    mut baseline: impl FnMut(usize),
+) -> (Duration, Duration, f64) {
+    // One untimed warm-up of each.
+    per_op(batch.min(10), &mut roster);
+    per_op(batch.min(10), &mut baseline);
+    let (mut r, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..reps {
+        // Alternate which goes first, so that neither always runs on a
+        // warmer or cooler machine.
+        let (x, y) = if rep % 2 == 0 {
+            let x = per_op(batch, &mut roster);
+            (x, per_op(batch, &mut baseline))
+        } else {
+            let y = per_op(batch, &mut baseline);
+            (per_op(batch, &mut roster), y)
+        };
+        ratios.push(x.as_secs_f64() / y.as_secs_f64());
+        r.push(x);
+        b.push(y);
+    }
+    (median(r), median(b), median_f(ratios))
+}
+
+fn fresh_file(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+/// A roster file holding `agents`.
+fn roster_file(dir: &Path, name: &str, agents: &[AgentInfo]) -> (PathBuf, SqliteRegistry) {
+    let path = fresh_file(dir, name);
+    let registry = SqliteRegistry::open(&path).expect("open roster");
+    for agent in agents {
+        registry.register(agent.clone()).expect("register");
+    }
+    (path, registry)
+}
+
+/// The limit for heartbeats: a minimal table, the same pragmas, one prepared
+/// UPDATE by primary key.
+fn bare_heartbeat_file(dir: &Path, n: usize) -> Connection {
+    let path = fresh_file(dir, &format!("bare-{n}.db"));
+    let conn = Connection::open(&path).expect("open bare");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy_timeout");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .expect("synchronous");
+    conn.pragma_update(None, "foreign_keys", true).expect("fk");
+    conn.execute_batch(
+        "CREATE TABLE agents (id TEXT PRIMARY KEY, last_heartbeat TEXT NOT NULL);
+         BEGIN;",
+    )
+    .expect("schema");
+    {
+        let mut insert = conn
+            .prepare("INSERT INTO agents VALUES (?1, '2026-01-01 00:00:00.000000000')")
+            .expect("prepare");
+        for i in 0..n {
+            insert.execute([agent_id(i)]).expect("insert");
+        }
+    }
+    conn.execute_batch("COMMIT;").expect("commit");
+    conn
+}
+
+fn now_text() -> String {
+    Utc::now().format("%Y-%m-%d %H:%M:%S%.9f").to_string()
+}
+
+struct Bench {
+    dir: tempfile::TempDir,
+    reps: usize,
+    sizes: Vec<usize>,
+    rows: Vec<Row>,
+}
+
+impl Bench {
+    fn push(
+        &mut self,
+        figure: String,
+        baseline_name: &str,
+        m: (Duration, Duration, f64),
+        goal: &str,
+    ) {
+        let row = Row {
+            figure,
+            roster: m.0,
+            baseline_name: baseline_name.to_owned(),
+            baseline: m.1,
+            ratio: m.2,
+            goal: goal.to_owned(),
+        };
+        eprintln!(
+            "  {:<34} roster {:>12?}  {:<40} {:>12?}  ratio {:.3}",
+            row.figure, row.roster, row.baseline_name, row.baseline, row.ratio
+        );
+        self.rows.push(row);
+    }
+
+    fn heartbeat(&mut self) {
+        for &n in &self.sizes.clone() {
+            let agents = fleet(n, 7);
+            let (path, registry) = roster_file(self.dir.path(), &format!("hb-{n}.db"), &agents);
+            let bare = bare_heartbeat_file(self.dir.path(), n);
+            let mut stmt = bare
+                .prepare("UPDATE agents SET last_heartbeat = ?1 WHERE id = ?2")
+                .expect("prepare");
+            let ids: Vec<String> = (0..n).map(agent_id).collect();
+            let mut rng = Rng(11);
+            let picks: Vec<usize> = (0..4096).map(|_| rng.below(n as u64) as usize).collect();
+            let m = side_by_side(
+                self.reps,
+                2000,
+                |i| {
+                    registry
+                        .heartbeat(&ids[picks[i % picks.len()]])
+                        .expect("heartbeat")
+                },
+                |i| {
+                    let changed = stmt
+                        .execute([now_text().as_str(), ids[picks[i % picks.len()]].as_str()])
+                        .expect("update");
+                    assert_eq!(changed, 1);
+                },
+            );
+            self.push(
+                format!("heartbeat, {n} agents"),
+                "bare UPDATE by primary key",
+                m,
+                "time ratio <= 1/0.85 = 1.18",
+            );
+
+            // The same registry without the claim indexes: what they cost a
+            // heartbeat.
+            let plain = fresh_file(self.dir.path(), &format!("hb-noidx-{n}.db"));
+            std::fs::copy(&path, &plain).expect("copy");
+            drop(registry);
+            let registry = SqliteRegistry::open(&path).expect("reopen");
+            {
+                let conn = Connection::open(&plain).expect("open copy");
+                conn.execute_batch(
+                    "DROP INDEX agents_claim_by_usage; DROP INDEX agents_claim_by_load;",
+                )
+                .expect("drop indexes");
+            }
+            let without = SqliteRegistry::open(&plain).expect("open copy");
+            let m = side_by_side(
+                self.reps,
+                2000,
+                |i| {
+                    registry
+                        .heartbeat(&ids[picks[i % picks.len()]])
+                        .expect("heartbeat")
+                },
+                |i| {
+                    without
+                        .heartbeat(&ids[picks[i % picks.len()]])
+                        .expect("heartbeat")
+                },
+            );
+            self.push(
+                format!("heartbeat, {n} agents"),
+                "roster heartbeat without claim indexes",
+                m,
+                "report",
+            );
+        }
+    }
+
+    fn claim(&mut self) {
+        for &n in &self.sizes.clone() {
+            let agents = fleet(n, 21);
+            let (_, registry) = roster_file(self.dir.path(), &format!("claim-{n}.db"), &agents);
+            let (_, seed_sqlite) =
+                roster_file(self.dir.path(), &format!("claim-seed-{n}.db"), &agents);
+            let memory = MemoryRegistry::new();
+            for agent in &agents {
+                memory.register(agent.clone()).expect("register");
+            }
+            let work = tasks(512, 5);
+            let router = DefaultRouter::new();
+            // The Go registry's dispatch: list everything, route in memory,
+            // write the agent back with one more slot taken.
+            let seed_path = |registry: &dyn AgentRegistry, task: &Task| -> Result<String, Error> {
+                let all = registry.list()?;
+                let id = router.route(task, &all)?;
+                let mut chosen = registry.get(&id)?;
+                chosen.current_load += 1;
+                registry.register(chosen)?;
+                Ok(id)
+            };
+            // Claims are timed alone; the slots are given back after each
+            // batch, outside the timing, so that every batch sees the same
+            // loads.
+            let timed = |registry: &dyn AgentRegistry, batch: usize, seed: bool| -> Duration {
+                let mut taken = Vec::with_capacity(batch);
+                let start = Instant::now();
+                for task in work.iter().cycle().take(batch) {
+                    let claimed = if seed {
+                        seed_path(registry, task)
+                    } else {
+                        registry.claim(task).map(|agent| agent.id)
+                    };
+                    if let Ok(id) = claimed {
+                        taken.push(id);
+                    }
+                }
+                let elapsed = start.elapsed() / batch as u32;
+                for id in taken {
+                    registry.release(&id).expect("release");
+                }
+                elapsed
+            };
+            let slow_batch = if n >= 100_000 { 3 } else { 20 };
+            timed(&registry, 20, false);
+            timed(&memory, 2, true);
+            let mut runs: [Vec<Duration>; 4] = Default::default();
+            for _ in 0..self.reps {
+                runs[0].push(timed(&registry, 200, false));
+                runs[1].push(timed(&memory, slow_batch, true));
+                runs[2].push(timed(&seed_sqlite, 3, true));
+                runs[3].push(timed(&memory, 20, false));
+            }
+            let goal = if n >= 100_000 {
+                "roster >= 100x faster"
+            } else {
+                "roster >= 50x faster"
+            };
+            let baselines = [
+                ("list + route + update, MemoryRegistry", goal),
+                ("list + route + update, SqliteRegistry", "report"),
+                ("MemoryRegistry::claim", "report"),
+            ];
+            for (k, (name, goal)) in baselines.into_iter().enumerate() {
+                let ratio = median_f(
+                    runs[0]
+                        .iter()
+                        .zip(&runs[k + 1])
+                        .map(|(r, b)| r.as_secs_f64() / b.as_secs_f64())
+                        .collect(),
+                );
+                self.push(
+                    format!("claim, {n} agents"),
+                    name,
+                    (median(runs[0].clone()), median(runs[k + 1].clone()), ratio),
+                    goal,
+                );
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let n = *self.sizes.iter().max().expect("sizes");
+        let mut agents = fleet(n, 31);
+        let stale = Utc::now() - TimeDelta::minutes(10);
+        for (i, agent) in agents.iter_mut().enumerate() {
+            agent.status = AgentStatus::Available;
+            if i % 100 == 0 {
+                agent.last_heartbeat = stale;
+            }
+        }
+        let (path, registry) = roster_file(self.dir.path(), &format!("reap-{n}.db"), &agents);
+        let bare = Connection::open(&path).expect("open");
+        let mut count = bare
+            .prepare(
+                "SELECT count(*) FROM agents WHERE status <> 'offline' AND last_heartbeat < ?1",
+            )
+            .expect("prepare");
+        let cutoff = (Utc::now() - TimeDelta::seconds(60))
+            .format("%Y-%m-%d %H:%M:%S%.9f")
+            .to_string();
+        // Each roster reap finds the 1 % again: the stale agents are revived
+        // (status only) between runs, outside the timing.
+        let revive = Connection::open(&path).expect("open");
+        let mut times = Vec::new();
+        let mut bare_times = Vec::new();
+        let mut ratios = Vec::new();
+        for _ in 0..self.reps {
+            revive
+                .execute(
+                    "UPDATE agents SET status = 'available' WHERE status = 'offline'",
+                    [],
+                )
+                .expect("revive");
+            let start = Instant::now();
+            let reaped = registry.reap(Duration::from_secs(60)).expect("reap");
+            let roster = start.elapsed();
+            assert_eq!(reaped.len(), n / 100);
+            let start = Instant::now();
+            let counted: i64 = black_box(count.query_row([&cutoff], |r| r.get(0)).expect("count"));
+            let baseline = start.elapsed();
+            black_box(counted);
+            ratios.push(roster.as_secs_f64() / baseline.as_secs_f64());
+            times.push(roster);
+            bare_times.push(baseline);
+        }
+        self.push(
+            format!("reap, {n} agents, 1% stale"),
+            "bare SELECT count(*) same predicate",
+            (median(times), median(bare_times), median_f(ratios)),
+            "ratio <= 1.5",
+        );
+    }
+
+    fn list(&mut self) {
+        let n = *self.sizes.iter().min().expect("sizes");
+        let agents = fleet(n, 41);
+        let (path, registry) = roster_file(self.dir.path(), &format!("list-{n}.db"), &agents);
+        let bare = Connection::open(&path).expect("open");
+        let mut stmt = bare
+            .prepare(
+                "SELECT a.id, a.name, a.status, a.last_heartbeat, a.current_load, a.max_load, c.capability
+                 FROM agents AS a LEFT JOIN capabilities AS c ON c.agent_id = a.id
+                 ORDER BY a.id, c.position",
+            )
+            .expect("prepare");
+        let m = side_by_side(
+            self.reps,
+            5,
+            |_| {
+                let all = registry.list().expect("list");
+                assert_eq!(all.len(), n);
+                black_box(all);
+            },
+            |_| {
+                let mut rows = stmt.query([]).expect("query");
+                let mut count = 0;
+                while let Some(row) = rows.next().expect("row") {
+                    black_box((
+                        row.get_ref(0).expect("c"),
+                        row.get_ref(1).expect("c"),
+                        row.get_ref(2).expect("c"),
+                        row.get_ref(3).expect("c"),
+                        row.get_ref(4).expect("c"),
+                        row.get_ref(5).expect("c"),
+                        row.get_ref(6).expect("c"),
+                    ));
+                    count += 1;
+                }
+                assert_eq!(count, n * CAPABILITIES);
+            },
+        );
+        self.push(
+            format!("list, {n} agents"),
+            "bare SELECT of the same rows",
+            m,
+            "ratio <= 1.5",
+        );
+    }
+
+    fn print(&self) {
+        println!();
+        println!("| figure | roster | baseline | baseline time | roster / baseline | goal |");
+        println!("| --- | ---: | --- | ---: | ---: | --- |");
+        for row in &self.rows {
+            println!(
+                "| {} | {} | {} | {} | {:.3} | {} |",
+                row.figure,
+                fmt(row.roster),
+                row.baseline_name,
+                fmt(row.baseline),
+                row.ratio,
+                row.goal
+            );
+        }
+    }
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.2} us")
+    }
+}
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).filter(|a| a != "--bench").collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let only: Vec<&String> = args.iter().filter(|a| *a != "quick").collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|a| a.as_str() == name);
+    let mut bench = Bench {
+        dir: tempfile::tempdir().expect("tempdir"),
+        reps: if quick { 3 } else { 7 },
+        sizes: if quick {
+            vec![10_000]
+        } else {
+            vec![10_000, 100_000]
+        },
+        rows: Vec::new(),
+    };
+    eprintln!(
+        "roster benchmark: {} repetitions, sizes {:?}",
+        bench.reps, bench.sizes
+    );
+    if wanted("heartbeat") {
+        bench.heartbeat();
+    }
+    if wanted("claim") {
+        bench.claim();
+    }
+    if wanted("reap") {
+        bench.reap();
+    }
+    if wanted("list") {
+        bench.list();
+    }
+    bench.print();
+}
