@@ -12,12 +12,13 @@
 use std::env;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{TimeDelta, Utc};
 use roster::{
-    AgentInfo, AgentRegistry, AgentStatus, DefaultRouter, Error, MemoryRegistry, Priority,
-    SqliteRegistry, Task, TaskRouter,
+    AgentInfo, AgentRegistry, AgentStatus, DefaultRouter, Durability, Error, MemoryRegistry,
+    Priority, SqliteOptions, SqliteRegistry, Task, TaskRouter,
 };
 use rusqlite::Connection;
 
@@ -504,6 +505,90 @@ impl Bench {
         );
     }
 
+    /// Heartbeats from `processes` processes at once for `millis`, summed
+    /// over the processes: heartbeats per second.
+    fn heartbeat_processes(&self, db: &Path, agents: usize, processes: usize, millis: u64) -> f64 {
+        let exe = env::current_exe().expect("bench binary");
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_millis()
+            + 300;
+        let children: Vec<_> = (0..processes)
+            .map(|p| {
+                Command::new(&exe)
+                    .args([
+                        "heartbeat-worker".to_owned(),
+                        db.display().to_string(),
+                        agents.to_string(),
+                        millis.to_string(),
+                        start.to_string(),
+                        p.to_string(),
+                    ])
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("spawn worker")
+            })
+            .collect();
+        let total: u64 = children
+            .into_iter()
+            .map(|child| {
+                let output = child.wait_with_output().expect("worker");
+                assert!(output.status.success(), "heartbeat worker failed");
+                String::from_utf8_lossy(&output.stdout)
+                    .trim()
+                    .parse::<u64>()
+                    .expect("worker count")
+            })
+            .sum();
+        total as f64 / (millis as f64 / 1000.0)
+    }
+
+    fn processes(&mut self) {
+        let n = 10_000;
+        let agents = fleet(n, 51);
+        let (path, registry) = roster_file(self.dir.path(), "procs.db", &agents);
+        drop(registry);
+        let millis = if self.reps > 3 { 3000 } else { 1500 };
+        let (mut one, mut four, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..self.reps.min(5) {
+            let single = self.heartbeat_processes(&path, n, 1, millis);
+            let multi = self.heartbeat_processes(&path, n, 4, millis);
+            ratios.push(single / multi);
+            one.push(Duration::from_secs_f64(1.0 / single));
+            four.push(Duration::from_secs_f64(1.0 / multi));
+        }
+        self.push(
+            format!("heartbeat, 4 processes, {n} agents"),
+            "1 process alone (time per heartbeat, summed throughput)",
+            (median(four), median(one), median_f(ratios)),
+            "roster / baseline <= 1.25 (0.8x throughput)",
+        );
+    }
+
+    fn durability(&mut self) {
+        let n = 10_000;
+        let agents = fleet(n, 61);
+        let (path, normal) = roster_file(self.dir.path(), "durability.db", &agents);
+        let full = SqliteOptions::new()
+            .durability(Durability::Full)
+            .open(&path)
+            .expect("open FULL");
+        let ids: Vec<String> = (0..n).map(agent_id).collect();
+        let m = side_by_side(
+            self.reps,
+            300,
+            |i| full.heartbeat(&ids[(i * 7919) % n]).expect("heartbeat"),
+            |i| normal.heartbeat(&ids[(i * 7919) % n]).expect("heartbeat"),
+        );
+        self.push(
+            format!("heartbeat, Durability::Full, {n} agents"),
+            "Durability::Normal (the default)",
+            m,
+            "report",
+        );
+    }
+
     fn print(&self) {
         println!();
         println!(
@@ -534,8 +619,42 @@ fn fmt(d: Duration) -> String {
     }
 }
 
+/// A child process of the `processes` row: heartbeats random agents from
+/// the start instant for the given time, then prints how many it did.
+fn heartbeat_worker(args: &[String]) {
+    let [db, agents, millis, start, seed] = args else {
+        panic!("heartbeat-worker DB AGENTS MILLIS START_MS SEED");
+    };
+    let agents: u64 = agents.parse().expect("agents");
+    let start: u128 = start.parse().expect("start");
+    let registry = SqliteRegistry::open(db).expect("open");
+    let ids: Vec<String> = (0..agents as usize).map(agent_id).collect();
+    let mut rng = Rng(0x9e37_79b9 + seed.parse::<u64>().expect("seed"));
+    while SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        < start
+    {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let deadline = Instant::now() + Duration::from_millis(millis.parse().expect("millis"));
+    let mut count = 0_u64;
+    while Instant::now() < deadline {
+        registry
+            .heartbeat(&ids[rng.below(agents) as usize])
+            .expect("heartbeat");
+        count += 1;
+    }
+    println!("{count}");
+}
+
 fn main() {
     let args: Vec<String> = env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.first().map(String::as_str) == Some("heartbeat-worker") {
+        heartbeat_worker(&args[1..]);
+        return;
+    }
     let quick = args.iter().any(|a| a == "quick");
     let only: Vec<&String> = args.iter().filter(|a| *a != "quick").collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|a| a.as_str() == name);
@@ -564,6 +683,12 @@ fn main() {
     }
     if wanted("list") {
         bench.list();
+    }
+    if wanted("processes") {
+        bench.processes();
+    }
+    if wanted("durability") {
+        bench.durability();
     }
     bench.print();
 }

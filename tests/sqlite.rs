@@ -346,3 +346,38 @@ fn a_version_1_file_is_migrated_with_its_data() -> Result<()> {
     assert_eq!((claimed.id.as_str(), claimed.current_load), ("old", 2));
     Ok(())
 }
+
+/// A reader that holds a snapshot stops checkpoints, so the -wal file grows
+/// while it reads; once it is gone, the file is cut back to the limit.
+#[test]
+fn the_wal_file_shrinks_back_after_a_long_reader() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wal.db");
+    let registry = SqliteRegistry::open(&path)?;
+    for i in 0..50 {
+        registry.register(agent(&format!("a{i:02}"), &["x"]))?;
+    }
+    let wal = dir.path().join("wal.db-wal");
+    let reader = raw(&path);
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM agents;")
+        .expect("long read");
+    for i in 0..6000 {
+        registry.heartbeat(&format!("a{:02}", i % 50))?;
+    }
+    let grown = fs::metadata(&wal).expect("wal").len();
+    assert!(
+        grown > 20 * 1024 * 1024,
+        "the long reader let the WAL grow: {grown}"
+    );
+    reader.execute_batch("COMMIT;").expect("end read");
+    for i in 0..3000 {
+        registry.heartbeat(&format!("a{:02}", i % 50))?;
+    }
+    let after = fs::metadata(&wal).expect("wal").len();
+    assert!(
+        after <= 16 * 1024 * 1024 + 65536,
+        "the WAL was not cut back: {after}"
+    );
+    Ok(())
+}

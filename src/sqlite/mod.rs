@@ -23,6 +23,10 @@ use crate::registry::{AgentRegistry, reap_cutoff};
 use crate::task::Task;
 use row::{encode_time, query_agents, select_agents};
 
+/// The size, in bytes, that the -wal file is cut back to after a checkpoint
+/// has reset it (`PRAGMA journal_size_limit`).
+const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
+
 /// How much a commit survives, set per connection with `PRAGMA synchronous`.
 ///
 /// Either way the database is in WAL mode and a crash of any process loses
@@ -145,6 +149,9 @@ impl SqliteOptions {
                 conn.busy_timeout(busy_timeout)?;
                 conn.set_prepared_statement_cache_capacity(64);
                 conn.pragma_update(None, "foreign_keys", true)?;
+                // Once a long reader elsewhere has let the -wal file grow,
+                // the next checkpoint that resets it also shrinks it back.
+                conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
                 conn.pragma_update(None, "synchronous", synchronous)
             });
         let pool = Pool::builder()
