@@ -36,6 +36,10 @@ pub enum Error {
     /// `release` was called for an agent whose current load is already 0.
     #[error("agent {0} holds no load to release")]
     NothingToRelease(String),
+    /// Read-only ad-hoc SQL ([`SqlAccess::ReadOnly`](crate::SqlAccess))
+    /// was given a statement that writes; it was not run.
+    #[error("the statement writes to the registry, and this SQL is read-only")]
+    WriteRefused,
     /// The file exists but is not an SQLite database; it was left untouched.
     #[error("{}: not an SQLite database (left untouched)", path.display())]
     NotADatabase {

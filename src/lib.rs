@@ -42,7 +42,7 @@ pub use error::{DatabaseError, Error, Result};
 pub use memory::MemoryRegistry;
 pub use registry::AgentRegistry;
 pub use route::{DefaultRouter, TaskRouter};
-pub use sqlite::{Durability, SqliteOptions, SqliteRegistry};
+pub use sqlite::{Durability, SqlAccess, SqlRows, SqlValue, SqliteOptions, SqliteRegistry};
 pub use task::{Priority, Task};
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -1,6 +1,7 @@
 //! [`SqliteRegistry`]: the registry kept in one SQLite file, shared by every
 //! process on the host. The only module that knows SQL.
 
+mod adhoc;
 mod claim;
 mod row;
 mod schema;
@@ -21,6 +22,7 @@ use crate::agent::AgentInfo;
 use crate::error::{DatabaseError, Error, Result};
 use crate::registry::{AgentRegistry, reap_cutoff};
 use crate::task::Task;
+pub use adhoc::{SqlAccess, SqlRows, SqlValue};
 use row::{encode_time, query_agents, select_agents};
 
 /// The size, in bytes, that the -wal file is cut back to after a checkpoint

@@ -1,0 +1,135 @@
+//! The long-running subcommands: `agent` (a heartbeat sidecar) and `reaper`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use roster::{AgentInfo, AgentRegistry, Error, SqliteRegistry};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use super::{Failure, Outcome, print_json};
+
+/// Set by SIGINT or SIGTERM.
+fn stop_flag() -> Result<Arc<AtomicBool>, Failure> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+/// When set (by `roster demo`), the process stops as soon as the process
+/// that started it is gone, so that no agent outlives a killed demo.
+const EXIT_WITH_PARENT: &str = "ROSTER_EXIT_WITH_PARENT";
+
+/// Sleeps for `pause`, waking early when `stop` is set or, under
+/// [`EXIT_WITH_PARENT`], when the parent process has gone. Returns whether to
+/// go on.
+fn pause(pause: Duration, stop: &AtomicBool, parent: Option<u32>) -> bool {
+    let until = Instant::now() + pause;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        if parent.is_some_and(|p| p != std::os::unix::process::parent_id()) {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+fn parent_to_watch() -> Option<u32> {
+    std::env::var_os(EXIT_WITH_PARENT).map(|_| std::os::unix::process::parent_id())
+}
+
+/// Whether an error may pass by itself: the sidecar keeps going through it.
+fn transient(error: &Error) -> bool {
+    matches!(error, Error::Busy(_) | Error::Database(_))
+}
+
+pub fn agent(
+    registry: &SqliteRegistry,
+    agent: AgentInfo,
+    every: Duration,
+    deregister_on_exit: bool,
+    json: bool,
+) -> Outcome {
+    let stop = stop_flag()?;
+    let parent = parent_to_watch();
+    let id = agent.id.clone();
+    registry.register(agent)?;
+    if json {
+        print_json(&serde_json::json!({ "event": "registered", "id": id, "time": Utc::now() }))?;
+    } else {
+        println!(
+            "agent {id} registered; heartbeat every {} until SIGINT or SIGTERM",
+            humantime::format_duration(every)
+        );
+    }
+    while pause(every, &stop, parent) {
+        match registry.heartbeat(&id) {
+            Ok(()) => {}
+            Err(Error::NotFound(_)) => {
+                return Err(Failure::new(
+                    3,
+                    format!("agent {id} was deregistered by someone else; stopping"),
+                ));
+            }
+            Err(e) if transient(&e) => {
+                eprintln!("roster: heartbeat of {id} failed, will retry: {e}")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if deregister_on_exit {
+        match registry.deregister(&id) {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if json {
+        print_json(&serde_json::json!({ "event": "stopped", "id": id, "time": Utc::now() }))
+    } else {
+        println!("agent {id} stopped");
+        Ok(())
+    }
+}
+
+pub fn reaper(registry: &SqliteRegistry, ttl: Duration, every: Duration, json: bool) -> Outcome {
+    let stop = stop_flag()?;
+    let parent = parent_to_watch();
+    if !json {
+        println!(
+            "reaper: agents silent for more than {} go offline; checking every {}",
+            humantime::format_duration(ttl),
+            humantime::format_duration(every)
+        );
+    }
+    loop {
+        match registry.reap(ttl) {
+            Ok(reaped) => {
+                let now = Utc::now();
+                for id in reaped {
+                    if json {
+                        print_json(
+                            &serde_json::json!({ "event": "offline", "id": id, "time": now }),
+                        )?;
+                    } else {
+                        println!("{} {id} went offline", now.format("%H:%M:%S%.3f"));
+                    }
+                }
+            }
+            Err(e) if transient(&e) => eprintln!("roster: reap failed, will retry: {e}"),
+            Err(e) => return Err(e.into()),
+        }
+        if !pause(every, &stop, parent) {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! `roster demo`: what roster is for, in under 30 seconds.
+//!
+//! Agent processes (this binary's `agent` subcommand) heartbeat into a fresh
+//! file; this process dispatches tasks to them; one agent is killed with
+//! SIGKILL and a reaper process marks it offline; a new process reads the
+//! same state back; the timeline ends with a query to type into `sqlite3`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use roster::{
+    AgentInfo, AgentRegistry, AgentStatus, Error, Priority, SqlAccess, SqliteRegistry, Task,
+};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use super::{Failure, Outcome, output, print_json};
+
+const DEFAULT_FILE: &str = "roster-demo.db";
+
+/// The agents the demo starts: id, capabilities, max load.
+const FLEET: [(&str, &[&str], u32); 4] = [
+    ("builder-1", &["rust", "linux"], 2),
+    ("builder-2", &["rust"], 2),
+    ("gpu-1", &["cuda", "python"], 1),
+    ("tester-1", &["python", "rust"], 3),
+];
+
+/// The task stream: id, labels, priority.
+const TASKS: [(&str, &[&str], Priority); 9] = [
+    ("build-1", &["rust"], Priority::Medium),
+    ("build-2", &["rust"], Priority::Medium),
+    ("train-1", &["cuda"], Priority::High),
+    ("test-1", &["python"], Priority::Low),
+    ("build-3", &["rust", "linux"], Priority::Medium),
+    ("train-2", &["cuda"], Priority::High),
+    ("hotfix", &["rust"], Priority::Critical),
+    ("build-4", &["rust"], Priority::Medium),
+    ("paint", &["watercolour"], Priority::Medium),
+];
+
+/// The reaper's TTL in the demo: agents heartbeat every 500 ms.
+const TTL: &str = "2s";
+
+/// Child processes, killed when the demo ends however it ends.
+struct Processes {
+    children: Vec<(String, Child)>,
+}
+
+impl Processes {
+    fn take(&mut self, name: &str) -> Option<Child> {
+        let at = self.children.iter().position(|(n, _)| n == name)?;
+        Some(self.children.remove(at).1)
+    }
+
+    /// SIGTERM to every process, then a wait; SIGKILL for any that lingers.
+    fn stop_all(&mut self) {
+        for (_, child) in &self.children {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for (_, child) in &mut self.children {
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Prints timeline lines with the time since the demo started.
+struct Timeline {
+    start: Instant,
+    stop: Arc<AtomicBool>,
+}
+
+impl Timeline {
+    fn say(&self, text: impl AsRef<str>) {
+        println!(
+            "[{:5.1}s] {}",
+            self.start.elapsed().as_secs_f64(),
+            text.as_ref()
+        );
+    }
+
+    fn detail(&self, text: impl AsRef<str>) {
+        println!("         {}", text.as_ref());
+    }
+
+    fn check_interrupted(&self) -> Outcome {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(Failure::new(
+                1,
+                "demo interrupted; its processes were stopped",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn roster_command(db: &Path) -> Result<Command, Failure> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("--db").arg(db);
+    Ok(command)
+}
+
+/// Picks the file: the default demo file is replaced; a file the user named
+/// must not exist yet, so that the demo never touches a real registry.
+fn fresh_file(named: Option<&Path>) -> Result<PathBuf, Failure> {
+    match named {
+        Some(path) if path.exists() => Err(Failure::new(
+            2,
+            format!(
+                "the demo needs a fresh file and {} exists; remove it or pass another --db",
+                path.display()
+            ),
+        )),
+        Some(path) => Ok(path.to_owned()),
+        None => {
+            for suffix in ["", "-wal", "-shm"] {
+                match std::fs::remove_file(format!("{DEFAULT_FILE}{suffix}")) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+            }
+            Ok(PathBuf::from(DEFAULT_FILE))
+        }
+    }
+}
+
+pub fn run(named: Option<&Path>, json: bool) -> Outcome {
+    let db = fresh_file(named)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    let timeline = Timeline {
+        start: Instant::now(),
+        stop,
+    };
+    let mut processes = Processes {
+        children: Vec::new(),
+    };
+    println!(
+        "roster demo: one registry file, {}, shared by every process below",
+        db.display()
+    );
+    println!();
+    let registry = SqliteRegistry::open(&db)?;
+
+    // 1. Agent processes register and heartbeat.
+    timeline.say("starting 4 agent processes: roster agent ID --cap ... --every 500ms");
+    for (id, caps, max_load) in FLEET {
+        let mut command = roster_command(&db)?;
+        command.args([
+            "agent",
+            id,
+            "--every",
+            "500ms",
+            "--max-load",
+            &max_load.to_string(),
+        ]);
+        for cap in caps {
+            command.args(["--cap", cap]);
+        }
+        let child = command
+            .env("ROSTER_EXIT_WITH_PARENT", "1")
+            .stdout(Stdio::null())
+            .spawn()?;
+        processes.children.push((id.to_owned(), child));
+        timeline.detail(format!(
+            "{id:<10} {:<12} max load {max_load}",
+            caps.join(",")
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry.list()?.len() < FLEET.len() {
+        timeline.check_interrupted()?;
+        if Instant::now() > deadline {
+            return Err(Failure::new(
+                1,
+                "the agent processes did not register within 10 s",
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    timeline.say("all 4 registered");
+
+    // 2. A dispatcher claims slots for a stream of tasks.
+    timeline
+        .say("dispatching 9 tasks: each claim picks the best agent and takes a slot atomically");
+    let mut running: Vec<(String, String)> = Vec::new();
+    for (task_id, labels, priority) in TASKS {
+        let task = Task {
+            id: task_id.to_owned(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            priority,
+        };
+        let wanted = format!("{task_id} [{}] {priority}", labels.join(","));
+        match registry.claim(&task) {
+            Ok(agent) => {
+                timeline.detail(format!(
+                    "{wanted:<30} -> {} (load {})",
+                    agent.id,
+                    output::load(&agent)
+                ));
+                running.push((task_id.to_owned(), agent.id));
+            }
+            Err(Error::NoEligibleAgent) => {
+                timeline.detail(format!("{wanted:<30} -> waits: no eligible agent (offline, full, or nobody has the labels)"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        thread::sleep(Duration::from_millis(60));
+    }
+    for (task_id, agent) in running.iter().filter(|(t, _)| t.starts_with("build")) {
+        registry.release(agent)?;
+        timeline.detail(format!("{task_id} finished: released its slot on {agent}"));
+    }
+    timeline.check_interrupted()?;
+
+    // 3. One agent dies; the reaper notices.
+    let Some(mut gpu) = processes.take("gpu-1") else {
+        return Err(Failure::new(1, "the gpu-1 process is missing"));
+    };
+    gpu.kill()?;
+    gpu.wait()?;
+    let killed = Instant::now();
+    timeline.say("killed the gpu-1 process with SIGKILL: its heartbeats stop");
+    let mut reaper = roster_command(&db)?
+        .args(["reaper", "--ttl", TTL, "--every", "250ms"])
+        .env("ROSTER_EXIT_WITH_PARENT", "1")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let lines = reaper.stdout.take();
+    processes.children.push(("reaper".to_owned(), reaper));
+    timeline.say(format!(
+        "started a reaper process: roster reaper --ttl {TTL} --every 250ms"
+    ));
+    let (sender, offline) = mpsc::channel();
+    if let Some(lines) = lines {
+        thread::spawn(move || {
+            for line in BufReader::new(lines).lines().map_while(Result::ok) {
+                if line.ends_with("went offline") && sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        timeline.check_interrupted()?;
+        match offline.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                timeline.say(format!(
+                    "reaper: {} ({:.1}s after the kill; TTL {TTL})",
+                    line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest),
+                    killed.elapsed().as_secs_f64()
+                ));
+                if line.contains("gpu-1") {
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+            Err(_) => {
+                return Err(Failure::new(
+                    1,
+                    "the reaper did not mark gpu-1 offline within 10 s",
+                ));
+            }
+        }
+    }
+    let retry = Task {
+        id: "train-3".into(),
+        labels: vec!["cuda".into()],
+        priority: Priority::High,
+    };
+    match registry.claim(&retry) {
+        Err(Error::NoEligibleAgent) => {
+            timeline.say("train-3 [cuda] -> waits: the only cuda agent is offline");
+        }
+        Ok(agent) => {
+            return Err(Failure::new(
+                1,
+                format!("train-3 went to {} although gpu-1 is offline", agent.id),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    // 4. Everything stops; a new process reads the same state.
+    processes.stop_all();
+    timeline.say("stopped the agents (SIGTERM) and the reaper");
+    let before = registry.list()?;
+    drop(registry);
+    let output = roster_command(&db)?.args(["--json", "list"]).output()?;
+    let after: Vec<AgentInfo> = serde_json::from_slice(&output.stdout)
+        .map_err(|e| Failure::new(1, format!("could not read `roster --json list`: {e}")))?;
+    if after != before {
+        return Err(Failure::new(1, "a new process read a different state"));
+    }
+    let offline = after
+        .iter()
+        .filter(|a| a.status == AgentStatus::Offline)
+        .count();
+    let load: u32 = after.iter().map(|a| a.current_load).sum();
+    timeline.say(format!(
+        "a new process (roster --json list) reads exactly the same state: {} agents, {offline} offline, {load} slots taken",
+        after.len()
+    ));
+
+    // 5. The file is plain SQL.
+    let query = "SELECT id, status, current_load, max_load FROM agents ORDER BY id;";
+    println!();
+    println!("Query it yourself:");
+    println!("  sqlite3 {} \"{query}\"", db.display());
+    println!();
+    let registry = SqliteRegistry::open(&db)?;
+    let result = registry.query(query, SqlAccess::ReadOnly)?;
+    if json {
+        return print_json(&result);
+    }
+    let header: Vec<&str> = result.columns.iter().map(String::as_str).collect();
+    let rows: Vec<Vec<String>> = result
+        .rows
+        .iter()
+        .map(|row| row.iter().map(ToString::to_string).collect())
+        .collect();
+    output::table(&header, &rows);
+    Ok(())
+}

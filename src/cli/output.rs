@@ -1,0 +1,139 @@
+//! Human output: aligned tables, "3s ago", loads at a glance.
+
+use chrono::{DateTime, Utc};
+use roster::AgentInfo;
+
+/// Prints rows as a table: a header, then left-aligned columns two spaces
+/// apart, widths counted in characters.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            out.push_str(cell);
+            if i + 1 < cells.len() {
+                out.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 2));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// How long ago `time` was, in the largest whole unit: "now", "3s ago",
+/// "5m ago", "2h ago", "4d ago"; "in 3s" for a time in the future.
+pub fn ago(time: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let seconds = (now - time).num_seconds();
+    let (amount, future) = (seconds.unsigned_abs(), seconds < 0);
+    let span = match amount {
+        0 => return "now".to_owned(),
+        1..60 => format!("{amount}s"),
+        60..3600 => format!("{}m", amount / 60),
+        3600..86_400 => format!("{}h", amount / 3600),
+        _ => format!("{}d", amount / 86_400),
+    };
+    if future {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    }
+}
+
+/// `current/max`, with `∞` for an unlimited agent.
+pub fn load(agent: &AgentInfo) -> String {
+    if agent.max_load == 0 {
+        format!("{}/∞", agent.current_load)
+    } else {
+        format!("{}/{}", agent.current_load, agent.max_load)
+    }
+}
+
+/// The agents as a table, one per line.
+pub fn agents(agents: &[AgentInfo]) {
+    let now = Utc::now();
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.clone(),
+                a.name.clone(),
+                a.status.to_string(),
+                load(a),
+                a.capabilities.join(","),
+                ago(a.last_heartbeat, now),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "NAME", "STATUS", "LOAD", "CAPABILITIES", "LAST SEEN"],
+        &rows,
+    );
+}
+
+/// One agent, a field per line.
+pub fn agent(agent: &AgentInfo) {
+    let now = Utc::now();
+    let capabilities = if agent.capabilities.is_empty() {
+        "-".to_owned()
+    } else {
+        agent.capabilities.join(", ")
+    };
+    for (field, value) in [
+        ("id", agent.id.clone()),
+        ("name", agent.name.clone()),
+        ("status", agent.status.to_string()),
+        ("load", load(agent)),
+        ("capabilities", capabilities),
+        (
+            "last heartbeat",
+            format!(
+                "{} ({})",
+                ago(agent.last_heartbeat, now),
+                agent.last_heartbeat.format("%Y-%m-%d %H:%M:%S%.3f UTC")
+            ),
+        ),
+    ] {
+        println!("{field:<15}{value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    #[test]
+    fn ago_uses_the_largest_whole_unit() {
+        let now = Utc::now();
+        for (seconds, text) in [
+            (0, "now"),
+            (3, "3s ago"),
+            (59, "59s ago"),
+            (60, "1m ago"),
+            (7200, "2h ago"),
+            (3 * 86_400 + 5, "3d ago"),
+            (-4, "in 4s"),
+        ] {
+            assert_eq!(ago(now - TimeDelta::seconds(seconds), now), text);
+        }
+    }
+
+    #[test]
+    fn load_shows_unlimited() {
+        let mut a = AgentInfo {
+            current_load: 2,
+            ..AgentInfo::default()
+        };
+        assert_eq!(load(&a), "2/∞");
+        a.max_load = 5;
+        assert_eq!(load(&a), "2/5");
+    }
+}

@@ -1,0 +1,475 @@
+//! The `roster` command, driven as a user would: real processes, real files,
+//! exit codes, stderr, `--json` parsed back, signals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use roster::{AgentInfo, AgentStatus};
+
+const ROSTER: &str = env!("CARGO_BIN_EXE_roster");
+
+struct Shell {
+    dir: tempfile::TempDir,
+}
+
+impl Shell {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("roster.db")
+    }
+
+    /// `roster --db <db> args...`
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(ROSTER);
+        cmd.arg("--db")
+            .arg(self.db())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("ROSTER_DB")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run roster")
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "roster {args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// Runs and expects exit `code` with one line on stderr containing
+    /// `message`; returns that line.
+    fn fails(&self, args: &[&str], code: i32, message: &str) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "roster {args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr:?}");
+        assert!(stderr.starts_with("roster: "), "{stderr}");
+        assert!(stderr.contains(message), "{stderr:?} lacks {message:?}");
+        stderr
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> T {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("JSON output")
+    }
+}
+
+#[test]
+fn the_registry_from_the_shell() {
+    let sh = Shell::new();
+    let out = sh.ok(&[
+        "register",
+        "builder-1",
+        "--name",
+        "Builder one",
+        "--cap",
+        "rust",
+        "--cap",
+        "linux",
+        "--max-load",
+        "2",
+    ]);
+    assert!(out.starts_with("registered builder-1\n"), "{out}");
+    assert!(out.contains("load           0/2"), "{out}");
+    sh.ok(&[
+        "register",
+        "gpu-1",
+        "--cap",
+        "cuda",
+        "--max-load",
+        "1",
+        "--status",
+        "busy",
+    ]);
+
+    let agent: AgentInfo = sh.json(&["get", "builder-1"]);
+    assert_eq!(agent.name, "Builder one");
+    assert_eq!(agent.capabilities, ["rust", "linux"]);
+    assert_eq!((agent.current_load, agent.max_load), (0, 2));
+    let gpu: AgentInfo = sh.json(&["get", "gpu-1"]);
+    assert_eq!(
+        (gpu.name.as_str(), gpu.status),
+        ("gpu-1", AgentStatus::Busy)
+    );
+
+    let table = sh.ok(&["list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("ID"), "{table}");
+    assert!(
+        lines[1].starts_with("builder-1  Builder one  available  0/2"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("busy") && lines[2].contains("now"),
+        "{table}"
+    );
+
+    let claimed: AgentInfo = sh.json(&["claim", "--label", "rust"]);
+    assert_eq!(
+        (claimed.id.as_str(), claimed.current_load),
+        ("builder-1", 1)
+    );
+    assert_eq!(
+        sh.ok(&["claim", "--label", "cuda", "--priority", "critical"]),
+        "claimed a slot on gpu-1 (load 1/1)\n"
+    );
+    assert_eq!(
+        sh.ok(&["release", "gpu-1"]),
+        "released a slot on gpu-1 (load 0/1)\n"
+    );
+
+    let busy: Vec<AgentInfo> = sh.json(&["list", "--status", "busy"]);
+    assert_eq!(busy.len(), 1);
+    let rusty: Vec<AgentInfo> = sh.json(&["list", "--cap", "rust", "--cap", "linux"]);
+    assert_eq!(rusty[0].id, "builder-1");
+
+    assert_eq!(sh.ok(&["heartbeat", "gpu-1"]), "heartbeat gpu-1 (busy)\n");
+    assert_eq!(
+        sh.ok(&["reap", "--ttl", "1h"]),
+        "nobody was silent for more than 1h\n"
+    );
+    let reaped: Vec<String> = sh.json(&["reap", "--ttl", "0s"]);
+    assert_eq!(reaped, ["builder-1", "gpu-1"]);
+    let revived: AgentInfo = sh.json(&["heartbeat", "builder-1"]);
+    assert_eq!(revived.status, AgentStatus::Available);
+
+    assert_eq!(sh.ok(&["deregister", "gpu-1"]), "deregistered gpu-1\n");
+    let left: Vec<AgentInfo> = sh.json(&["list"]);
+    assert_eq!(left.len(), 1);
+    let gone: serde_json::Value = sh.json(&["deregister", "builder-1"]);
+    assert_eq!(gone, serde_json::json!({ "deregistered": "builder-1" }));
+    assert_eq!(sh.ok(&["list"]), "no agents\n");
+}
+
+#[test]
+fn errors_have_their_own_exit_codes_and_one_line() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a", "--cap", "x", "--max-load", "1"]);
+    sh.fails(&["get", "ghost"], 3, "agent not found: ghost");
+    sh.fails(&["heartbeat", "ghost"], 3, "agent not found: ghost");
+    sh.fails(
+        &["claim", "--label", "nobody-has-this"],
+        4,
+        "no eligible agent for task",
+    );
+    sh.fails(&["release", "a"], 5, "agent a holds no load to release");
+    sh.fails(&["list", "--bogus"], 2, "unexpected argument '--bogus'");
+    sh.fails(&["get"], 2, "<ID>");
+    sh.fails(
+        &["reap", "--ttl", "soon"],
+        2,
+        "expected a number with a unit, e.g. 30s",
+    );
+    sh.fails(&["claim", "--priority", "urgent"], 2, "invalid priority");
+    sh.fails(
+        &["register", "b", "--cap", ""],
+        2,
+        "invalid capabilities: must not be empty",
+    );
+    sh.fails(
+        &["register", "c", "--load", "3", "--max-load", "2"],
+        2,
+        "invalid current_load",
+    );
+    sh.fails(&["list", "--status", "sleeping"], 2, "invalid status");
+    // Nothing was changed by the failures.
+    let agents: Vec<AgentInfo> = sh.json(&["list"]);
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].current_load, 0);
+
+    let not_db = sh.dir.path().join("notes.txt");
+    std::fs::write(
+        &not_db,
+        "not a database at all, just some notes\n".repeat(100),
+    )
+    .expect("write");
+    let out = Command::new(ROSTER)
+        .arg("--db")
+        .arg(&not_db)
+        .arg("list")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an SQLite database"));
+}
+
+#[test]
+fn sql_is_read_only_unless_write_is_given() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a", "--cap", "x", "--max-load", "3"]);
+    sh.ok(&["register", "b", "--status", "offline"]);
+    let table = sh.ok(&[
+        "sql",
+        "SELECT status, count(*) AS agents FROM agents GROUP BY status ORDER BY status",
+    ]);
+    assert_eq!(table, "status     agents\navailable  1\noffline    1\n");
+    sh.fails(&["sql", "DELETE FROM agents"], 2, "read-only; add --write");
+    sh.fails(&["sql", "SELEKT 1"], 2, "invalid sql");
+    sh.fails(
+        &["sql", "--write", "UPDATE agents SET status = 'sleeping'"],
+        2,
+        "CHECK constraint failed",
+    );
+    let agents: Vec<AgentInfo> = sh.json(&["list"]);
+    assert_eq!(agents.len(), 2, "nothing was deleted");
+    sh.ok(&["sql", "--write", "DELETE FROM agents WHERE id = 'b'"]);
+    let rows: serde_json::Value =
+        sh.json(&["sql", "SELECT id, max_load, NULL AS empty FROM agents"]);
+    assert_eq!(
+        rows,
+        serde_json::json!({ "columns": ["id", "max_load", "empty"], "rows": [["a", 3, null]] })
+    );
+}
+
+#[test]
+fn the_database_comes_from_the_environment_then_the_current_directory() {
+    let sh = Shell::new();
+    let elsewhere = sh.dir.path().join("elsewhere.db");
+    let out = Command::new(ROSTER)
+        .args(["register", "env-agent"])
+        .env("ROSTER_DB", &elsewhere)
+        .current_dir(sh.dir.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(elsewhere.exists());
+    let out = Command::new(ROSTER)
+        .args(["register", "cwd-agent"])
+        .env_remove("ROSTER_DB")
+        .current_dir(sh.dir.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(sh.dir.path().join("roster.db").exists());
+}
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    for sub in [
+        "register",
+        "deregister",
+        "get",
+        "heartbeat",
+        "release",
+        "list",
+        "reap",
+        "claim",
+        "agent",
+        "reaper",
+        "sql",
+        "demo",
+    ] {
+        let out = Command::new(ROSTER)
+            .args([sub, "--help"])
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{sub} --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("Example"),
+            "{sub} --help has no example:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn the_readme_shows_the_real_help() {
+    let out = Command::new(ROSTER).arg("--help").output().expect("run");
+    let help = String::from_utf8(out.stdout).expect("utf-8");
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(&format!("```text\n$ roster --help\n{help}```")),
+        "README.md must show the output of `roster --help` exactly:\n{help}"
+    );
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigterm(child: &Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
+}
+
+fn get(db: &Path, id: &str) -> Option<AgentInfo> {
+    roster::SqliteRegistry::open(db)
+        .ok()
+        .and_then(|r| roster::AgentRegistry::get(&r, id).ok())
+}
+
+#[test]
+fn the_agent_sidecar_heartbeats_until_sigterm() {
+    let sh = Shell::new();
+    let child = sh
+        .command(&[
+            "agent",
+            "side-1",
+            "--cap",
+            "x",
+            "--every",
+            "100ms",
+            "--deregister-on-exit",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let db = sh.db();
+    wait_for("registration", || get(&db, "side-1").is_some());
+    let first = get(&db, "side-1").expect("registered").last_heartbeat;
+    wait_for("a heartbeat", || {
+        get(&db, "side-1").is_some_and(|a| a.last_heartbeat > first)
+    });
+    sigterm(&child);
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("agent side-1 stopped"), "{stdout}");
+    assert!(
+        get(&db, "side-1").is_none(),
+        "--deregister-on-exit removed it"
+    );
+}
+
+#[test]
+fn the_agent_sidecar_stops_when_its_row_is_deregistered() {
+    let sh = Shell::new();
+    let child = sh
+        .command(&["agent", "side-2", "--every", "50ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let db = sh.db();
+    wait_for("registration", || get(&db, "side-2").is_some());
+    sh.ok(&["deregister", "side-2"]);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("side-2 was deregistered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_reaper_prints_agents_that_go_quiet() {
+    let sh = Shell::new();
+    sh.ok(&["register", "quiet-1"]);
+    let child = sh
+        .command(&["--json", "reaper", "--ttl", "300ms", "--every", "50ms"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn reaper");
+    let db = sh.db();
+    wait_for("the reap", || {
+        get(&db, "quiet-1").is_some_and(|a| a.status == AgentStatus::Offline)
+    });
+    sigterm(&child);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON document per line"))
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "offline");
+    assert_eq!(events[0]["id"], "quiet-1");
+}
+
+#[test]
+fn the_demo_completes_and_cleans_up() {
+    let sh = Shell::new();
+    let demo_db = sh.dir.path().join("demo.db");
+    let out = Command::new(ROSTER)
+        .arg("--db")
+        .arg(&demo_db)
+        .arg("demo")
+        .env_remove("ROSTER_DB")
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "all 4 registered",
+        "-> builder-1 (load 1/2)",
+        "killed the gpu-1 process with SIGKILL",
+        "reaper: gpu-1 went offline",
+        "reads exactly the same state",
+        "sqlite3 ",
+        "gpu-1      offline",
+    ] {
+        assert!(
+            stdout.contains(step),
+            "the demo did not show {step:?}:\n{stdout}"
+        );
+    }
+    // Its processes are gone: nobody heartbeats any more.
+    let before: Vec<AgentInfo> = serde_json::from_slice(
+        &Command::new(ROSTER)
+            .arg("--db")
+            .arg(&demo_db)
+            .args(["--json", "list"])
+            .output()
+            .expect("list")
+            .stdout,
+    )
+    .expect("json");
+    thread::sleep(Duration::from_millis(1200));
+    let after: Vec<AgentInfo> = serde_json::from_slice(
+        &Command::new(ROSTER)
+            .arg("--db")
+            .arg(&demo_db)
+            .args(["--json", "list"])
+            .output()
+            .expect("list")
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(before, after, "an agent process outlived the demo");
+
+    // A file the user named is never overwritten.
+    sh.ok(&["register", "precious"]);
+    sh.fails(&["demo"], 2, "needs a fresh file");
+    let kept: Vec<AgentInfo> = sh.json(&["list"]);
+    assert_eq!(kept.len(), 1);
+}
