@@ -381,3 +381,48 @@ fn the_wal_file_shrinks_back_after_a_long_reader() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
+    use roster::{SqlAccess, SqlValue};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("adhoc.db");
+    let registry = SqliteRegistry::open(&path)?;
+    registry.register(agent("a", &["x"]))?;
+    for writes in [
+        "DELETE FROM agents",
+        "UPDATE agents SET name = 'b'",
+        "PRAGMA user_version = 7",
+        "CREATE TABLE t (x)",
+    ] {
+        match registry.query(writes, SqlAccess::ReadOnly) {
+            Err(Error::WriteRefused) => {}
+            other => panic!("{writes}: expected WriteRefused, got {other:?}"),
+        }
+    }
+    for bad in ["", "SELECT 1; SELECT 2", "SELECT * FROM nowhere"] {
+        match registry.query(bad, SqlAccess::ReadOnly) {
+            Err(Error::Invalid { field: "sql", .. }) => {}
+            other => panic!("{bad:?}: expected invalid sql, got {other:?}"),
+        }
+    }
+    let version: i64 = raw(&path)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+    assert_eq!(registry.get("a")?.name, "agent a");
+    let changed = registry.query(
+        "UPDATE agents SET name = 'renamed' RETURNING id, name",
+        SqlAccess::ReadWrite,
+    )?;
+    assert_eq!(
+        changed.rows,
+        [[SqlValue::Text("a".into()), SqlValue::Text("renamed".into())]]
+    );
+    assert_eq!(registry.get("a")?.name, "renamed");
+    // With write access, deleting an agent still takes its capabilities.
+    registry.query("DELETE FROM agents WHERE id = 'a'", SqlAccess::ReadWrite)?;
+    let left = registry.query("SELECT count(*) FROM capabilities", SqlAccess::ReadOnly)?;
+    assert_eq!(left.rows, [[SqlValue::Integer(0)]]);
+    Ok(())
+}
