@@ -229,6 +229,71 @@ struct Bench {
     reps: usize,
     sizes: Vec<usize>,
     rows: Vec<Row>,
+    /// Figures that are not a pair, and rows that could not be measured.
+    notes: Vec<String>,
+}
+
+/// A child process that is killed when the benchmark is done with it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The path of `program` on PATH, if it is there.
+fn find_program(program: &str) -> Option<PathBuf> {
+    env::var_os("PATH").and_then(|paths| {
+        env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+/// Prints the peak resident memory of this process, in kB, from
+/// /proc/self/status.
+fn print_peak_rss() {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("VmHWM");
+    println!("{kb}");
+}
+
+/// A child process of the memory figure: `roster` opens the registry and
+/// works on it, `bare` runs one UPDATE with rusqlite.
+fn memory_worker(args: &[String]) {
+    let [role, db] = args else {
+        panic!("memory-worker roster|bare DB");
+    };
+    match role.as_str() {
+        "roster" => {
+            let registry = SqliteRegistry::open(db).expect("open");
+            registry.heartbeat(&agent_id(0)).expect("heartbeat");
+            let task = Task {
+                id: "t".into(),
+                labels: vec![word(3)],
+                priority: Priority::Medium,
+            };
+            let agent = registry.claim(&task).expect("claim");
+            registry.release(&agent.id).expect("release");
+            registry.reap(Duration::from_secs(3600)).expect("reap");
+            black_box(&registry);
+        }
+        _ => {
+            let conn = Connection::open(db).expect("open");
+            conn.execute(
+                "UPDATE agents SET last_heartbeat = ?1 WHERE id = ?2",
+                [now_text(), agent_id(0)],
+            )
+            .expect("update");
+        }
+    }
+    print_peak_rss();
 }
 
 impl Bench {
@@ -418,45 +483,261 @@ impl Bench {
         }
         let (path, registry) = roster_file(self.dir.path(), &format!("reap-{n}.db"), &agents);
         let bare = Connection::open(&path).expect("open");
+        bare.pragma_update(None, "synchronous", "NORMAL")
+            .expect("synchronous");
+        let predicate = "status <> 'offline' AND last_heartbeat < ?1";
         let mut count = bare
-            .prepare(
-                "SELECT count(*) FROM agents WHERE status <> 'offline' AND last_heartbeat < ?1",
-            )
+            .prepare(&format!("SELECT count(*) FROM agents WHERE {predicate}"))
+            .expect("prepare");
+        let mut update = bare
+            .prepare(&format!(
+                "UPDATE agents SET status = 'offline' WHERE {predicate} RETURNING id"
+            ))
             .expect("prepare");
         let cutoff = (Utc::now() - TimeDelta::seconds(60))
             .format("%Y-%m-%d %H:%M:%S%.9f")
             .to_string();
-        // Each roster reap finds the 1 % again: the stale agents are revived
-        // (status only) between runs, outside the timing.
-        let revive = Connection::open(&path).expect("open");
-        let mut times = Vec::new();
-        let mut bare_times = Vec::new();
-        let mut ratios = Vec::new();
+        // Every run finds the 1 % again: the stale agents are revived (status
+        // only) before each, outside the timing.
+        let revive = || {
+            bare.execute(
+                "UPDATE agents SET status = 'available' WHERE status = 'offline'",
+                [],
+            )
+            .expect("revive");
+        };
+        let mut runs: [Vec<Duration>; 4] = Default::default();
         for _ in 0..self.reps {
-            revive
-                .execute(
-                    "UPDATE agents SET status = 'available' WHERE status = 'offline'",
-                    [],
-                )
-                .expect("revive");
+            revive();
             let start = Instant::now();
             let reaped = registry.reap(Duration::from_secs(60)).expect("reap");
-            let roster = start.elapsed();
+            runs[0].push(start.elapsed());
             assert_eq!(reaped.len(), n / 100);
             let start = Instant::now();
-            let counted: i64 = black_box(count.query_row([&cutoff], |r| r.get(0)).expect("count"));
-            let baseline = start.elapsed();
-            black_box(counted);
-            ratios.push(roster.as_secs_f64() / baseline.as_secs_f64());
-            times.push(roster);
-            bare_times.push(baseline);
+            black_box(
+                count
+                    .query_row([&cutoff], |r| r.get::<_, i64>(0))
+                    .expect("count"),
+            );
+            runs[1].push(start.elapsed());
+            revive();
+            let start = Instant::now();
+            let updated = update
+                .query_map([&cutoff], |r| r.get::<_, String>(0))
+                .expect("update")
+                .count();
+            runs[2].push(start.elapsed());
+            assert_eq!(updated, n / 100);
+            // Nobody stale now: the steady state of a reaper.
+            let start = Instant::now();
+            assert!(
+                registry
+                    .reap(Duration::from_secs(60))
+                    .expect("reap")
+                    .is_empty()
+            );
+            runs[3].push(start.elapsed());
         }
+        let ratio = |a: &[Duration], b: &[Duration]| {
+            median_f(
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| x.as_secs_f64() / y.as_secs_f64())
+                    .collect(),
+            )
+        };
+        let (reap, counts, updates, idle) = (&runs[0], &runs[1], &runs[2], &runs[3]);
         self.push(
             format!("reap, {n} agents, 1% stale"),
             "bare SELECT count(*) same predicate",
-            (median(times), median(bare_times), median_f(ratios)),
+            (
+                median(reap.clone()),
+                median(counts.clone()),
+                ratio(reap, counts),
+            ),
             "roster / baseline <= 1.5",
         );
+        self.push(
+            format!("reap, {n} agents, 1% stale"),
+            "bare UPDATE ... RETURNING same predicate",
+            (
+                median(reap.clone()),
+                median(updates.clone()),
+                ratio(reap, updates),
+            ),
+            "report",
+        );
+        self.push(
+            format!("reap, {n} agents, none stale"),
+            "bare SELECT count(*) same predicate",
+            (
+                median(idle.clone()),
+                median(counts.clone()),
+                ratio(idle, counts),
+            ),
+            "report",
+        );
+    }
+
+    fn redis(&mut self) {
+        let n = *self.sizes.iter().min().expect("sizes");
+        let Some(server) = find_program("redis-server") else {
+            self.notes.push(
+                "heartbeat against Redis: not measured, redis-server is not installed \
+                 (apt-get install -y redis-server)"
+                    .to_owned(),
+            );
+            return;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let data = self.dir.path().join("redis");
+        std::fs::create_dir_all(&data).expect("redis dir");
+        let child = Command::new(server)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let _server = KillOnDrop(child);
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("client");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = loop {
+            match client.get_connection() {
+                Ok(conn) => break conn,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("redis-server did not start: {e}"),
+            }
+        };
+        let agents = fleet(n, 71);
+        let (_, registry) = roster_file(self.dir.path(), &format!("redis-{n}.db"), &agents);
+        let ids: Vec<String> = (0..n).map(agent_id).collect();
+        for id in &ids {
+            let () = redis::cmd("HSET")
+                .arg(format!("agent:{id}"))
+                .arg("status")
+                .arg("available")
+                .arg("last_heartbeat")
+                .arg(now_text())
+                .query(&mut conn)
+                .expect("HSET");
+        }
+        let m = side_by_side(
+            self.reps,
+            2000,
+            |i| registry.heartbeat(&ids[(i * 7919) % n]).expect("heartbeat"),
+            |i| {
+                let () = redis::cmd("HSET")
+                    .arg(format!("agent:{}", ids[(i * 7919) % n]))
+                    .arg("last_heartbeat")
+                    .arg(now_text())
+                    .query(&mut conn)
+                    .expect("HSET");
+            },
+        );
+        self.push(
+            format!("heartbeat, {n} agents"),
+            "Redis HSET over loopback, appendfsync everysec",
+            m,
+            "roster / baseline <= 0.33 (3x Redis)",
+        );
+    }
+
+    fn command(&mut self) {
+        let Some(shell) = find_program("sqlite3") else {
+            self.notes.push(
+                "the command against sqlite3: not measured, the sqlite3 shell is not installed \
+                 (apt-get install -y sqlite3)"
+                    .to_owned(),
+            );
+            return;
+        };
+        let n = *self.sizes.iter().min().expect("sizes");
+        let agents = fleet(n, 81);
+        let (path, registry) = roster_file(self.dir.path(), &format!("command-{n}.db"), &agents);
+        // Another process holds the file open, as a running orchestrator
+        // would, so that neither command pays for recovering the WAL.
+        let _held = registry;
+        let ids: Vec<String> = (0..n).map(agent_id).collect();
+        let m = side_by_side(
+            self.reps.min(5),
+            40,
+            |i| {
+                let status = Command::new(env!("CARGO_BIN_EXE_roster"))
+                    .arg("--db")
+                    .arg(&path)
+                    .args(["heartbeat", &ids[(i * 7919) % n]])
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("roster");
+                assert!(status.success());
+            },
+            |i| {
+                let sql = format!(
+                    "PRAGMA synchronous = NORMAL; UPDATE agents SET \
+                     last_heartbeat = strftime('%Y-%m-%d %H:%M:%f000000', 'now'), \
+                     status = CASE status WHEN 'offline' THEN 'available' ELSE status END \
+                     WHERE id = '{}';",
+                    ids[(i * 7919) % n]
+                );
+                let status = Command::new(&shell)
+                    .arg(&path)
+                    .arg(sql)
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("sqlite3");
+                assert!(status.success());
+            },
+        );
+        self.push(
+            "`roster heartbeat ID`, whole process".to_owned(),
+            "`sqlite3 FILE \"UPDATE ...\"`, whole process",
+            m,
+            "roster / baseline <= 2",
+        );
+    }
+
+    /// Peak memory of a process that opens a registry of 100k agents and
+    /// heartbeats, claims, releases and reaps; against a process that opens
+    /// the same file with bare rusqlite and runs one UPDATE.
+    fn memory(&mut self) {
+        let n = *self.sizes.iter().max().expect("sizes");
+        let agents = fleet(n, 91);
+        let (path, registry) = roster_file(self.dir.path(), &format!("memory-{n}.db"), &agents);
+        drop(registry);
+        let peak = |role: &str| -> u64 {
+            let output = Command::new(env::current_exe().expect("bench binary"))
+                .args(["memory-worker", role])
+                .arg(&path)
+                .output()
+                .expect("memory worker");
+            assert!(output.status.success(), "memory worker failed");
+            String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .expect("kB")
+        };
+        let (roster_kb, bare_kb) = (peak("roster"), peak("bare"));
+        self.notes.push(format!(
+            "peak RSS (VmHWM) of a process holding an open registry of {n} agents, after a \
+             heartbeat, a claim, a release and a reap: {:.1} MiB; a bare rusqlite process \
+             running one UPDATE on the same file: {:.1} MiB",
+            roster_kb as f64 / 1024.0,
+            bare_kb as f64 / 1024.0
+        ));
     }
 
     fn list(&mut self) {
@@ -607,6 +888,10 @@ impl Bench {
                 row.goal
             );
         }
+        for note in &self.notes {
+            println!();
+            println!("{note}");
+        }
     }
 }
 
@@ -651,9 +936,10 @@ fn heartbeat_worker(args: &[String]) {
 
 fn main() {
     let args: Vec<String> = env::args().skip(1).filter(|a| a != "--bench").collect();
-    if args.first().map(String::as_str) == Some("heartbeat-worker") {
-        heartbeat_worker(&args[1..]);
-        return;
+    match args.first().map(String::as_str) {
+        Some("heartbeat-worker") => return heartbeat_worker(&args[1..]),
+        Some("memory-worker") => return memory_worker(&args[1..]),
+        _ => {}
     }
     let quick = args.iter().any(|a| a == "quick");
     let only: Vec<&String> = args.iter().filter(|a| *a != "quick").collect();
@@ -667,6 +953,7 @@ fn main() {
             vec![10_000, 100_000]
         },
         rows: Vec::new(),
+        notes: Vec::new(),
     };
     eprintln!(
         "roster benchmark: {} repetitions, sizes {:?}",
@@ -683,6 +970,15 @@ fn main() {
     }
     if wanted("list") {
         bench.list();
+    }
+    if wanted("redis") {
+        bench.redis();
+    }
+    if wanted("command") {
+        bench.command();
+    }
+    if wanted("memory") {
+        bench.memory();
     }
     if wanted("processes") {
         bench.processes();
