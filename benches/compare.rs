@@ -133,6 +133,21 @@ fn median_f(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// The medians of paired runs of roster and a baseline, and the median of
+/// their per-run ratios.
+fn paired(roster: &[Duration], baseline: &[Duration]) -> (Duration, Duration, f64) {
+    let ratios = roster
+        .iter()
+        .zip(baseline)
+        .map(|(r, b)| r.as_secs_f64() / b.as_secs_f64())
+        .collect();
+    (
+        median(roster.to_vec()),
+        median(baseline.to_vec()),
+        median_f(ratios),
+    )
+}
+
 /// A measured pair: roster and its baseline.
 struct Row {
     figure: String,
@@ -155,7 +170,7 @@ fn side_by_side(
     // One untimed warm-up of each.
     per_op(batch.min(10), &mut roster);
     per_op(batch.min(10), &mut baseline);
-    let (mut r, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut r, mut b) = (Vec::new(), Vec::new());
     for rep in 0..reps {
         // Alternate which goes first, so that neither always runs on a
         // warmer or cooler machine.
@@ -166,11 +181,10 @@ fn side_by_side(
             let y = per_op(batch, &mut baseline);
             (per_op(batch, &mut roster), y)
         };
-        ratios.push(x.as_secs_f64() / y.as_secs_f64());
         r.push(x);
         b.push(y);
     }
-    (median(r), median(b), median_f(ratios))
+    paired(&r, &b)
 }
 
 fn fresh_file(dir: &Path, name: &str) -> PathBuf {
@@ -454,17 +468,10 @@ impl Bench {
                 ("MemoryRegistry::claim", "report"),
             ];
             for (k, (name, goal)) in baselines.into_iter().enumerate() {
-                let ratio = median_f(
-                    runs[0]
-                        .iter()
-                        .zip(&runs[k + 1])
-                        .map(|(r, b)| r.as_secs_f64() / b.as_secs_f64())
-                        .collect(),
-                );
                 self.push(
                     format!("claim, {n} agents"),
                     name,
-                    (median(runs[0].clone()), median(runs[k + 1].clone()), ratio),
+                    paired(&runs[0], &runs[k + 1]),
                     goal,
                 );
             }
@@ -538,43 +545,23 @@ impl Bench {
             );
             runs[3].push(start.elapsed());
         }
-        let ratio = |a: &[Duration], b: &[Duration]| {
-            median_f(
-                a.iter()
-                    .zip(b)
-                    .map(|(x, y)| x.as_secs_f64() / y.as_secs_f64())
-                    .collect(),
-            )
-        };
         let (reap, counts, updates, idle) = (&runs[0], &runs[1], &runs[2], &runs[3]);
         self.push(
             format!("reap, {n} agents, 1% stale"),
             "bare SELECT count(*) same predicate",
-            (
-                median(reap.clone()),
-                median(counts.clone()),
-                ratio(reap, counts),
-            ),
+            paired(reap, counts),
             "roster / baseline <= 1.5",
         );
         self.push(
             format!("reap, {n} agents, 1% stale"),
             "bare UPDATE ... RETURNING same predicate",
-            (
-                median(reap.clone()),
-                median(updates.clone()),
-                ratio(reap, updates),
-            ),
+            paired(reap, updates),
             "report",
         );
         self.push(
             format!("reap, {n} agents, none stale"),
             "bare SELECT count(*) same predicate",
-            (
-                median(idle.clone()),
-                median(counts.clone()),
-                ratio(idle, counts),
-            ),
+            paired(idle, counts),
             "report",
         );
     }
@@ -831,18 +818,17 @@ impl Bench {
         let (path, registry) = roster_file(self.dir.path(), "procs.db", &agents);
         drop(registry);
         let millis = if self.reps > 3 { 3000 } else { 1500 };
-        let (mut one, mut four, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut one, mut four) = (Vec::new(), Vec::new());
         for _ in 0..self.reps.min(5) {
             let single = self.heartbeat_processes(&path, n, 1, millis);
             let multi = self.heartbeat_processes(&path, n, 4, millis);
-            ratios.push(single / multi);
             one.push(Duration::from_secs_f64(1.0 / single));
             four.push(Duration::from_secs_f64(1.0 / multi));
         }
         self.push(
             format!("heartbeat, 4 processes, {n} agents"),
             "1 process alone (time per heartbeat, summed throughput)",
-            (median(four), median(one), median_f(ratios)),
+            paired(&four, &one),
             "roster / baseline <= 1.25 (0.8x throughput)",
         );
     }

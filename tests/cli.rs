@@ -444,27 +444,18 @@ fn the_demo_completes_and_cleans_up() {
         );
     }
     // Its processes are gone: nobody heartbeats any more.
-    let before: Vec<AgentInfo> = serde_json::from_slice(
-        &Command::new(ROSTER)
+    let list = || -> Vec<AgentInfo> {
+        let out = Command::new(ROSTER)
             .arg("--db")
             .arg(&demo_db)
             .args(["--json", "list"])
             .output()
-            .expect("list")
-            .stdout,
-    )
-    .expect("json");
+            .expect("list");
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let before = list();
     thread::sleep(Duration::from_millis(1200));
-    let after: Vec<AgentInfo> = serde_json::from_slice(
-        &Command::new(ROSTER)
-            .arg("--db")
-            .arg(&demo_db)
-            .args(["--json", "list"])
-            .output()
-            .expect("list")
-            .stdout,
-    )
-    .expect("json");
+    let after = list();
     assert_eq!(before, after, "an agent process outlived the demo");
 
     // A file the user named is never overwritten.
