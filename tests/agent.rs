@@ -1,7 +1,7 @@
 //! `AgentInfo` and `AgentStatus` as values: JSON, text forms, validation.
 
 use chrono::{DateTime, Utc};
-use roster::{AgentInfo, AgentStatus, Error, Result};
+use roster::{AgentInfo, AgentStatus, Error, Priority, Result, Task};
 
 #[test]
 fn status_text_forms_agree() -> Result<()> {
@@ -133,4 +133,110 @@ fn capacity_follows_status_and_load() {
     assert!(agent.has_capacity(), "max_load 0 is unlimited");
     agent.status = AgentStatus::Offline;
     assert!(!agent.has_capacity());
+}
+
+#[test]
+fn priority_text_forms_agree() -> Result<()> {
+    for (priority, text) in [
+        (Priority::Low, "low"),
+        (Priority::Medium, "medium"),
+        (Priority::High, "high"),
+        (Priority::Critical, "critical"),
+    ] {
+        assert_eq!(priority.to_string(), text);
+        assert_eq!(text.parse::<Priority>()?, priority);
+        assert_eq!(
+            serde_json::to_string(&priority).ok(),
+            Some(format!("\"{text}\""))
+        );
+    }
+    assert_eq!(Priority::default(), Priority::Medium);
+    assert!(matches!(
+        "urgent".parse::<Priority>(),
+        Err(Error::Invalid {
+            field: "priority",
+            ..
+        })
+    ));
+    Ok(())
+}
+
+#[test]
+fn task_json_round_trips_and_defaults() {
+    let task = Task {
+        id: "t-1".into(),
+        labels: vec!["gpu".into()],
+        priority: Priority::Critical,
+    };
+    let json = serde_json::to_value(&task).expect("serialise");
+    assert_eq!(
+        json,
+        serde_json::json!({ "id": "t-1", "labels": ["gpu"], "priority": "critical" })
+    );
+    assert_eq!(
+        serde_json::from_value::<Task>(json).expect("deserialise"),
+        task
+    );
+    let bare: Task = serde_json::from_str(r#"{"id":"t-2"}"#).expect("deserialise");
+    assert_eq!(
+        bare,
+        Task {
+            id: "t-2".into(),
+            ..Task::default()
+        }
+    );
+}
+
+/// Every error's message, as a caller sees it.
+#[test]
+fn every_error_says_what_was_wrong() {
+    use std::path::PathBuf;
+    use std::time::Duration;
+    let path = PathBuf::from("agents.db");
+    let cases: Vec<(Error, &str)> = vec![
+        (Error::MissingId, "agent ID is required"),
+        (Error::NotFound("a".into()), "agent not found: a"),
+        (
+            Error::Invalid {
+                field: "name",
+                reason: "must not be empty".into(),
+            },
+            "invalid name: must not be empty",
+        ),
+        (Error::NoEligibleAgent, "no eligible agent for task"),
+        (
+            Error::NothingToRelease("a".into()),
+            "agent a holds no load to release",
+        ),
+        (
+            Error::WriteRefused,
+            "the statement writes to the registry, and this SQL is read-only",
+        ),
+        (
+            Error::NotADatabase { path: path.clone() },
+            "agents.db: not an SQLite database (left untouched)",
+        ),
+        (
+            Error::NotARegistry {
+                path: path.clone(),
+                reason: "it holds 3 schema objects".into(),
+            },
+            "agents.db: not a roster registry: it holds 3 schema objects (left untouched)",
+        ),
+        (
+            Error::SchemaTooNew {
+                path,
+                found: 9,
+                supported: 2,
+            },
+            "agents.db: schema version 9 is newer than this build of roster knows (2); upgrade roster (the file was left untouched)",
+        ),
+        (
+            Error::Busy(Duration::from_secs(5)),
+            "database busy: another connection held the write lock for more than 5s; retry, or raise the busy timeout",
+        ),
+    ];
+    for (error, message) in cases {
+        assert_eq!(error.to_string(), message);
+    }
 }
