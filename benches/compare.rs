@@ -4,7 +4,8 @@
 //! a baseline in the same run, alternating them, and reports the median of
 //! several repetitions of each and their ratio. Pass `quick` after `--` for a
 //! smaller run (`cargo bench --bench compare -- quick`), or row names to run
-//! only those rows (`-- heartbeat claim`).
+//! only those rows (`-- heartbeat claim`): heartbeat, claim, reap, list,
+//! redis, command, memory, processes, durability.
 //!
 //! Figures are per operation. Absolute times depend on the machine; the
 //! ratios are the point.
@@ -945,32 +946,21 @@ fn main() {
         "roster benchmark: {} repetitions, sizes {:?}",
         bench.reps, bench.sizes
     );
-    if wanted("heartbeat") {
-        bench.heartbeat();
-    }
-    if wanted("claim") {
-        bench.claim();
-    }
-    if wanted("reap") {
-        bench.reap();
-    }
-    if wanted("list") {
-        bench.list();
-    }
-    if wanted("redis") {
-        bench.redis();
-    }
-    if wanted("command") {
-        bench.command();
-    }
-    if wanted("memory") {
-        bench.memory();
-    }
-    if wanted("processes") {
-        bench.processes();
-    }
-    if wanted("durability") {
-        bench.durability();
+    let rows: [(&str, fn(&mut Bench)); 9] = [
+        ("heartbeat", Bench::heartbeat),
+        ("claim", Bench::claim),
+        ("reap", Bench::reap),
+        ("list", Bench::list),
+        ("redis", Bench::redis),
+        ("command", Bench::command),
+        ("memory", Bench::memory),
+        ("processes", Bench::processes),
+        ("durability", Bench::durability),
+    ];
+    for (name, row) in rows {
+        if wanted(name) {
+            row(&mut bench);
+        }
     }
     bench.print();
 }
