@@ -239,6 +239,9 @@ fn now_text() -> String {
     Utc::now().format("%Y-%m-%d %H:%M:%S%.9f").to_string()
 }
 
+/// One row group of the table.
+type Measure = fn(&mut Bench);
+
 struct Bench {
     dir: tempfile::TempDir,
     reps: usize,
@@ -946,7 +949,7 @@ fn main() {
         "roster benchmark: {} repetitions, sizes {:?}",
         bench.reps, bench.sizes
     );
-    let rows: [(&str, fn(&mut Bench)); 9] = [
+    let rows: [(&str, Measure); 9] = [
         ("heartbeat", Bench::heartbeat),
         ("claim", Bench::claim),
         ("reap", Bench::reap),
