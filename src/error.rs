@@ -102,6 +102,10 @@ impl DatabaseError {
     pub(crate) fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self(Box::new(error))
     }
+
+    pub(crate) fn message(message: String) -> Self {
+        Self(message.into())
+    }
 }
 
 impl fmt::Debug for DatabaseError {

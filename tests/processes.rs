@@ -278,40 +278,43 @@ fn steady(db: &Path) {
 
 #[test]
 fn processes_racing_on_a_fresh_file_all_succeed() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("fresh.db");
-    let start = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-        + 700;
-    let children: Vec<Child> = (0..8)
-        .map(|_| {
-            child_command("open-race", &db)
-                .env("ROSTER_START_MS", start.to_string())
-                .spawn()
-                .expect("spawn")
-        })
-        .collect();
-    let mut registered = Vec::new();
-    for child in children {
-        let output = child.wait_with_output().expect("wait");
-        registered.extend(expect_success(&output, "open-race child"));
+    // Three rounds, each on a file that does not exist yet.
+    for round in 0..3 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("fresh.db");
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_millis()
+            + 700;
+        let children: Vec<Child> = (0..8)
+            .map(|_| {
+                child_command("open-race", &db)
+                    .env("ROSTER_START_MS", start.to_string())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        let mut registered = Vec::new();
+        for child in children {
+            let output = child.wait_with_output().expect("wait");
+            registered.extend(expect_success(&output, "open-race child"));
+        }
+        assert_eq!(registered.len(), 8, "round {round}");
+        let registry = SqliteRegistry::open(&db)?;
+        assert_eq!(registry.list()?.len(), 8, "round {round}");
+        let conn = Connection::open(&db).expect("open");
+        let (version, mode): (i64, String) = conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        (SELECT journal_mode FROM pragma_journal_mode)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("pragmas");
+        assert_eq!((version, mode.as_str()), (2, "wal"), "round {round}");
+        assert_healthy(&db);
     }
-    assert_eq!(registered.len(), 8);
-    let registry = SqliteRegistry::open(&db)?;
-    assert_eq!(registry.list()?.len(), 8);
-    let conn = Connection::open(&db).expect("open");
-    let (version, mode): (i64, String) = conn
-        .query_row(
-            "SELECT (SELECT user_version FROM pragma_user_version),
-                    (SELECT journal_mode FROM pragma_journal_mode)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("pragmas");
-    assert_eq!((version, mode.as_str()), (2, "wal"));
-    assert_healthy(&db);
     Ok(())
 }
 

@@ -34,7 +34,7 @@ Exit codes:
 #[command(name = "roster", version, after_help = EXIT_CODES)]
 struct Cli {
     /// The registry file [default: roster.db; roster-demo.db for `demo`].
-    #[arg(long, global = true, env = "ROSTER_DB")]
+    #[arg(long, global = true, env = "ROSTER_DB", hide_env_values = true)]
     db: Option<PathBuf>,
     /// Print JSON (one document per command; one per line for `agent` and
     /// `reaper`) instead of text.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
-use crate::error::{Error, Result};
+use crate::error::{DatabaseError, Error, Result};
 use crate::sqlite::{db_error, is_busy};
 
 /// The migrations, oldest first; the schema version of a file is the number
@@ -78,7 +78,7 @@ pub(crate) fn open_error(path: &Path, error: rusqlite::Error) -> Error {
         },
         _ => Error::Open {
             path: path.to_owned(),
-            source: crate::error::DatabaseError::new(error),
+            source: DatabaseError::new(error),
         },
     }
 }
@@ -137,8 +137,14 @@ fn migrate(path: &Path, conn: &mut Connection, patience: Duration) -> Result<()>
     let found = identity(&tx).map_err(fail)?;
     check_identity(path, &found)?;
     let applied = usize::try_from(found.user_version).unwrap_or(0);
-    for migration in MIGRATIONS.iter().skip(applied) {
-        tx.execute_batch(migration).map_err(fail)?;
+    for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(migration).map_err(|e| match e {
+            // The message without the migration's whole text.
+            rusqlite::Error::SqlInputError { msg, .. } => Error::Database(DatabaseError::message(
+                format!("migration {} failed: {msg}", number + 1),
+            )),
+            other => fail(other),
+        })?;
     }
     tx.pragma_update(None, "user_version", LATEST_VERSION)
         .map_err(fail)?;
