@@ -288,6 +288,11 @@ fn a_missing_or_unusable_directory_is_a_clear_error() {
     // A directory where the file should be.
     let err = SqliteRegistry::open(dir.path()).unwrap_err();
     assert!(matches!(err, Error::Open { .. }), "{err:?}");
+
+    // A directory nobody can create files in, not even root.
+    let err = SqliteRegistry::open("/proc/roster-test.db").unwrap_err();
+    assert!(matches!(err, Error::Open { .. }), "{err:?}");
+    assert!(!Path::new("/proc/roster-test.db").exists());
 }
 
 #[test]

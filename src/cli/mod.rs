@@ -413,6 +413,7 @@ fn run(cli: Cli) -> Outcome {
             }
             Ok(())
         }
+        // Handled before the registry is opened, on a file of its own.
         Command::Demo => Ok(()),
     }
 }
