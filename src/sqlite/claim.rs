@@ -1,9 +1,10 @@
 //! The SQL behind `claim`: DefaultRouter's policy, evaluated in the database.
 //!
 //! The indexes of migration 0002 hold the agents with a free slot in routing
-//! order (offline ones too: status is checked per row, see the migration). `claim` first walks the head of that order
-//! and takes the first agent holding every label: for labels that many agents
-//! share it stops after a few rows. When the head holds no match, it asks the
+//! order (offline ones too: status is checked per row, see the migration).
+//! `claim` first walks the head of that order and takes the first agent that
+//! is online and holds every label: for labels that many agents share it
+//! stops after a few rows. When the head holds no match, it asks the
 //! capability index for the holders of the rarest label and sorts only those.
 //! Either way no more than one agent leaves the database.
 
@@ -13,8 +14,8 @@ use rusqlite::{OptionalExtension, Transaction, params_from_iter};
 
 use crate::task::Priority;
 
-/// How many eligible agents, in routing order, the first step looks at
-/// before it switches to the holders of the rarest label.
+/// How many agents with a free slot, in routing order, the first step looks
+/// at before it switches to the holders of the rarest label.
 const WALK_LIMIT: usize = 256;
 
 /// The condition that defines an agent with a free slot; must stay
