@@ -348,17 +348,17 @@ impl Bench {
             let ids: Vec<String> = (0..n).map(agent_id).collect();
             let mut rng = Rng(11);
             let picks: Vec<usize> = (0..4096).map(|_| rng.below(n as u64) as usize).collect();
+            let pick = |i: usize| ids[picks[i % picks.len()]].as_str();
+            let beat = |registry: &SqliteRegistry, i: usize| {
+                registry.heartbeat(pick(i)).expect("heartbeat");
+            };
             let m = side_by_side(
                 self.reps,
                 2000,
-                |i| {
-                    registry
-                        .heartbeat(&ids[picks[i % picks.len()]])
-                        .expect("heartbeat")
-                },
+                |i| beat(&registry, i),
                 |i| {
                     let changed = stmt
-                        .execute([now_text().as_str(), ids[picks[i % picks.len()]].as_str()])
+                        .execute([now_text().as_str(), pick(i)])
                         .expect("update");
                     assert_eq!(changed, 1);
                 },
@@ -371,32 +371,25 @@ impl Bench {
             );
 
             // The same registry without the claim indexes: what they cost a
-            // heartbeat.
+            // heartbeat. Closing the registry first checkpoints the -wal file
+            // into the database file, so that the copy holds every agent.
+            drop(registry);
             let plain = fresh_file(self.dir.path(), &format!("hb-noidx-{n}.db"));
             std::fs::copy(&path, &plain).expect("copy");
-            drop(registry);
-            let registry = SqliteRegistry::open(&path).expect("reopen");
-            {
-                let conn = Connection::open(&plain).expect("open copy");
-                conn.execute_batch(
-                    "DROP INDEX agents_claim_by_usage; DROP INDEX agents_claim_by_load;",
-                )
+            Connection::open(&plain)
+                .and_then(|conn| {
+                    conn.execute_batch(
+                        "DROP INDEX agents_claim_by_usage; DROP INDEX agents_claim_by_load;",
+                    )
+                })
                 .expect("drop indexes");
-            }
+            let registry = SqliteRegistry::open(&path).expect("reopen");
             let without = SqliteRegistry::open(&plain).expect("open copy");
             let m = side_by_side(
                 self.reps,
                 2000,
-                |i| {
-                    registry
-                        .heartbeat(&ids[picks[i % picks.len()]])
-                        .expect("heartbeat")
-                },
-                |i| {
-                    without
-                        .heartbeat(&ids[picks[i % picks.len()]])
-                        .expect("heartbeat")
-                },
+                |i| beat(&registry, i),
+                |i| beat(&without, i),
             );
             self.push(
                 format!("heartbeat, {n} agents"),

@@ -6,8 +6,10 @@
 //! Children print their results as lines starting with `@`; everything else
 //! on their stdout is the test harness talking.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
@@ -466,21 +468,7 @@ SELECT count(*) FROM agents WHERE id LIKE 'agent-%';
 ";
     let mut refused = 0;
     for _ in 0..10 {
-        let mut shell = Command::new("sqlite3")
-            .arg("-batch")
-            .arg(&db)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the sqlite3 shell must be installed (apt-get install -y sqlite3)");
-        shell
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(session.as_bytes())
-            .expect("type");
-        let output = shell.wait_with_output().expect("sqlite3");
+        let output = common::sqlite3(&db, session, common::OnError::GoOn);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             !stderr.contains("locked"),

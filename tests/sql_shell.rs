@@ -2,31 +2,17 @@
 //! roster wrote: every query gives the documented answer, and hand-typed
 //! writes cannot corrupt the registry.
 
-use std::io::Write;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use roster::{AgentInfo, AgentRegistry, AgentStatus, Result, SqliteRegistry};
 
-/// Types `sql` into `sqlite3 -batch -bail FILE`, as a person would.
+/// Types `sql` into `sqlite3 -batch -bail FILE`.
 fn shell(db: &Path, sql: &str) -> Output {
-    let mut child = Command::new("sqlite3")
-        .arg("-batch")
-        .arg("-bail")
-        .arg(db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the sqlite3 shell must be installed (apt-get install -y sqlite3)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(sql.as_bytes())
-        .expect("type the SQL");
-    child.wait_with_output().expect("sqlite3 output")
+    common::sqlite3(db, sql, common::OnError::Stop)
 }
 
 fn shell_ok(db: &Path, sql: &str) -> String {

@@ -2,7 +2,7 @@
 //! contract, and refusing files it must not touch.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{TimeDelta, Utc};
 use roster::{
@@ -20,6 +20,14 @@ fn agent(id: &str, capabilities: &[&str]) -> AgentInfo {
         current_load: 0,
         max_load: 2,
     }
+}
+
+/// A registry in a fresh file of a temporary directory, which must outlive it.
+fn registry_file(name: &str) -> Result<(tempfile::TempDir, PathBuf, SqliteRegistry)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(name);
+    let registry = SqliteRegistry::open(&path)?;
+    Ok((dir, path, registry))
 }
 
 fn raw(path: &Path) -> Connection {
@@ -51,9 +59,7 @@ fn state_survives_drop_and_reopen_field_for_field() -> Result<()> {
 
 #[test]
 fn two_handles_on_one_file_see_each_other_at_once() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.db");
-    let one = SqliteRegistry::open(&path)?;
+    let (_dir, path, one) = registry_file("r.db")?;
     let two = SqliteRegistry::open(&path)?;
     one.register(agent("a", &["x"]))?;
     assert_eq!(two.get("a")?, one.get("a")?);
@@ -91,9 +97,7 @@ fn the_file_is_in_wal_mode_with_the_roster_identity() -> Result<()> {
 
 #[test]
 fn schema_contract_tables_and_columns() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.db");
-    let _registry = SqliteRegistry::open(&path)?;
+    let (_dir, path, _registry) = registry_file("r.db")?;
     let conn = raw(&path);
     let columns = |table: &str| -> Vec<(String, String, bool)> {
         let mut stmt = conn
@@ -153,9 +157,7 @@ fn schema_contract_tables_and_columns() -> Result<()> {
 /// foreign keys off as in the sqlite3 shell.
 #[test]
 fn schema_contract_constraints_hold_without_foreign_keys() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.db");
-    let registry = SqliteRegistry::open(&path)?;
+    let (_dir, path, registry) = registry_file("r.db")?;
     registry.register(agent("a", &["x", "y"]))?;
     registry.register(agent("b", &["x"]))?;
     let conn = raw(&path);
@@ -356,9 +358,7 @@ fn a_version_1_file_is_migrated_with_its_data() -> Result<()> {
 /// while it reads; once it is gone, the file is cut back to the limit.
 #[test]
 fn the_wal_file_shrinks_back_after_a_long_reader() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("wal.db");
-    let registry = SqliteRegistry::open(&path)?;
+    let (dir, path, registry) = registry_file("wal.db")?;
     for i in 0..50 {
         registry.register(agent(&format!("a{i:02}"), &["x"]))?;
     }
@@ -390,9 +390,7 @@ fn the_wal_file_shrinks_back_after_a_long_reader() -> Result<()> {
 #[test]
 fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
     use roster::{SqlAccess, SqlValue};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("adhoc.db");
-    let registry = SqliteRegistry::open(&path)?;
+    let (_dir, path, registry) = registry_file("adhoc.db")?;
     registry.register(agent("a", &["x"]))?;
     for writes in [
         "DELETE FROM agents",

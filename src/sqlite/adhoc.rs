@@ -99,50 +99,43 @@ impl SqliteRegistry {
         conn.busy_timeout(self.busy_timeout).map_err(db_error)?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(db_error)?;
-        self.run_query(&conn, sql, access).map_err(|e| match e {
+        run_query(&conn, sql, access).map_err(|e| match e {
             QueryError::Refused => Error::WriteRefused,
             QueryError::Sql(e) if is_busy(&e) => Error::Busy(self.busy_timeout),
             QueryError::Sql(e) => Error::invalid("sql", e.to_string()),
         })
     }
+}
 
-    fn run_query(
-        &self,
-        conn: &Connection,
-        sql: &str,
-        access: SqlAccess,
-    ) -> Result<SqlRows, QueryError> {
-        if sql.trim().is_empty() {
-            return Err(QueryError::Sql(rusqlite::Error::InvalidQuery));
-        }
-        let mut stmt = conn.prepare(sql)?;
-        if access == SqlAccess::ReadOnly && !stmt.readonly() {
-            return Err(QueryError::Refused);
-        }
-        let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
-        let mut rows = stmt.query([])?;
-        let mut result = SqlRows {
-            columns,
-            rows: Vec::new(),
-        };
-        while let Some(row) = rows.next()? {
-            let values = (0..result.columns.len())
-                .map(|i| {
-                    Ok(match row.get_ref(i)? {
-                        ValueRef::Null => SqlValue::Null,
-                        ValueRef::Integer(v) => SqlValue::Integer(v),
-                        ValueRef::Real(v) => SqlValue::Real(v),
-                        ValueRef::Text(v) => {
-                            SqlValue::Text(String::from_utf8_lossy(v).into_owned())
-                        }
-                        ValueRef::Blob(v) => SqlValue::Blob(v.to_vec()),
-                    })
-                })
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            result.rows.push(values);
-        }
-        Ok(result)
+fn run_query(conn: &Connection, sql: &str, access: SqlAccess) -> Result<SqlRows, QueryError> {
+    if sql.trim().is_empty() {
+        return Err(QueryError::Sql(rusqlite::Error::InvalidQuery));
     }
+    let mut stmt = conn.prepare(sql)?;
+    if access == SqlAccess::ReadOnly && !stmt.readonly() {
+        return Err(QueryError::Refused);
+    }
+    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let mut rows = stmt.query([])?;
+    let mut result = SqlRows {
+        columns,
+        rows: Vec::new(),
+    };
+    while let Some(row) = rows.next()? {
+        let values = (0..result.columns.len())
+            .map(|i| {
+                Ok(match row.get_ref(i)? {
+                    ValueRef::Null => SqlValue::Null,
+                    ValueRef::Integer(v) => SqlValue::Integer(v),
+                    ValueRef::Real(v) => SqlValue::Real(v),
+                    ValueRef::Text(v) => SqlValue::Text(String::from_utf8_lossy(v).into_owned()),
+                    ValueRef::Blob(v) => SqlValue::Blob(v.to_vec()),
+                })
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        result.rows.push(values);
+    }
+    Ok(result)
 }
 
 enum QueryError {
