@@ -105,30 +105,6 @@ fn task(labels: &[&str]) -> Task {
     }
 }
 
-/// Asserts the file is healthy: integrity, foreign keys, no orphans.
-fn assert_healthy(db: &Path) {
-    let conn = Connection::open(db).expect("open");
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("integrity_check");
-    assert_eq!(integrity, "ok");
-    let fk_problems = conn
-        .prepare("PRAGMA foreign_key_check")
-        .expect("foreign_key_check")
-        .query_map([], |_| Ok(()))
-        .expect("rows")
-        .count();
-    assert_eq!(fk_problems, 0, "foreign_key_check must be empty");
-    let orphans: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM capabilities WHERE agent_id NOT IN (SELECT id FROM agents)",
-            [],
-            |r| r.get(0),
-        )
-        .expect("orphans");
-    assert_eq!(orphans, 0);
-}
-
 // ---------------------------------------------------------------- children
 
 /// The entry point of every child process.
@@ -315,7 +291,7 @@ fn processes_racing_on_a_fresh_file_all_succeed() -> Result<()> {
             )
             .expect("pragmas");
         assert_eq!((version, mode.as_str()), (2, "wal"), "round {round}");
-        assert_healthy(&db);
+        common::assert_healthy(&db);
     }
     Ok(())
 }
@@ -382,7 +358,7 @@ fn contending_processes_never_see_an_error_and_loads_add_up() -> Result<()> {
         AGENTS as usize,
         "temporary agents are gone"
     );
-    assert_healthy(&db);
+    common::assert_healthy(&db);
     Ok(())
 }
 
@@ -416,7 +392,7 @@ fn killed_writers_lose_nothing_they_acknowledged() -> Result<()> {
             "round {round}: the writer must have been killed"
         );
         acknowledged.extend(reader.join().expect("reader"));
-        assert_healthy(&db);
+        common::assert_healthy(&db);
     }
     eprintln!(
         "20 killed writers acknowledged {} agents",
@@ -489,7 +465,7 @@ SELECT count(*) FROM agents WHERE id LIKE 'agent-%';
     for agent in registry.list()? {
         assert!(agent.current_load <= agent.max_load, "{agent:?}");
     }
-    assert_healthy(&db);
+    common::assert_healthy(&db);
     Ok(())
 }
 
@@ -525,6 +501,6 @@ fn a_reopened_registry_shows_exactly_what_was_acknowledged() -> Result<()> {
     for agent in &acknowledged {
         assert_eq!(&registry.get(&agent.id)?, agent);
     }
-    assert_healthy(&db);
+    common::assert_healthy(&db);
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Behaviour only `SqliteRegistry` has: files, reopening, sharing, the schema
 //! contract, and refusing files it must not touch.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -212,14 +214,7 @@ fn schema_contract_constraints_hold_without_foreign_keys() -> Result<()> {
     .expect("documented heartbeat");
     conn.execute("DELETE FROM agents WHERE id = 'a'", [])
         .expect("delete");
-    let orphans: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM capabilities WHERE agent_id NOT IN (SELECT id FROM agents)",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
-    assert_eq!(orphans, 0);
+    common::assert_healthy(&path);
     assert_eq!(registry.list()?.len(), 1);
     assert_eq!(registry.get("b")?.capabilities, ["x"]);
     assert!((Utc::now() - registry.get("b")?.last_heartbeat) < TimeDelta::seconds(60));

@@ -1,4 +1,4 @@
-//! Helpers shared by the test files that drive the real `sqlite3` shell.
+//! Helpers shared by the test files: the real `sqlite3` shell, file health.
 //! Each test file compiles its own copy and uses only part of it.
 
 #![allow(dead_code)]
@@ -37,4 +37,28 @@ pub fn sqlite3(db: &Path, sql: &str, on_error: OnError) -> Output {
         .write_all(sql.as_bytes())
         .expect("type the SQL");
     child.wait_with_output().expect("sqlite3 output")
+}
+
+/// Asserts the file is healthy: integrity, foreign keys, no orphans.
+pub fn assert_healthy(db: &Path) {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(integrity, "ok");
+    let fk_problems = conn
+        .prepare("PRAGMA foreign_key_check")
+        .expect("foreign_key_check")
+        .query_map([], |_| Ok(()))
+        .expect("rows")
+        .count();
+    assert_eq!(fk_problems, 0, "foreign_key_check must be empty");
+    let orphans: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM capabilities WHERE agent_id NOT IN (SELECT id FROM agents)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("orphans");
+    assert_eq!(orphans, 0);
 }
