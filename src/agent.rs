@@ -7,6 +7,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::text::{Refuses, check_text};
 
 /// The longest agent id accepted, in characters.
 pub const MAX_ID_CHARS: usize = 128;
@@ -86,12 +87,16 @@ impl FromStr for AgentStatus {
 /// without changing anything, an agent that breaks one of these:
 ///
 /// - `id`: not empty, at most [`MAX_ID_CHARS`] characters, no control
-///   characters;
-/// - `name`: not empty, at most [`MAX_NAME_CHARS`] characters, no control
-///   characters;
+///   characters and no format characters (Unicode category Cf: zero-width
+///   spaces and joiners, bidirectional controls, U+FEFF...), which would make
+///   one id look like another;
+/// - `name`: may be empty (as in the Go registry); at most
+///   [`MAX_NAME_CHARS`] characters, no control characters and no
+///   bidirectional controls (U+202A-U+202E, U+2066-U+2069); other format
+///   characters are allowed, as emoji sequences and many scripts need them;
 /// - `capabilities`: each not empty, at most [`MAX_CAPABILITY_CHARS`]
-///   characters, no control characters; at most [`MAX_CAPABILITIES`] of them
-///   once duplicates are dropped;
+///   characters, no control or format characters; at most
+///   [`MAX_CAPABILITIES`] of them once duplicates are dropped;
 /// - `current_load` at most `max_load` unless `max_load` is 0 (unlimited);
 /// - `last_heartbeat` between the years 0000 and 9999, and not a leap
 ///   second.
@@ -131,11 +136,11 @@ impl AgentInfo {
         if self.id.is_empty() {
             return Err(Error::MissingId);
         }
-        check_text("id", &self.id, MAX_ID_CHARS)?;
-        check_text("name", &self.name, MAX_NAME_CHARS)?;
+        check_text("id", &self.id, MAX_ID_CHARS, Refuses::FormatCharacters)?;
+        check_text("name", &self.name, MAX_NAME_CHARS, Refuses::BidiControls)?;
         let mut unique: Vec<String> = Vec::with_capacity(self.capabilities.len());
         for capability in self.capabilities.drain(..) {
-            check_text("capabilities", &capability, MAX_CAPABILITY_CHARS)?;
+            check_capability("capabilities", &capability)?;
             if !unique.contains(&capability) {
                 unique.push(capability);
             }
@@ -188,24 +193,16 @@ impl AgentInfo {
     }
 }
 
-/// Checks a piece of text against the shared rules: not empty, at most `max`
-/// characters, no control characters.
-pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
+/// Checks a capability or a task label: not empty, at most
+/// [`MAX_CAPABILITY_CHARS`] characters, no control or format character.
+pub(crate) fn check_capability(field: &'static str, value: &str) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
-    let chars = value.chars().count();
-    if chars > max {
-        return Err(Error::invalid(
-            field,
-            format!("{chars} characters, at most {max} are allowed"),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            field,
-            format!("{value:?} contains a control character"),
-        ));
-    }
-    Ok(())
+    check_text(
+        field,
+        value,
+        MAX_CAPABILITY_CHARS,
+        Refuses::FormatCharacters,
+    )
 }

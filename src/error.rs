@@ -1,4 +1,5 @@
-//! The error type shared by every registry implementation.
+//! The error type shared by every registry implementation, and the kinds
+//! that tell a caller what to do about an error.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -6,11 +7,47 @@ use std::path::PathBuf;
 /// The result type of every fallible roster operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a caller can do about an [`Error`]: the same kind for the same
+/// situation whatever the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The id names no agent (or no claim): check the id.
+    NotFound,
+    /// The input breaks a rule; nothing was changed. Fix the input; retrying
+    /// as it is will fail the same way.
+    InvalidInput,
+    /// The request contradicts the registry's state (for example nothing is
+    /// left to release); nothing was changed.
+    Conflict,
+    /// No agent can take the task now; retry later.
+    NoCapacity,
+    /// Other connections held the database for longer than the busy
+    /// timeout; nothing was changed. Retry.
+    Busy,
+    /// The storage failed in a way that may pass (an I/O error, a full
+    /// disk, a lost connection); the call did not happen. Retry later.
+    Storage,
+    /// The registry cannot be used as it is (not a database, another
+    /// program's database, a newer schema, corruption, an unreadable row):
+    /// retrying will not help until someone repairs or replaces it.
+    Unusable,
+}
+
+impl ErrorKind {
+    /// Whether the same call may succeed if simply retried later:
+    /// [`Busy`](Self::Busy) and [`Storage`](Self::Storage).
+    pub fn is_transient(self) -> bool {
+        matches!(self, Self::Busy | Self::Storage)
+    }
+}
+
 /// Everything that can go wrong in roster.
 ///
 /// Domain errors come first: they are the caller's mistakes or the registry's
 /// answers, and every implementation returns the same ones for the same
-/// mistakes. Errors of the storage underneath come last.
+/// mistakes. Errors of the storage underneath come last. [`Error::kind`]
+/// sorts them by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -36,10 +73,26 @@ pub enum Error {
     /// `release` was called for an agent whose current load is already 0.
     #[error("agent {0} holds no load to release")]
     NothingToRelease(String),
-    /// Read-only ad-hoc SQL ([`SqlAccess::ReadOnly`](crate::SqlAccess))
+    /// Read-only ad-hoc SQL ([`SqlAccess`](crate::SqlAccess))
     /// was given a statement that writes; it was not run.
     #[error("the statement writes to the registry, and this SQL is read-only")]
     WriteRefused,
+    /// A stored row cannot be read as roster writes it (a file written by
+    /// another tool, or hand-typed SQL that the schema could not refuse).
+    /// Nothing was changed; other agents can still be read one by one.
+    #[error(
+        "unreadable row in {table}: agent id {id}, column {column}: {reason}; repair or delete the row in the sqlite3 shell"
+    )]
+    Unreadable {
+        /// The table that holds the row.
+        table: &'static str,
+        /// The agent's id, quoted and escaped (invalid UTF-8 as `\xNN`).
+        id: String,
+        /// The column that cannot be read.
+        column: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The file exists but is not an SQLite database; it was left untouched.
     #[error("{}: not an SQLite database (left untouched)", path.display())]
     NotADatabase {
@@ -69,6 +122,21 @@ pub enum Error {
         /// The newest schema version this build knows.
         supported: i64,
     },
+    /// The file holds rows that the rules of a newer schema version refuse,
+    /// so it was not upgraded; it was left untouched at its old version.
+    #[error(
+        "{}: cannot upgrade to schema version {version}: {} row(s) break its rules, and the file was left untouched. Repair or delete them in the sqlite3 shell, then open it again: {}",
+        path.display(), rows.len(), rows.join("; ")
+    )]
+    UpgradeRefused {
+        /// The file that was opened.
+        path: PathBuf,
+        /// The schema version that could not be applied.
+        version: i64,
+        /// Each refused row: table, escaped id, the rule it breaks and the
+        /// statement that deletes it.
+        rows: Vec<String>,
+    },
     /// The database file could not be opened or created, for example
     /// because its directory does not exist or cannot be written.
     #[error("cannot open {}: {source}", path.display())]
@@ -90,47 +158,86 @@ pub enum Error {
     Database(#[from] DatabaseError),
 }
 
-/// An error of the storage underneath a registry, kept opaque so that no
-/// storage library's types appear in roster's API.
-///
-/// Its `Display` is the storage's own message, and
-/// [`source`](std::error::Error::source) continues with the storage error's
-/// own cause, if it has one.
-pub struct DatabaseError(Box<dyn std::error::Error + Send + Sync + 'static>);
-
-impl DatabaseError {
-    pub(crate) fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self(Box::new(error))
-    }
-
-    pub(crate) fn message(message: String) -> Self {
-        Self(message.into())
-    }
-}
-
-impl fmt::Debug for DatabaseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Display for DatabaseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl std::error::Error for DatabaseError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
-
 impl Error {
+    /// What a caller can do about this error.
+    ///
+    /// ```
+    /// use roster::{AgentRegistry, ErrorKind, MemoryRegistry};
+    ///
+    /// let err = MemoryRegistry::new().get("nobody").unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// assert!(!err.kind().is_transient());
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::MissingId | Self::Invalid { .. } | Self::WriteRefused => ErrorKind::InvalidInput,
+            Self::NothingToRelease(_) => ErrorKind::Conflict,
+            Self::NoEligibleAgent => ErrorKind::NoCapacity,
+            Self::Busy(_) => ErrorKind::Busy,
+            Self::Unreadable { .. }
+            | Self::NotADatabase { .. }
+            | Self::NotARegistry { .. }
+            | Self::SchemaTooNew { .. }
+            | Self::UpgradeRefused { .. }
+            | Self::Open { .. } => ErrorKind::Unusable,
+            Self::Database(e) => e.kind,
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::Invalid {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+/// An error of the storage underneath a registry, kept opaque so that no
+/// storage library's types appear in roster's API.
+///
+/// Its `Display` is the storage's own message, and
+/// [`source`](std::error::Error::source) continues with the storage error's
+/// own cause, if it has one. Its [`kind`](DatabaseError::kind) is
+/// [`ErrorKind::Storage`] for failures that may pass and
+/// [`ErrorKind::Unusable`] for those that will not (corruption, a file that
+/// cannot be written).
+pub struct DatabaseError {
+    kind: ErrorKind,
+    inner: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl DatabaseError {
+    pub(crate) fn new(
+        kind: ErrorKind,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            kind,
+            inner: error.into(),
+        }
+    }
+
+    /// [`ErrorKind::Storage`] or [`ErrorKind::Unusable`].
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Debug for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl std::error::Error for DatabaseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
     }
 }

@@ -34,11 +34,12 @@ mod registry;
 mod route;
 mod sqlite;
 mod task;
+mod text;
 
 pub use agent::{
     AgentInfo, AgentStatus, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS,
 };
-pub use error::{DatabaseError, Error, Result};
+pub use error::{DatabaseError, Error, ErrorKind, Result};
 pub use memory::MemoryRegistry;
 pub use registry::AgentRegistry;
 pub use route::{DefaultRouter, TaskRouter};

@@ -9,7 +9,7 @@ use chrono::Utc;
 use crate::agent::{AgentInfo, AgentStatus};
 use crate::error::{Error, Result};
 use crate::registry::{AgentRegistry, reap_cutoff};
-use crate::route::choose;
+use crate::route::{TaskRouter, choose, eligible};
 use crate::task::Task;
 
 /// An [`AgentRegistry`] held in memory and guarded by a read-write lock.
@@ -17,15 +17,36 @@ use crate::task::Task;
 /// Nothing survives the process and nothing is shared with other processes:
 /// use it for tests, or where a registry lives and dies with one program.
 /// For everything else there is [`SqliteRegistry`](crate::SqliteRegistry).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryRegistry {
     agents: RwLock<BTreeMap<String, AgentInfo>>,
+    /// `None`: [`DefaultRouter`](crate::DefaultRouter).
+    router: Option<Box<dyn TaskRouter>>,
+}
+
+impl std::fmt::Debug for MemoryRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRegistry")
+            .field("agents", &self.read().len())
+            .field("custom_router", &self.router.is_some())
+            .finish()
+    }
 }
 
 impl MemoryRegistry {
     /// Creates an empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Creates an empty registry whose [`claim`](AgentRegistry::claim)
+    /// places tasks with `router` instead of
+    /// [`DefaultRouter`](crate::DefaultRouter).
+    pub fn with_router(router: impl TaskRouter + 'static) -> Self {
+        Self {
+            agents: RwLock::default(),
+            router: Some(Box::new(router)),
+        }
     }
 
     // A panic while the lock is held cannot leave a half-written agent: every
@@ -93,7 +114,30 @@ impl AgentRegistry for MemoryRegistry {
 
     fn claim(&self, task: &Task) -> Result<AgentInfo> {
         let mut agents = self.write();
-        let id = choose(task, agents.values())?.id.clone();
+        let id = match &self.router {
+            None => choose(task, agents.values())?.id.clone(),
+            Some(router) => {
+                let labels = task.checked_labels()?;
+                let eligible: Vec<AgentInfo> = agents
+                    .values()
+                    .filter(|agent| eligible(agent, &labels))
+                    .cloned()
+                    .collect();
+                if eligible.is_empty() {
+                    return Err(Error::NoEligibleAgent);
+                }
+                let id = router.route(task, &eligible)?;
+                if !eligible.iter().any(|agent| agent.id == id) {
+                    return Err(Error::invalid(
+                        "router",
+                        format!(
+                            "the router chose {id:?}, which is not an eligible agent for the task"
+                        ),
+                    ));
+                }
+                id
+            }
+        };
         let agent = agents
             .get_mut(&id)
             .ok_or_else(|| Error::NotFound(id.clone()))?;

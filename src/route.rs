@@ -8,8 +8,17 @@ use crate::error::{Error, Result};
 use crate::task::{Priority, Task};
 
 /// Chooses the agent that should run a task.
-pub trait TaskRouter {
+///
+/// A registry built with a router of its own
+/// ([`SqliteOptions::router`](crate::SqliteOptions::router),
+/// [`MemoryRegistry::with_router`](crate::MemoryRegistry::with_router)) calls
+/// it from [`claim`](crate::AgentRegistry::claim) with the agents eligible for
+/// the task (online, with a free slot, holding every label), ordered by id,
+/// and takes a slot on the agent it returns, in the same atomic step.
+pub trait TaskRouter: Send + Sync {
     /// Returns the id of the agent, among `agents`, that should run `task`.
+    /// A registry refuses, with [`Error::Invalid`] naming `router`, an id
+    /// that is not among the eligible agents it passed.
     ///
     /// # Errors
     ///
@@ -56,12 +65,7 @@ pub(crate) fn choose<'a>(
     agents: impl Iterator<Item = &'a AgentInfo>,
 ) -> Result<&'a AgentInfo> {
     let labels = task.checked_labels()?;
-    let eligible = agents.filter(|agent| {
-        agent.has_capacity()
-            && labels
-                .iter()
-                .all(|label| agent.capabilities.iter().any(|c| c == label))
-    });
+    let eligible = agents.filter(|agent| eligible(agent, &labels));
     let best = match task.priority {
         Priority::Critical => eligible.min_by(|a, b| {
             a.current_load
@@ -73,6 +77,15 @@ pub(crate) fn choose<'a>(
         }
     };
     best.ok_or(Error::NoEligibleAgent)
+}
+
+/// Whether `agent` can take a task with these (checked) labels: online,
+/// a free slot, every label among its capabilities.
+pub(crate) fn eligible(agent: &AgentInfo, labels: &[&str]) -> bool {
+    agent.has_capacity()
+        && labels
+            .iter()
+            .all(|label| agent.capabilities.iter().any(|c| c == label))
 }
 
 /// The share of its capacity an agent uses: what non-critical tasks are

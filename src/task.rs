@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{MAX_CAPABILITIES, MAX_CAPABILITY_CHARS, check_text};
+use crate::agent::{MAX_CAPABILITIES, check_capability};
 use crate::error::{Error, Result};
 
 /// How urgent a task is; it decides how an agent is chosen (see
@@ -73,7 +73,7 @@ impl FromStr for Priority {
 /// An agent can take the task only if it holds every one of the task's
 /// `labels` among its capabilities; a task without labels fits any agent.
 /// Labels obey the rules of capabilities: not empty, at most
-/// [`MAX_CAPABILITY_CHARS`] characters, no control characters, at most
+/// [`MAX_CAPABILITY_CHARS`](crate::MAX_CAPABILITY_CHARS) characters, no control or format characters, at most
 /// [`MAX_CAPABILITIES`] distinct ones.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct Task {
@@ -96,7 +96,7 @@ impl Task {
     pub(crate) fn checked_labels(&self) -> Result<Vec<&str>> {
         let mut unique: Vec<&str> = Vec::with_capacity(self.labels.len());
         for label in &self.labels {
-            check_text("labels", label, MAX_CAPABILITY_CHARS)?;
+            check_capability("labels", label)?;
             if !unique.contains(&label.as_str()) {
                 unique.push(label);
             }

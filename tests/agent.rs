@@ -105,13 +105,23 @@ fn validated_drops_duplicates_and_names_the_field() -> Result<()> {
     }
     .validated()?;
     assert_eq!(agent.capabilities, ["x", "y"]);
-    let err = AgentInfo {
+    // As in the Go registry, only the id is required.
+    let unnamed = AgentInfo {
         name: String::new(),
+        ..agent.clone()
+    }
+    .validated()?;
+    assert_eq!(unnamed.name, "");
+    let err = AgentInfo {
+        name: "evil\u{202E}txt".into(),
         ..agent
     }
     .validated()
     .unwrap_err();
-    assert_eq!(err.to_string(), "invalid name: must not be empty");
+    assert_eq!(
+        err.to_string(),
+        "invalid name: \"evil\\u{202e}txt\" contains a control character or a bidirectional control (U+202E)"
+    );
     assert!(matches!(err, Error::Invalid { field: "name", .. }));
     Ok(())
 }

@@ -53,6 +53,8 @@ macro_rules! conformance {
                 empty_id_is_required,
                 bad_ids_are_refused,
                 bad_names_are_refused,
+                empty_names_are_accepted,
+                look_alike_ids_and_capabilities_are_refused,
                 bad_capabilities_are_refused,
                 load_above_max_is_refused,
                 refused_input_changes_nothing,
@@ -354,13 +356,55 @@ mod cases {
 
     pub fn bad_names_are_refused(registry: &dyn AgentRegistry) -> Result<()> {
         for name in [
-            String::new(),
             "n".repeat(roster::MAX_NAME_CHARS + 1),
             "line\nbreak".into(),
+            "nul\0".into(),
+            "bidi \u{202E}override".into(),
+            "isolate \u{2066}x\u{2069}".into(),
         ] {
             expect_invalid(registry, AgentInfo { name, ..agent("a") }, "name");
         }
         assert!(registry.list()?.is_empty());
+        Ok(())
+    }
+
+    /// Rule: only the id is required, as in the Go registry, whose own tests
+    /// register agents by id alone; names may hold the joiners that emoji
+    /// and many scripts need.
+    pub fn empty_names_are_accepted(registry: &dyn AgentRegistry) -> Result<()> {
+        registry.register(AgentInfo {
+            id: "by-id-alone".into(),
+            ..AgentInfo::default()
+        })?;
+        let stored = registry.get("by-id-alone")?;
+        assert_eq!(stored.name, "");
+        assert_eq!(stored.capabilities, Vec::<String>::new());
+        for name in ["👩\u{200D}💻", "می\u{200C}خواهم", "\u{FFFD}\u{2028}"] {
+            registry.register(AgentInfo {
+                name: name.into(),
+                ..agent("named")
+            })?;
+            assert_eq!(registry.get("named")?.name, name);
+        }
+        Ok(())
+    }
+
+    /// Rule: ids and capabilities hold no format character (Unicode Cf):
+    /// two ids that look the same are the same id.
+    pub fn look_alike_ids_and_capabilities_are_refused(registry: &dyn AgentRegistry) -> Result<()> {
+        for c in [
+            '\u{200B}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{202E}', '\u{2066}', '\u{AD}',
+        ] {
+            expect_invalid(registry, agent(&format!("agent{c}1")), "id");
+            let mut a = agent("a");
+            a.capabilities.push(format!("gpu{c}"));
+            expect_invalid(registry, a, "capabilities");
+        }
+        assert!(registry.list()?.is_empty());
+        for id in ["\u{FFFD}", "🦀", "a\u{2028}b", "日本"] {
+            registry.register(agent(id))?;
+        }
+        assert_eq!(registry.list()?.len(), 4);
         Ok(())
     }
 

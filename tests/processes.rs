@@ -290,7 +290,7 @@ fn processes_racing_on_a_fresh_file_all_succeed() -> Result<()> {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .expect("pragmas");
-        assert_eq!((version, mode.as_str()), (2, "wal"), "round {round}");
+        assert_eq!((version, mode.as_str()), (3, "wal"), "round {round}");
         common::assert_healthy(&db);
     }
     Ok(())

@@ -93,7 +93,7 @@ fn the_file_is_in_wal_mode_with_the_roster_identity() -> Result<()> {
         )
         .expect("identity");
     assert_eq!(app, 0x726f_7374, "application_id spells 'rost'");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     Ok(())
 }
 
@@ -265,7 +265,7 @@ fn a_newer_schema_version_is_refused_untouched() -> Result<()> {
     match &err {
         Error::SchemaTooNew {
             found, supported, ..
-        } => assert_eq!((*found, *supported), (99, 2)),
+        } => assert_eq!((*found, *supported), (99, 3)),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     assert!(err.to_string().contains("upgrade roster"), "{err}");
@@ -318,7 +318,7 @@ fn a_version_1_file_is_migrated_with_its_data() -> Result<()> {
     let path = dir.path().join("v1.db");
     {
         let conn = raw(&path);
-        conn.execute_batch(include_str!("../migrations/0001_agents.sql"))
+        conn.execute_batch(include_str!("../migrations/sqlite/0001_agents.sql"))
             .expect("schema v1");
         conn.execute_batch(
             "PRAGMA user_version = 1;
@@ -338,7 +338,7 @@ fn a_version_1_file_is_migrated_with_its_data() -> Result<()> {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     // The claim indexes of version 2 work on the migrated rows.
     let claimed = registry.claim(&roster::Task {
         id: "t".into(),
@@ -407,7 +407,7 @@ fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     assert_eq!(registry.get("a")?.name, "agent a");
     let changed = registry.query(
         "UPDATE agents SET name = 'renamed' RETURNING id, name",

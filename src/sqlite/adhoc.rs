@@ -1,11 +1,13 @@
 //! Ad-hoc SQL against the registry file: [`SqliteRegistry::query`].
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::sqlite::{SqliteRegistry, db_error, is_busy};
+use crate::sqlite::SqliteRegistry;
+use crate::sqlite::conn::{self, Settings};
+use crate::sqlite::retry::classify;
 
 /// Whether ad-hoc SQL may change the registry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -89,20 +91,21 @@ impl SqliteRegistry {
     ///   a syntax error, an unknown table, a constraint the schema enforces,
     ///   more than one statement, or none;
     /// - [`Error::Busy`] when other writers hold the lock past the busy
-    ///   timeout.
+    ///   timeout;
+    /// - [`Error::Database`] for a failure of the storage (a full disk, an
+    ///   I/O error, a corrupt file), with its [kind](crate::ErrorKind).
     pub fn query(&self, sql: &str, access: SqlAccess) -> Result<SqlRows> {
         let flags = match access {
             SqlAccess::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
             SqlAccess::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
-        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(self.path(), flags).map_err(db_error)?;
-        conn.busy_timeout(self.busy_timeout).map_err(db_error)?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(db_error)?;
+        };
+        let settings = Settings::of(&self.options);
+        let conn =
+            conn::open(self.path(), flags, settings).map_err(|e| classify(e, self.busy_timeout))?;
         run_query(&conn, sql, access).map_err(|e| match e {
             QueryError::Refused => Error::WriteRefused,
-            QueryError::Sql(e) if is_busy(&e) => Error::Busy(self.busy_timeout),
-            QueryError::Sql(e) => Error::invalid("sql", e.to_string()),
+            QueryError::Sql(e) if is_mistake(&e) => Error::invalid("sql", e.to_string()),
+            QueryError::Sql(e) => classify(e, self.busy_timeout),
         })
     }
 }
@@ -136,6 +139,24 @@ fn run_query(conn: &Connection, sql: &str, access: SqlAccess) -> Result<SqlRows,
         result.rows.push(values);
     }
     Ok(result)
+}
+
+/// Whether the statement itself is at fault (syntax, unknown names, a
+/// constraint, misuse), as opposed to the storage.
+fn is_mistake(error: &rusqlite::Error) -> bool {
+    match error.sqlite_error_code() {
+        Some(
+            ErrorCode::Unknown
+            | ErrorCode::ConstraintViolation
+            | ErrorCode::TypeMismatch
+            | ErrorCode::ApiMisuse
+            | ErrorCode::ParameterOutOfRange
+            | ErrorCode::TooBig,
+        ) => true,
+        Some(_) => false,
+        // Errors that rusqlite raises itself: several statements, none...
+        None => true,
+    }
 }
 
 enum QueryError {

@@ -4,10 +4,13 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
-use rusqlite::types::{Type, ValueRef};
+use rusqlite::types::ValueRef;
 use rusqlite::{Params, Row, Statement};
 
 use crate::agent::{AgentInfo, AgentStatus};
+use crate::error::Error;
+use crate::sqlite::retry::{Failure, Result};
+use crate::text::escape_bytes;
 
 /// Encodes a time as stored in `agents.last_heartbeat`: UTC,
 /// `YYYY-MM-DD HH:MM:SS.fffffffff`, always nine fractional digits. It is
@@ -79,34 +82,92 @@ macro_rules! select_agents {
 }
 pub(crate) use select_agents;
 
-fn corrupt(column: usize, what: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        column,
-        Type::Text,
-        format!("unexpected value in the database: {what}").into(),
-    )
+/// The columns of [`select_agents!`], by position.
+const COLUMNS: [&str; 7] = [
+    "id",
+    "name",
+    "status",
+    "last_heartbeat",
+    "current_load",
+    "max_load",
+    "capability",
+];
+
+/// The error for a value of agent `id` (raw bytes) that cannot be read.
+fn unreadable(table: &'static str, id: &[u8], column: usize, reason: String) -> Failure {
+    Failure::Roster(Error::Unreadable {
+        table,
+        id: escape_bytes(id),
+        column: COLUMNS[column],
+        reason,
+    })
 }
 
-fn text<'r>(row: &'r Row<'_>, column: usize) -> rusqlite::Result<&'r str> {
-    row.get_ref(column)?.as_str().map_err(Into::into)
+/// The raw bytes of a TEXT value (the schema makes every text column TEXT).
+fn bytes<'r>(row: &'r Row<'_>, column: usize) -> Result<&'r [u8]> {
+    match row.get_ref(column)? {
+        ValueRef::Text(bytes) => Ok(bytes),
+        other => {
+            let id = match row.get_ref(0)? {
+                ValueRef::Text(id) => id,
+                _ => b"?",
+            };
+            Err(unreadable(
+                "agents",
+                id,
+                column,
+                format!("expected text, found {:?}", other.data_type()),
+            ))
+        }
+    }
 }
 
-fn load(row: &Row<'_>, column: usize) -> rusqlite::Result<u32> {
+/// A TEXT value as `&str`, or an error naming the agent and the column.
+pub(crate) fn text<'r>(row: &'r Row<'_>, column: usize, table: &'static str) -> Result<&'r str> {
+    let value = bytes(row, column)?;
+    std::str::from_utf8(value).map_err(|e| {
+        let id = bytes(row, 0).unwrap_or(b"?");
+        unreadable(table, id, column, format!("not UTF-8 ({e})"))
+    })
+}
+
+fn load(row: &Row<'_>, column: usize) -> Result<u32> {
     let value: i64 = row.get(column)?;
-    u32::try_from(value).map_err(|_| corrupt(column, format!("load {value}")))
+    u32::try_from(value).map_err(|_| {
+        let id = bytes(row, 0).unwrap_or(b"?");
+        unreadable(
+            "agents",
+            id,
+            column,
+            format!("load {value} is out of range"),
+        )
+    })
 }
 
-fn new_agent(row: &Row<'_>) -> rusqlite::Result<AgentInfo> {
-    let status = text(row, 2)?;
-    let status = status
-        .parse::<AgentStatus>()
-        .map_err(|_| corrupt(2, format!("status {status:?}")))?;
-    let heartbeat = text(row, 3)?;
-    let last_heartbeat = decode_time(heartbeat.as_bytes())
-        .ok_or_else(|| corrupt(3, format!("last_heartbeat {heartbeat:?}")))?;
+fn new_agent(row: &Row<'_>) -> Result<AgentInfo> {
+    let id = text(row, 0, "agents")?;
+    let name = text(row, 1, "agents")?;
+    let status = text(row, 2, "agents")?;
+    let status = status.parse::<AgentStatus>().map_err(|_| {
+        unreadable(
+            "agents",
+            id.as_bytes(),
+            2,
+            format!("unknown status {status:?}"),
+        )
+    })?;
+    let heartbeat = text(row, 3, "agents")?;
+    let last_heartbeat = decode_time(heartbeat.as_bytes()).ok_or_else(|| {
+        unreadable(
+            "agents",
+            id.as_bytes(),
+            3,
+            format!("{heartbeat:?} is not a time in the format YYYY-MM-DD HH:MM:SS.fffffffff"),
+        )
+    })?;
     Ok(AgentInfo {
-        id: text(row, 0)?.to_owned(),
-        name: text(row, 1)?.to_owned(),
+        id: id.to_owned(),
+        name: name.to_owned(),
         capabilities: Vec::new(),
         status,
         last_heartbeat,
@@ -117,20 +178,24 @@ fn new_agent(row: &Row<'_>) -> rusqlite::Result<AgentInfo> {
 
 /// Runs a [`select_agents!`] statement and folds its rows into agents,
 /// allocating each agent's fields once, not once per capability row.
+///
+/// # Errors
+///
+/// [`Error::Unreadable`] naming the agent and the column for a value that
+/// roster cannot have written; no row is ever skipped.
 pub(crate) fn query_agents(
     stmt: &mut Statement<'_>,
     params: impl Params,
-) -> rusqlite::Result<Vec<AgentInfo>> {
+) -> Result<Vec<AgentInfo>> {
     let mut rows = stmt.query(params)?;
     let mut agents: Vec<AgentInfo> = Vec::new();
     while let Some(row) = rows.next()? {
-        let id = text(row, 0)?;
-        if agents.last().is_none_or(|last| last.id != id) {
+        let id = bytes(row, 0)?;
+        if agents.last().is_none_or(|last| last.id.as_bytes() != id) {
             agents.push(new_agent(row)?);
         }
-        if let (ValueRef::Text(capability), Some(agent)) = (row.get_ref(6)?, agents.last_mut()) {
-            let capability =
-                std::str::from_utf8(capability).map_err(|e| rusqlite::Error::Utf8Error(6, e))?;
+        if let (ValueRef::Text(_), Some(agent)) = (row.get_ref(6)?, agents.last_mut()) {
+            let capability = text(row, 6, "capabilities")?;
             agent.capabilities.push(capability.to_owned());
         }
     }

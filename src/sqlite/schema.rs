@@ -4,17 +4,23 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
-use crate::error::{DatabaseError, Error, Result};
-use crate::sqlite::{db_error, is_busy};
+use crate::error::{DatabaseError, Error, ErrorKind, Result};
+use crate::sqlite::retry::{Failure, classify, is_busy};
+use crate::text::escape_bytes;
 
 /// The migrations, oldest first; the schema version of a file is the number
 /// of them applied. Append only: a released file is never edited.
 pub(crate) const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_agents.sql"),
-    include_str!("../../migrations/0002_claim_indexes.sql"),
+    include_str!("../../migrations/sqlite/0001_agents.sql"),
+    include_str!("../../migrations/sqlite/0002_claim_indexes.sql"),
+    include_str!("../../migrations/sqlite/0003_text_rules.sql"),
 ];
+
+/// A line of a migration where roster checks, before going on, that every
+/// row was copied into the rebuilt tables (see [`check_copied`]).
+const COPY_CHECK: &str = "\n-- roster: every row copied\n";
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -76,9 +82,13 @@ pub(crate) fn open_error(path: &Path, error: rusqlite::Error) -> Error {
         Some(ErrorCode::NotADatabase) => Error::NotADatabase {
             path: path.to_owned(),
         },
+        _ if is_busy(&error) => Error::Open {
+            path: path.to_owned(),
+            source: DatabaseError::new(ErrorKind::Busy, error),
+        },
         _ => Error::Open {
             path: path.to_owned(),
-            source: DatabaseError::new(error),
+            source: DatabaseError::new(ErrorKind::Unusable, error),
         },
     }
 }
@@ -93,7 +103,7 @@ pub(crate) fn open_error(path: &Path, error: rusqlite::Error) -> Error {
 pub(crate) fn prepare(path: &Path, conn: &mut Connection, patience: Duration) -> Result<()> {
     let found = identity(conn).map_err(|e| open_error(path, e))?;
     check_identity(path, &found)?;
-    ensure_wal(conn, patience).map_err(|e| open_error(path, e))?;
+    ensure_wal(path, conn, patience)?;
     if found.user_version < LATEST_VERSION {
         migrate(path, conn, patience)?;
     }
@@ -102,35 +112,62 @@ pub(crate) fn prepare(path: &Path, conn: &mut Connection, patience: Duration) ->
 
 /// Switches the file to WAL (a setting stored in the file), retrying while
 /// other connections hold the lock the switch needs.
-fn ensure_wal(conn: &Connection, patience: Duration) -> rusqlite::Result<()> {
+///
+/// # Errors
+///
+/// [`Error::Open`] at once when the database cannot hold a WAL at all
+/// (`:memory:`, a temporary database, an immutable file): SQLite then answers
+/// with another mode instead of an error, and asking again would never end.
+fn ensure_wal(path: &Path, conn: &Connection, patience: Duration) -> Result<()> {
     let deadline = Instant::now() + patience;
     loop {
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .map_err(|e| open_error(path, e))?;
         if mode.eq_ignore_ascii_case("wal") {
             return Ok(());
         }
         match conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
             row.get::<_, String>(0)
         }) {
-            Ok(_) => {}
+            Ok(now) if now.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(now) => {
+                return Err(Error::Open {
+                    path: path.to_owned(),
+                    source: DatabaseError::new(
+                        ErrorKind::Unusable,
+                        format!(
+                            "the database stays in journal mode {now:?}: roster needs a file on a local filesystem that can hold a write-ahead log (not :memory:, not an empty path, not an immutable or read-only file)"
+                        ),
+                    ),
+                });
+            }
             Err(e) if is_busy(&e) && Instant::now() < deadline => {
                 thread::sleep(Duration::from_millis(1));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(open_error(path, e)),
         }
     }
 }
 
 /// Applies the pending migrations in one IMMEDIATE transaction, re-reading
 /// the version inside it so that two processes never apply the same one.
+///
+/// Foreign keys are off while it runs (a table rebuild drops and renames
+/// tables; `PRAGMA foreign_keys` cannot change inside a transaction) and
+/// `PRAGMA foreign_key_check` must come back empty before it commits.
 fn migrate(path: &Path, conn: &mut Connection, patience: Duration) -> Result<()> {
-    let fail = |e: rusqlite::Error| {
-        if is_busy(&e) {
-            Error::Busy(patience)
-        } else {
-            db_error(e)
-        }
-    };
+    let fail = |e: rusqlite::Error| classify(e, patience);
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(fail)?;
+    let outcome = apply(path, conn, patience);
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(fail)?;
+    outcome
+}
+
+fn apply(path: &Path, conn: &mut Connection, patience: Duration) -> Result<()> {
+    let fail = |e: rusqlite::Error| classify(e, patience);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(fail)?;
@@ -138,17 +175,106 @@ fn migrate(path: &Path, conn: &mut Connection, patience: Duration) -> Result<()>
     check_identity(path, &found)?;
     let applied = usize::try_from(found.user_version).unwrap_or(0);
     for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-        tx.execute_batch(migration).map_err(|e| match e {
-            // The message without the migration's whole text.
-            rusqlite::Error::SqlInputError { msg, .. } => Error::Database(DatabaseError::message(
-                format!("migration {} failed: {msg}", number + 1),
-            )),
-            other => fail(other),
-        })?;
+        let version = i64::try_from(number + 1).unwrap_or(i64::MAX);
+        let run = |sql: &str| {
+            tx.execute_batch(sql).map_err(|e| match e {
+                // The message without the migration's whole text.
+                rusqlite::Error::SqlInputError { msg, .. } => Error::Database(DatabaseError::new(
+                    ErrorKind::Unusable,
+                    format!("migration {version} failed: {msg}"),
+                )),
+                other => fail(other),
+            })
+        };
+        match migration.split_once(COPY_CHECK) {
+            Some((copy, finish)) => {
+                run(copy)?;
+                check_copied(&tx, path, version).map_err(|e| e.into_error(patience))?;
+                run(finish)?;
+            }
+            None => run(migration)?,
+        }
+    }
+    let broken: i64 = tx
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+            row.get(0)
+        })
+        .map_err(fail)?;
+    if broken > 0 {
+        return Err(Error::Database(DatabaseError::new(
+            ErrorKind::Unusable,
+            format!("{broken} rows break a foreign key after the migrations; nothing was changed"),
+        )));
     }
     tx.pragma_update(None, "user_version", LATEST_VERSION)
         .map_err(fail)?;
     tx.commit().map_err(fail)
+}
+
+/// After a rebuild has copied the rows it accepts into `agents_v3` and
+/// `capabilities_v3` (with `INSERT OR IGNORE`), refuses the upgrade if any
+/// row was left behind, naming each and the rule it breaks.
+fn check_copied(tx: &Transaction<'_>, path: &Path, version: i64) -> Result<(), Failure> {
+    let mut refused = Vec::new();
+    let mut left = tx.prepare(
+        "SELECT CAST(id AS BLOB), hex(id) FROM agents WHERE id NOT IN (SELECT id FROM agents_v3)",
+    )?;
+    let rows = left.query_map([], |row| {
+        Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (id, hex) = row?;
+        let rule = tx
+            .execute(
+                "INSERT INTO agents_v3 (id, name, status, last_heartbeat, current_load, max_load)
+                 SELECT id, name, status, last_heartbeat, current_load, max_load
+                 FROM agents WHERE id = CAST(?1 AS TEXT)",
+                [&id],
+            )
+            .err()
+            .map_or_else(|| "a rule".to_owned(), |e| e.to_string());
+        refused.push(format!(
+            "agents row with id {} breaks {rule}; to delete it: DELETE FROM agents WHERE id = CAST(X'{hex}' AS TEXT);",
+            escape_bytes(&id)
+        ));
+    }
+    let mut left = tx.prepare(
+        "SELECT CAST(agent_id AS BLOB), hex(agent_id), position FROM capabilities
+         WHERE agent_id NOT IN (SELECT id FROM agents)
+            OR (agent_id IN (SELECT id FROM agents_v3)
+                AND (agent_id, position) NOT IN (SELECT agent_id, position FROM capabilities_v3))",
+    )?;
+    let rows = left.query_map([], |row| {
+        Ok((
+            row.get::<_, Vec<u8>>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, hex, position) = row?;
+        let rule = tx
+            .execute(
+                "INSERT INTO capabilities_v3 (agent_id, position, capability)
+                 SELECT agent_id, position, capability FROM capabilities
+                 WHERE agent_id = CAST(?1 AS TEXT) AND position = ?2",
+                rusqlite::params![id, position],
+            )
+            .err()
+            .map_or_else(|| "a rule".to_owned(), |e| e.to_string());
+        refused.push(format!(
+            "capabilities row of agent {} at position {position} breaks {rule}; to delete it: DELETE FROM capabilities WHERE agent_id = CAST(X'{hex}' AS TEXT) AND position = {position};",
+            escape_bytes(&id)
+        ));
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::Roster(Error::UpgradeRefused {
+        path: path.to_owned(),
+        version,
+        rows: refused,
+    }))
 }
 
 #[cfg(test)]
@@ -157,9 +283,9 @@ mod tests {
 
     #[test]
     fn migrations_valid() -> Result<()> {
-        let mut conn = Connection::open_in_memory().map_err(db_error)?;
+        let mut conn = Connection::open_in_memory().map_err(|e| classify(e, Duration::ZERO))?;
         migrate(Path::new(":memory:"), &mut conn, Duration::ZERO)?;
-        let found = identity(&conn).map_err(db_error)?;
+        let found = identity(&conn).map_err(|e| classify(e, Duration::ZERO))?;
         assert_eq!(found.user_version, LATEST_VERSION);
         assert_eq!(found.application_id, APPLICATION_ID);
         // Applying again is a no-op, not an error.

@@ -1,0 +1,125 @@
+//! Busy handling and the one place where storage errors become roster
+//! errors: every call runs through [`SqliteRegistry::run`] or
+//! [`SqliteRegistry::write`].
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
+
+use crate::error::{DatabaseError, Error, ErrorKind};
+use crate::sqlite::SqliteRegistry;
+
+/// What the work inside a call can fail with: a storage error, classified
+/// once by [`classify`], or roster's own answer (not found, unreadable row...)
+/// passed through as it is. `?` works on both, so no call nests results.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Sql(rusqlite::Error),
+    Roster(Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Sql(error)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self::Roster(error)
+    }
+}
+
+/// The result of the work inside a call.
+pub(crate) type Result<T, E = Failure> = std::result::Result<T, E>;
+
+pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// The kind of a storage error that is not busy: whether it may pass.
+pub(crate) fn kind_of(error: &rusqlite::Error) -> ErrorKind {
+    match error.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseCorrupt
+            | ErrorCode::NotADatabase
+            | ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::AuthorizationForStatementDenied,
+        ) => ErrorKind::Unusable,
+        _ => ErrorKind::Storage,
+    }
+}
+
+/// A storage error as a roster error; busy ones become [`Error::Busy`] with
+/// the timeout that was waited.
+pub(crate) fn classify(error: rusqlite::Error, busy_timeout: Duration) -> Error {
+    if is_busy(&error) {
+        return Error::Busy(busy_timeout);
+    }
+    Error::Database(DatabaseError::new(kind_of(&error), error))
+}
+
+impl Failure {
+    pub(crate) fn into_error(self, busy_timeout: Duration) -> Error {
+        match self {
+            Self::Sql(e) => classify(e, busy_timeout),
+            Self::Roster(e) => e,
+        }
+    }
+
+    fn is_busy(&self) -> bool {
+        matches!(self, Self::Sql(e) if is_busy(e))
+    }
+}
+
+/// The first pause between two tries of a busy call, and the longest.
+const FIRST_PAUSE: Duration = Duration::from_micros(50);
+const LONGEST_PAUSE: Duration = Duration::from_millis(5);
+
+impl SqliteRegistry {
+    /// Runs `work` on a pooled connection, retrying it while the database is
+    /// busy, until the busy timeout has passed since the first try.
+    ///
+    /// SQLite's busy handler (`busy_timeout`) already waits inside each
+    /// statement; the retry covers the cases where SQLite reports busy
+    /// without waiting (a lock upgrade that would deadlock).
+    pub(crate) fn run<T>(
+        &self,
+        mut work: impl FnMut(&mut Connection) -> Result<T>,
+    ) -> crate::Result<T> {
+        let busy_timeout = self.busy_timeout;
+        let deadline = Instant::now() + busy_timeout;
+        let mut conn = self.connection()?;
+        let mut pause = FIRST_PAUSE;
+        loop {
+            match work(&mut conn) {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_busy() && Instant::now() < deadline => {
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(LONGEST_PAUSE);
+                }
+                Err(e) => return Err(e.into_error(busy_timeout)),
+            }
+        }
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction, committed when it
+    /// returns `Ok`, rolled back otherwise; retried as in [`run`](Self::run).
+    pub(crate) fn write<T>(
+        &self,
+        mut work: impl FnMut(&Transaction<'_>) -> Result<T>,
+    ) -> crate::Result<T> {
+        self.run(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = work(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+}
