@@ -303,14 +303,14 @@ impl Bench {
             runs: ratios.len(),
         };
         eprintln!(
-            "  {:<34} roster {:>10}  {:<40} {:>10}  ratio {:.3} ({:.3} .. {:.3})",
+            "  {:<34} roster {:>10}  {:<40} {:>10}  ratio {} ({} .. {})",
             row.figure,
             fmt(row.roster),
             row.baseline_name,
             fmt(row.baseline),
-            row.ratio,
-            row.low,
-            row.high
+            fmt_ratio(row.ratio),
+            fmt_ratio(row.low),
+            fmt_ratio(row.high)
         );
         self.rows.push(row);
     }
@@ -329,16 +329,16 @@ impl Bench {
         println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |");
         for row in &self.rows {
             println!(
-                "| {} | {} | {} | {} | {:.3} | {:.3} .. {:.3} | {} | {:.1} | {} |",
+                "| {} | {} | {} | {} | {} | {} .. {} | {} | {} | {} |",
                 row.figure,
                 fmt(row.roster),
                 row.baseline_name,
                 fmt(row.baseline),
-                row.ratio,
-                row.low,
-                row.high,
+                fmt_ratio(row.ratio),
+                fmt_ratio(row.low),
+                fmt_ratio(row.high),
                 row.runs,
-                1.0 / row.ratio,
+                fmt_ratio(1.0 / row.ratio),
                 row.goal
             );
         }
@@ -356,6 +356,19 @@ fn fmt(d: Duration) -> String {
         format!("{:.2} ms", us / 1000.0)
     } else {
         format!("{us:.2} us")
+    }
+}
+
+/// A ratio with one decimal from 10 up, three decimals from 0.1, and three
+/// significant digits below.
+fn fmt_ratio(x: f64) -> String {
+    if x >= 10.0 || !x.is_finite() {
+        format!("{x:.1}")
+    } else if x >= 0.1 || x <= 0.0 {
+        format!("{x:.3}")
+    } else {
+        let decimals = (2.0 - x.log10().floor()) as usize;
+        format!("{x:.decimals$}")
     }
 }
 
