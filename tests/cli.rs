@@ -1,16 +1,16 @@
 //! The `roster` command, driven as a user would: real processes, real files,
 //! exit codes, stderr, `--json` parsed back, signals.
+//!
+//! The long-running subcommands are known to be up when they printed their
+//! first line; nothing here waits for time to pass.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use roster::{AgentInfo, AgentStatus};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
-const ROSTER: &str = env!("CARGO_BIN_EXE_roster");
+use common::{ROSTER, Running, sigterm};
+use roster::{AgentInfo, AgentRegistry, AgentStatus, SqliteRegistry};
 
 struct Shell {
     dir: tempfile::TempDir,
@@ -313,30 +313,20 @@ fn the_readme_shows_the_real_help() {
     );
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sigterm(child: &Child) {
-    let pid = i32::try_from(child.id()).expect("pid");
-    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
-}
-
-fn get(db: &Path, id: &str) -> Option<AgentInfo> {
-    roster::SqliteRegistry::open(db)
-        .ok()
-        .and_then(|r| roster::AgentRegistry::get(&r, id).ok())
+/// Starts a long-running subcommand and returns it with its first line,
+/// which it prints once it is up.
+fn start(sh: &Shell, args: &[&str]) -> (Running, String) {
+    let mut daemon = Running::spawn(format!("roster {}", args.join(" ")), sh.command(args));
+    let first = daemon.expect_line("its first line");
+    (daemon, first)
 }
 
 #[test]
-fn the_agent_sidecar_heartbeats_until_sigterm() {
+fn the_agent_sidecar_heartbeats_until_sigterm() -> roster::Result<()> {
     let sh = Shell::new();
-    let child = sh
-        .command(&[
+    let (agent, first) = start(
+        &sh,
+        &[
             "agent",
             "side-1",
             "--cap",
@@ -344,50 +334,48 @@ fn the_agent_sidecar_heartbeats_until_sigterm() {
             "--every",
             "100ms",
             "--deregister-on-exit",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agent");
-    let db = sh.db();
-    wait_for("registration", || get(&db, "side-1").is_some());
-    let first = get(&db, "side-1").expect("registered").last_heartbeat;
-    wait_for("a heartbeat", || {
-        get(&db, "side-1").is_some_and(|a| a.last_heartbeat > first)
-    });
-    sigterm(&child);
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("agent side-1 stopped"), "{stdout}");
+    assert_eq!(
+        first,
+        "agent side-1 registered; heartbeat every 100ms until SIGINT or SIGTERM"
+    );
+    let registry = SqliteRegistry::open(sh.db())?;
+    let registered = registry.get("side-1")?;
+    assert_eq!(registered.capabilities, ["x"]);
+    // Three heartbeats after the registration, each later than the last.
+    let mut seen = vec![registered.last_heartbeat];
+    common::eventually("three heartbeats of the sidecar", || {
+        let now = registry.get("side-1").expect("side-1 is registered");
+        if now.last_heartbeat > seen[seen.len() - 1] {
+            seen.push(now.last_heartbeat);
+        }
+        (seen.len() > 3).then_some(())
+    });
+    sigterm(&agent);
+    let out = agent.finish();
+    out.expect_success("the sidecar");
+    assert_eq!(out.stdout, ["agent side-1 stopped"]);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
     assert!(
-        get(&db, "side-1").is_none(),
+        matches!(registry.get("side-1"), Err(roster::Error::NotFound(_))),
         "--deregister-on-exit removed it"
     );
+    Ok(())
 }
 
 #[test]
 fn the_agent_sidecar_stops_when_its_row_is_deregistered() {
     let sh = Shell::new();
-    let child = sh
-        .command(&["agent", "side-2", "--every", "50ms"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agent");
-    let db = sh.db();
-    wait_for("registration", || get(&db, "side-2").is_some());
+    let (agent, first) = start(&sh, &["agent", "side-2", "--every", "50ms"]);
+    assert!(first.starts_with("agent side-2 registered"), "{first}");
     sh.ok(&["deregister", "side-2"]);
-    let out = child.wait_with_output().expect("wait");
-    assert_eq!(out.status.code(), Some(3));
+    let out = agent.finish();
+    assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("side-2 was deregistered"),
+        out.stderr.contains("side-2 was deregistered"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
 }
 
@@ -395,25 +383,36 @@ fn the_agent_sidecar_stops_when_its_row_is_deregistered() {
 fn the_reaper_prints_agents_that_go_quiet() {
     let sh = Shell::new();
     sh.ok(&["register", "quiet-1"]);
-    let child = sh
-        .command(&["--json", "reaper", "--ttl", "300ms", "--every", "50ms"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn reaper");
-    let db = sh.db();
-    wait_for("the reap", || {
-        get(&db, "quiet-1").is_some_and(|a| a.status == AgentStatus::Offline)
-    });
-    sigterm(&child);
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success());
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a JSON document per line"))
-        .collect();
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0]["event"], "offline");
-    assert_eq!(events[0]["id"], "quiet-1");
+    sh.ok(&["register", "fresh-1"]);
+    // quiet-1 was last seen two hours ago, typed in the documented format.
+    sh.ok(&[
+        "sql",
+        "--write",
+        "UPDATE agents SET last_heartbeat = strftime('%Y-%m-%d %H:%M:%f000000', 'now', '-2 hours') WHERE id = 'quiet-1'",
+    ]);
+    // Its first reap marks quiet-1 offline: that is its first line.
+    let (reaper, first) = start(&sh, &["--json", "reaper", "--ttl", "1h", "--every", "50ms"]);
+    let event: serde_json::Value = serde_json::from_str(&first).expect("a JSON document");
+    assert_eq!(event["event"], "offline");
+    assert_eq!(event["id"], "quiet-1");
+    sigterm(&reaper);
+    let out = reaper.finish();
+    out.expect_success("the reaper");
+    assert!(
+        out.stdout.is_empty(),
+        "only quiet-1 went quiet: {:?}",
+        out.stdout
+    );
+    let agents: Vec<AgentInfo> = sh.json(&["list"]);
+    let statuses: Vec<(&str, AgentStatus)> =
+        agents.iter().map(|a| (a.id.as_str(), a.status)).collect();
+    assert_eq!(
+        statuses,
+        [
+            ("fresh-1", AgentStatus::Available),
+            ("quiet-1", AgentStatus::Offline)
+        ]
+    );
 }
 
 #[test]
@@ -447,20 +446,24 @@ fn the_demo_completes_and_cleans_up() {
             "the demo did not show {step:?}:\n{stdout}"
         );
     }
-    // Its processes are gone: nobody heartbeats any more.
-    let list = || -> Vec<AgentInfo> {
-        let out = Command::new(ROSTER)
-            .arg("--db")
-            .arg(&demo_db)
-            .args(["--json", "list"])
-            .output()
-            .expect("list");
-        serde_json::from_slice(&out.stdout).expect("json")
-    };
-    let before = list();
-    thread::sleep(Duration::from_millis(1200));
-    let after = list();
-    assert_eq!(before, after, "an agent process outlived the demo");
+    // Its processes are gone: no process has the file open any more, so
+    // nobody heartbeats into it.
+    let holders = common::processes_holding(&demo_db);
+    assert!(
+        holders.is_empty(),
+        "processes {holders:?} outlived the demo and hold its file"
+    );
+    // The look through /proc does see a holder: this process, once it opens
+    // the file.
+    let reader = SqliteRegistry::open(&demo_db).expect("open the demo's file");
+    assert_eq!(reader.list().expect("list").len(), 4);
+    // (A child another test forks in this moment may briefly hold a copy of
+    // the descriptor until it execs, so only this process is looked for.)
+    assert!(
+        common::processes_holding(&demo_db).contains(&std::process::id()),
+        "this process holds the file now"
+    );
+    drop(reader);
 
     // A file the user named is never overwritten.
     sh.ok(&["register", "precious"]);

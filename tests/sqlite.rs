@@ -4,9 +4,10 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{TimeDelta, Utc};
+use common::TempRegistry;
 use roster::{
     AgentInfo, AgentRegistry, AgentStatus, Durability, Error, Result, SqliteOptions, SqliteRegistry,
 };
@@ -22,14 +23,6 @@ fn agent(id: &str, capabilities: &[&str]) -> AgentInfo {
         current_load: 0,
         max_load: 2,
     }
-}
-
-/// A registry in a fresh file of a temporary directory, which must outlive it.
-fn registry_file(name: &str) -> Result<(tempfile::TempDir, PathBuf, SqliteRegistry)> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join(name);
-    let registry = SqliteRegistry::open(&path)?;
-    Ok((dir, path, registry))
 }
 
 fn raw(path: &Path) -> Connection {
@@ -61,8 +54,8 @@ fn state_survives_drop_and_reopen_field_for_field() -> Result<()> {
 
 #[test]
 fn two_handles_on_one_file_see_each_other_at_once() -> Result<()> {
-    let (_dir, path, one) = registry_file("r.db")?;
-    let two = SqliteRegistry::open(&path)?;
+    let one = TempRegistry::new();
+    let two = SqliteRegistry::open(one.path())?;
     one.register(agent("a", &["x"]))?;
     assert_eq!(two.get("a")?, one.get("a")?);
     two.heartbeat("a")?;
@@ -99,8 +92,8 @@ fn the_file_is_in_wal_mode_with_the_roster_identity() -> Result<()> {
 
 #[test]
 fn schema_contract_tables_and_columns() -> Result<()> {
-    let (_dir, path, _registry) = registry_file("r.db")?;
-    let conn = raw(&path);
+    let registry = TempRegistry::new();
+    let conn = raw(registry.path());
     let columns = |table: &str| -> Vec<(String, String, bool)> {
         let mut stmt = conn
             .prepare(&format!(
@@ -159,10 +152,11 @@ fn schema_contract_tables_and_columns() -> Result<()> {
 /// foreign keys off as in the sqlite3 shell.
 #[test]
 fn schema_contract_constraints_hold_without_foreign_keys() -> Result<()> {
-    let (_dir, path, registry) = registry_file("r.db")?;
+    let registry = TempRegistry::new();
+    let path = registry.path();
     registry.register(agent("a", &["x", "y"]))?;
     registry.register(agent("b", &["x"]))?;
-    let conn = raw(&path);
+    let conn = raw(path);
     conn.pragma_update(None, "foreign_keys", false)
         .expect("fk off");
     let refused = [
@@ -214,7 +208,7 @@ fn schema_contract_constraints_hold_without_foreign_keys() -> Result<()> {
     .expect("documented heartbeat");
     conn.execute("DELETE FROM agents WHERE id = 'a'", [])
         .expect("delete");
-    common::assert_healthy(&path);
+    common::assert_healthy(path);
     assert_eq!(registry.list()?.len(), 1);
     assert_eq!(registry.get("b")?.capabilities, ["x"]);
     assert!((Utc::now() - registry.get("b")?.last_heartbeat) < TimeDelta::seconds(60));
@@ -353,12 +347,12 @@ fn a_version_1_file_is_migrated_with_its_data() -> Result<()> {
 /// while it reads; once it is gone, the file is cut back to the limit.
 #[test]
 fn the_wal_file_shrinks_back_after_a_long_reader() -> Result<()> {
-    let (dir, path, registry) = registry_file("wal.db")?;
+    let registry = TempRegistry::named("wal.db");
     for i in 0..50 {
         registry.register(agent(&format!("a{i:02}"), &["x"]))?;
     }
-    let wal = dir.path().join("wal.db-wal");
-    let reader = raw(&path);
+    let wal = registry.dir().join("wal.db-wal");
+    let reader = raw(registry.path());
     reader
         .execute_batch("BEGIN; SELECT count(*) FROM agents;")
         .expect("long read");
@@ -385,7 +379,7 @@ fn the_wal_file_shrinks_back_after_a_long_reader() -> Result<()> {
 #[test]
 fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
     use roster::{SqlAccess, SqlValue};
-    let (_dir, path, registry) = registry_file("adhoc.db")?;
+    let registry = TempRegistry::named("adhoc.db");
     registry.register(agent("a", &["x"]))?;
     for writes in [
         "DELETE FROM agents",
@@ -404,7 +398,7 @@ fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
             other => panic!("{bad:?}: expected invalid sql, got {other:?}"),
         }
     }
-    let version: i64 = raw(&path)
+    let version: i64 = raw(registry.path())
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
     assert_eq!(version, 3);
