@@ -93,6 +93,13 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// There is no registry at this path, and the caller asked not to create
+    /// one ([`SqliteOptions::create`](crate::SqliteOptions::create)).
+    #[error("no registry at {}", path.display())]
+    NoRegistry {
+        /// The path that was opened.
+        path: PathBuf,
+    },
     /// The file exists but is not an SQLite database; it was left untouched.
     #[error("{}: not an SQLite database (left untouched)", path.display())]
     NotADatabase {
@@ -176,6 +183,7 @@ impl Error {
             Self::NoEligibleAgent => ErrorKind::NoCapacity,
             Self::Busy(_) => ErrorKind::Busy,
             Self::Unreadable { .. }
+            | Self::NoRegistry { .. }
             | Self::NotADatabase { .. }
             | Self::NotARegistry { .. }
             | Self::SchemaTooNew { .. }

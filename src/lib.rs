@@ -41,9 +41,12 @@ pub use agent::{
 };
 pub use error::{DatabaseError, Error, ErrorKind, Result};
 pub use memory::MemoryRegistry;
-pub use registry::AgentRegistry;
+pub use registry::{AgentRegistry, now};
 pub use route::{DefaultRouter, TaskRouter};
-pub use sqlite::{Durability, SqlAccess, SqlRows, SqlValue, SqliteOptions, SqliteRegistry};
+pub use sqlite::{
+    Durability, MAX_BUSY_TIMEOUT, MAX_POOL_SIZE, SqlAccess, SqlRows, SqlValue, SqliteOptions,
+    SqliteRegistry,
+};
 pub use task::{Priority, Task};
 
 /// The README's Rust examples, compiled and run as doctests.

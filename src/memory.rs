@@ -4,11 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use chrono::Utc;
 
 use crate::agent::{AgentInfo, AgentStatus};
 use crate::error::{Error, Result};
-use crate::registry::{AgentRegistry, reap_cutoff};
+use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::route::{TaskRouter, choose, eligible};
 use crate::task::Task;
 
@@ -91,7 +90,7 @@ impl AgentRegistry for MemoryRegistry {
         let agent = agents
             .get_mut(id)
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        agent.last_heartbeat = Utc::now();
+        agent.last_heartbeat = now();
         if agent.status == AgentStatus::Offline {
             agent.status = AgentStatus::Available;
         }
@@ -99,7 +98,7 @@ impl AgentRegistry for MemoryRegistry {
     }
 
     fn reap(&self, ttl: Duration) -> Result<Vec<String>> {
-        let cutoff = reap_cutoff(Utc::now(), ttl)?;
+        let cutoff = reap_cutoff(now(), ttl)?;
         let mut agents = self.write();
         let mut reaped = Vec::new();
         for agent in agents.values_mut() {

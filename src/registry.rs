@@ -102,3 +102,12 @@ pub(crate) fn reap_cutoff(
             crate::Error::invalid("ttl", format!("{ttl:?} reaches before the year 0000"))
         })
 }
+
+/// The current time in UTC, as every registry reads it.
+///
+/// Unlike `chrono::Utc::now`, which panics when the system clock is set
+/// before 1970, this reads any clock: a heartbeat at such a time is stored
+/// as it is (registries accept the years 0000 to 9999).
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from(std::time::SystemTime::now())
+}

@@ -287,12 +287,65 @@ fn a_missing_or_unusable_directory_is_a_clear_error() {
 }
 
 #[test]
-fn a_pool_of_zero_connections_is_refused() {
+fn options_out_of_range_are_refused_before_anything_is_created() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.db");
-    let err = SqliteOptions::new().pool_size(0).open(&path).unwrap_err();
-    assert_eq!(err.to_string(), "invalid pool_size: must be at least 1");
-    assert!(!path.exists());
+    let cases = [
+        (
+            SqliteOptions::new().pool_size(0),
+            "invalid pool_size: 0 connections: must be 1 to 1024",
+        ),
+        (
+            SqliteOptions::new().pool_size(u32::MAX),
+            "invalid pool_size: 4294967295 connections: must be 1 to 1024",
+        ),
+        (
+            SqliteOptions::new().busy_timeout(std::time::Duration::from_secs(25 * 86_400)),
+            "invalid busy_timeout: 2160000s is longer than SQLite can wait (2147483.647s, about 24.8 days)",
+        ),
+    ];
+    for (options, message) in cases {
+        let err = options.open(&path).unwrap_err();
+        assert_eq!(err.to_string(), message);
+        assert_eq!(err.kind(), roster::ErrorKind::InvalidInput);
+        assert!(!path.exists());
+    }
+    SqliteOptions::new()
+        .busy_timeout(roster::MAX_BUSY_TIMEOUT)
+        .pool_size(roster::MAX_POOL_SIZE)
+        .open(&path)
+        .expect("the limits themselves are fine");
+}
+
+#[test]
+fn a_reader_that_does_not_create_gets_no_registry_for_a_missing_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("typo.db");
+    let err = SqliteOptions::new().create(false).open(&path).unwrap_err();
+    assert!(matches!(&err, Error::NoRegistry { .. }), "{err:?}");
+    assert_eq!(err.to_string(), format!("no registry at {}", path.display()));
+    assert_eq!(err.kind(), roster::ErrorKind::Unusable);
+    assert!(!path.exists(), "nothing was created");
+    SqliteRegistry::open(&path).expect("create");
+    SqliteOptions::new()
+        .create(false)
+        .open(&path)
+        .expect("an existing registry opens");
+}
+
+#[test]
+fn databases_that_cannot_hold_a_wal_fail_at_once() {
+    for path in [":memory:", ""] {
+        let err = SqliteRegistry::open(path).unwrap_err();
+        assert_eq!(err.kind(), roster::ErrorKind::Unusable, "{path:?}: {err}");
+        assert!(err.to_string().contains("write-ahead log"), "{path:?}: {err}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = format!("file:{}?immutable=1", dir.path().join("x.db").display());
+    let err = SqliteRegistry::open(&uri).unwrap_err();
+    assert_eq!(err.kind(), roster::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("is an SQLite URI"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
 }
 
 #[test]

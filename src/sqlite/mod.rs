@@ -19,17 +19,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::Utc;
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::agent::AgentInfo;
 use crate::error::{DatabaseError, Error, Result};
-use crate::registry::{AgentRegistry, reap_cutoff};
+use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::task::Task;
 pub use adhoc::{SqlAccess, SqlRows, SqlValue};
-pub use options::{Durability, SqliteOptions};
+pub use options::{Durability, MAX_BUSY_TIMEOUT, MAX_POOL_SIZE, SqliteOptions};
 use row::{encode_time, query_agents, select_agents};
 
 /// An [`AgentRegistry`] kept in one SQLite file.
@@ -72,16 +71,46 @@ impl SqliteRegistry {
     }
 
     fn open_with(path: &Path, options: SqliteOptions) -> Result<Self> {
-        if options.pool_size == 0 {
-            return Err(Error::invalid("pool_size", "must be at least 1"));
+        if !(1..=options::MAX_POOL_SIZE).contains(&options.pool_size) {
+            return Err(Error::invalid(
+                "pool_size",
+                format!(
+                    "{} connections: must be 1 to {}",
+                    options.pool_size,
+                    options::MAX_POOL_SIZE
+                ),
+            ));
+        }
+        if options.busy_timeout > options::MAX_BUSY_TIMEOUT {
+            return Err(Error::invalid(
+                "busy_timeout",
+                format!(
+                    "{:?} is longer than SQLite can wait ({:?}, about 24.8 days)",
+                    options.busy_timeout,
+                    options::MAX_BUSY_TIMEOUT
+                ),
+            ));
+        }
+        if path.to_str().is_some_and(|p| p.starts_with("file:")) {
+            return Err(Error::invalid(
+                "path",
+                format!(
+                    "{} is an SQLite URI; roster takes a plain file path (write ./{0} for a file whose name starts with \"file:\")",
+                    path.display()
+                ),
+            ));
         }
         let settings = conn::Settings::of(&options);
-        let mut setup = conn::open(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-            settings,
-        )
-        .map_err(|e| schema::open_error(path, e))?;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE;
+        if options.create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        } else if !path.exists() {
+            return Err(Error::NoRegistry {
+                path: path.to_owned(),
+            });
+        }
+        let mut setup =
+            conn::open(path, flags, settings).map_err(|e| schema::open_error(path, e))?;
         schema::prepare(path, &mut setup, options.busy_timeout)?;
         drop(setup);
         Ok(Self {
@@ -162,7 +191,7 @@ impl AgentRegistry for SqliteRegistry {
     }
 
     fn heartbeat(&self, id: &str) -> Result<()> {
-        let now = encode_time(&Utc::now());
+        let now = encode_time(&now());
         // One statement, so one write transaction that SQLite starts with the
         // write lock (a single UPDATE cannot hit a stale snapshot).
         let updated = self.run(|conn| {
@@ -181,7 +210,7 @@ impl AgentRegistry for SqliteRegistry {
     }
 
     fn reap(&self, ttl: Duration) -> Result<Vec<String>> {
-        let cutoff = encode_time(&reap_cutoff(Utc::now(), ttl)?);
+        let cutoff = encode_time(&reap_cutoff(now(), ttl)?);
         // One UPDATE ... RETURNING, inside a transaction that commits only
         // once every returned id has been read: an id that cannot be decoded
         // rolls the reap back instead of taking agents offline unannounced.
