@@ -34,6 +34,8 @@ mod registry;
 mod route;
 mod sqlite;
 mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use agent::{
     AgentInfo, AgentStatus, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS,
