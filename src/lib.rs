@@ -34,6 +34,8 @@ mod registry;
 mod route;
 mod sqlite;
 mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod text;
 
 pub use agent::{
