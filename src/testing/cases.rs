@@ -372,9 +372,9 @@ pub fn empty_names_are_accepted(registry: &Subject) -> Result<()> {
     Ok(())
 }
 
-/// [`AgentInfo` rules](AgentInfo#rules): ids "no format characters (Unicode
-/// category Cf ...), which would make one id look like another"; capabilities
-/// "no control or format characters".
+/// [`AgentInfo` rules](AgentInfo#rules): "`id`: ... no format characters
+/// (Unicode category Cf ...), which would make one id look like another";
+/// capabilities: "no control or format characters".
 pub fn look_alike_ids_and_capabilities_are_refused(registry: &Subject) -> Result<()> {
     for c in [
         '\u{200B}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{202E}', '\u{2066}', '\u{AD}',
