@@ -46,8 +46,8 @@ pub use memory::MemoryRegistry;
 pub use registry::{AgentRegistry, now};
 pub use route::{DefaultRouter, TaskRouter};
 pub use sqlite::{
-    Durability, MAX_BUSY_TIMEOUT, MAX_POOL_SIZE, SqlAccess, SqlRows, SqlValue, SqliteOptions,
-    SqliteRegistry,
+    DEFAULT_SQL_TIMEOUT, Durability, MAX_BUSY_TIMEOUT, MAX_POOL_SIZE, SqlAccess, SqlOptions,
+    SqlRows, SqlSummary, SqlValue, SqliteOptions, SqliteRegistry,
 };
 pub use task::{Priority, Task};
 

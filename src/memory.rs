@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-
 use crate::agent::{AgentInfo, AgentStatus};
 use crate::error::{Error, Result};
 use crate::registry::{AgentRegistry, now, reap_cutoff};

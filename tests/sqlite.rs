@@ -323,7 +323,10 @@ fn a_reader_that_does_not_create_gets_no_registry_for_a_missing_file() {
     let path = dir.path().join("typo.db");
     let err = SqliteOptions::new().create(false).open(&path).unwrap_err();
     assert!(matches!(&err, Error::NoRegistry { .. }), "{err:?}");
-    assert_eq!(err.to_string(), format!("no registry at {}", path.display()));
+    assert_eq!(
+        err.to_string(),
+        format!("no registry at {}", path.display())
+    );
     assert_eq!(err.kind(), roster::ErrorKind::Unusable);
     assert!(!path.exists(), "nothing was created");
     SqliteRegistry::open(&path).expect("create");
@@ -338,7 +341,10 @@ fn databases_that_cannot_hold_a_wal_fail_at_once() {
     for path in [":memory:", ""] {
         let err = SqliteRegistry::open(path).unwrap_err();
         assert_eq!(err.kind(), roster::ErrorKind::Unusable, "{path:?}: {err}");
-        assert!(err.to_string().contains("write-ahead log"), "{path:?}: {err}");
+        assert!(
+            err.to_string().contains("write-ahead log"),
+            "{path:?}: {err}"
+        );
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let uri = format!("file:{}?immutable=1", dir.path().join("x.db").display());

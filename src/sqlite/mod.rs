@@ -27,7 +27,7 @@ use crate::agent::AgentInfo;
 use crate::error::{DatabaseError, Error, Result};
 use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::task::Task;
-pub use adhoc::{SqlAccess, SqlRows, SqlValue};
+pub use adhoc::{DEFAULT_SQL_TIMEOUT, SqlAccess, SqlOptions, SqlRows, SqlSummary, SqlValue};
 pub use options::{Durability, MAX_BUSY_TIMEOUT, MAX_POOL_SIZE, SqliteOptions};
 use row::{encode_time, query_agents, select_agents};
 
