@@ -132,33 +132,119 @@ impl Formatter for GoFormatter {
 
     fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
         let abs = value.abs();
-        if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
-            write_go_exponent(writer, &format!("{value:e}"))
-        } else {
-            write!(writer, "{value}")
-        }
+        let exponent_form = abs != 0.0 && !(1e-6..1e21).contains(&abs);
+        writer.write_all(go_float(value, exponent_form, 800).as_bytes())
     }
 
     fn write_f32<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f32) -> io::Result<()> {
         let abs = value.abs();
-        if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
-            write_go_exponent(writer, &format!("{value:e}"))
-        } else {
-            write!(writer, "{value}")
-        }
+        let exponent_form = abs != 0.0 && !(1e-6..1e21).contains(&abs);
+        writer.write_all(go_float(value, exponent_form, 160).as_bytes())
     }
 }
 
-/// Writes Rust's shortest exponent form (`1e21`, `1.5e-7`) as Go writes it:
-/// a sign on every exponent (`1e+21`); Go's two-digit `e-07` is trimmed to
-/// `e-7` by its encoder, as Rust already writes it.
-fn write_go_exponent<W: ?Sized + io::Write>(writer: &mut W, text: &str) -> io::Result<()> {
-    match text.split_once('e') {
-        Some((mantissa, exponent)) if !exponent.starts_with('-') => {
-            write!(writer, "{mantissa}e+{exponent}")
-        }
-        _ => writer.write_all(text.as_bytes()),
+/// A finite float as Go's `strconv.FormatFloat(value, 'e' or 'f', -1, bits)`
+/// writes it, with the `e-07` to `e-7` trim of Go's JSON encoder.
+///
+/// Both languages write the fewest digits that read back as the same number
+/// and, of those, the nearest to it; on an exact tie between two such
+/// digit strings, Go takes the even last digit where Rust rounds up
+/// (`133234.625_f32` is `133234.62` in Go, `133234.63` in Rust). `exact_digits`
+/// is enough digits to write any value of the type exactly.
+fn go_float<F>(value: F, exponent_form: bool, exact_digits: usize) -> String
+where
+    F: fmt::LowerExp + std::str::FromStr + PartialEq + Copy,
+{
+    let shortest = format!("{value:e}");
+    let (negative, shortest) = match shortest.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, shortest.as_str()),
+    };
+    let (mut digits, mut exponent) = split_exponent_form(shortest);
+    if let Some((even, even_exponent)) = tie_to_even(value, &digits, exact_digits) {
+        (digits, exponent) = (even, even_exponent);
     }
+    let mut out = String::with_capacity(digits.len() + 8);
+    if negative {
+        out.push('-');
+    }
+    let count = digits.len() as i64;
+    if exponent_form {
+        out.push_str(&digits[..1]);
+        if count > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        if exponent >= 0 {
+            out.push('+');
+        }
+        out.push_str(&exponent.to_string());
+    } else if exponent >= count - 1 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', (exponent - (count - 1)) as usize));
+    } else if exponent >= 0 {
+        let point = (exponent + 1) as usize;
+        out.push_str(&digits[..point]);
+        out.push('.');
+        out.push_str(&digits[point..]);
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
+        out.push_str(&digits);
+    }
+    out
+}
+
+/// "1.2345e-7" -> ("12345", -7): the significant digits and the power of ten
+/// of the first one.
+fn split_exponent_form(text: &str) -> (String, i64) {
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((text, "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    (digits, exponent.parse().unwrap_or(0))
+}
+
+/// When `value` lies exactly halfway between the two shortest digit strings
+/// of its length (`digits` being Rust's choice), the one with the even last
+/// digit, as Go chooses it, with its exponent; `None` otherwise.
+fn tie_to_even<F>(value: F, digits: &str, exact_digits: usize) -> Option<(String, i64)>
+where
+    F: fmt::LowerExp + std::str::FromStr + PartialEq + Copy,
+{
+    let length = digits.len();
+    // Cheap test first: to two more digits, a tie reads "...50".
+    let near = format!("{value:.*e}", length + 1);
+    let (near_digits, _) = split_exponent_form(near.trim_start_matches('-'));
+    if !near_digits.ends_with("50") {
+        return None;
+    }
+    let exact = format!("{value:.*e}", exact_digits);
+    let (exact_digits, exact_exponent) = split_exponent_form(exact.trim_start_matches('-'));
+    let exact_digits = exact_digits.trim_end_matches('0');
+    if exact_digits.len() != length + 1 || !exact_digits.ends_with('5') {
+        return None;
+    }
+    let below: u64 = exact_digits[..length].parse().ok()?;
+    let even = if below % 2 == 0 { below } else { below + 1 };
+    let mut even_digits = even.to_string();
+    let mut exponent = exact_exponent;
+    if even_digits.len() > length {
+        exponent += 1;
+    }
+    even_digits.truncate(even_digits.trim_end_matches('0').len().max(1));
+    let sign = if format!("{value:e}").starts_with('-') {
+        "-"
+    } else {
+        ""
+    };
+    let reread: F = format!(
+        "{sign}{}.{}e{exponent}",
+        &even_digits[..1],
+        &even_digits[1..]
+    )
+    .parse()
+    .ok()?;
+    (reread == value).then_some((even_digits, exponent))
 }
 
 /// Writes a time as Go's `time.Time.MarshalJSON` writes a UTC time: RFC 3339
@@ -834,6 +920,9 @@ mod tests {
         ] {
             assert_eq!(to_json(&value)?, go, "{value:e}");
         }
+        // Exactly halfway between two shortest forms: Go takes the even digit.
+        assert_eq!(to_json(&133234.625_f32)?, "133234.62");
+        assert_eq!(to_json(&2_f64.powi(-25))?, "2.9802322387695312e-8");
         assert_eq!(to_json(&1e21_f32)?, "1e+21");
         assert_eq!(to_json(&0.1_f32)?, "0.1");
         Ok(())
