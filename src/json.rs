@@ -225,7 +225,11 @@ where
         return None;
     }
     let below: u64 = exact_digits[..length].parse().ok()?;
-    let even = if below % 2 == 0 { below } else { below + 1 };
+    let even = if below.is_multiple_of(2) {
+        below
+    } else {
+        below + 1
+    };
     let mut even_digits = even.to_string();
     let mut exponent = exact_exponent;
     if even_digits.len() > length {
@@ -921,7 +925,8 @@ mod tests {
             assert_eq!(to_json(&value)?, go, "{value:e}");
         }
         // Exactly halfway between two shortest forms: Go takes the even digit.
-        assert_eq!(to_json(&133234.625_f32)?, "133234.62");
+        let tie = f32::from_bits(0x4802_1ca8); // 133234.625 exactly
+        assert_eq!(to_json(&tie)?, "133234.62");
         assert_eq!(to_json(&2_f64.powi(-25))?, "2.9802322387695312e-8");
         assert_eq!(to_json(&1e21_f32)?, "1e+21");
         assert_eq!(to_json(&0.1_f32)?, "0.1");
