@@ -161,7 +161,7 @@ where
         None => (false, shortest.as_str()),
     };
     let (mut digits, mut exponent) = split_exponent_form(shortest);
-    if let Some((even, even_exponent)) = tie_to_even(value, &digits, exact_digits) {
+    if let Some((even, even_exponent)) = tie_to_even(value, negative, &digits, exact_digits) {
         (digits, exponent) = (even, even_exponent);
     }
     let mut out = String::with_capacity(digits.len() + 8);
@@ -205,9 +205,15 @@ fn split_exponent_form(text: &str) -> (String, i64) {
 }
 
 /// When `value` lies exactly halfway between the two shortest digit strings
-/// of its length (`digits` being Rust's choice), the one with the even last
-/// digit, as Go chooses it, with its exponent; `None` otherwise.
-fn tie_to_even<F>(value: F, digits: &str, exact_digits: usize) -> Option<(String, i64)>
+/// of its length (`digits` being Rust's choice for it, `negative` its sign),
+/// the one with the even last digit, as Go chooses it, with its exponent;
+/// `None` otherwise.
+fn tie_to_even<F>(
+    value: F,
+    negative: bool,
+    digits: &str,
+    exact_digits: usize,
+) -> Option<(String, i64)>
 where
     F: fmt::LowerExp + std::str::FromStr + PartialEq + Copy,
 {
@@ -236,11 +242,7 @@ where
         exponent += 1;
     }
     even_digits.truncate(even_digits.trim_end_matches('0').len().max(1));
-    let sign = if format!("{value:e}").starts_with('-') {
-        "-"
-    } else {
-        ""
-    };
+    let sign = if negative { "-" } else { "" };
     let reread: F = format!(
         "{sign}{}.{}e{exponent}",
         &even_digits[..1],
@@ -303,7 +305,7 @@ pub(crate) fn format_go_time(time: &DateTime<Utc>) -> Result<String, String> {
 pub(crate) fn parse_go_time(text: &str) -> Result<DateTime<Utc>, String> {
     let fail = |reason: &str| {
         Err(format!(
-            "invalid time {text:?}: {reason} (expected RFC 3339, e.g. \"2006-01-02T15:04:05.999999999Z07:00\")"
+            "invalid time {text:?}: {reason} (expected RFC 3339, such as \"2026-02-20T07:16:53Z\" or \"2026-02-20T09:16:53.123+02:00\")"
         ))
     };
     let bytes = text.as_bytes();
