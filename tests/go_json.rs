@@ -561,7 +561,7 @@ fn documents_decode_as_go_decodes_them() -> serde_json::Result<()> {
 
 #[test]
 fn decoded_agents_are_what_go_leaves_in_them() -> serde_json::Result<()> {
-    // Beyond the bytes: the values, for the cases the issue names.
+    // Beyond the bytes: the values of the cases Go programs send most.
     let find = |what: &str| {
         let (_, _, doc) = DOCUMENTS
             .iter()
