@@ -7,6 +7,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::json::{GoJson, go_json_struct};
 use crate::text::{Refuses, check_text};
 
 /// The longest agent id accepted, in characters.
@@ -77,9 +78,31 @@ impl FromStr for AgentStatus {
 
 /// A registered agent and its current state.
 ///
-/// Its JSON form uses exactly these field names, like the Go registry it
-/// descends from: `capabilities` is left out when empty and accepted when
-/// absent, `status` is lowercase and `last_heartbeat` is RFC 3339.
+/// # JSON
+///
+/// Its JSON form is the Go registry's: these field names in this order,
+/// `capabilities` left out when empty, `status` lowercase, `last_heartbeat`
+/// as Go writes a UTC time (RFC 3339 with nanoseconds, trailing zeros of the
+/// fraction trimmed, no fraction when it is zero, `Z`). [`to_json`] writes
+/// it byte for byte as Go's `json.Marshal` does; `serde_json::to_string`
+/// differs only in leaving `<`, `>`, `&`, U+2028 and U+2029 unescaped.
+/// Writing fails, as in Go, for a `last_heartbeat` outside the years
+/// 0000..=9999 or on a leap second.
+///
+/// Reading accepts what Go's decoder accepts: a missing field or `null`
+/// leaves the zero value of [`AgentInfo::default()`] (so a missing
+/// `last_heartbeat` is [`ZERO_TIME`] and `"capabilities": null` is none),
+/// keys match case-insensitively, the last of a repeated key wins, unknown
+/// keys are ignored, and a time may have any offset (it is converted to
+/// UTC) and any number of fractional digits (past nine they are dropped).
+/// `"status": ""`, the Go registry's zero status, reads as `available`.
+/// Like Go, it refuses a value of the wrong type, such as a number where a
+/// string belongs, and a time that is not strict RFC 3339. Where roster's
+/// types are narrower than Go's it refuses more: a status other than the
+/// three, and loads that are negative or above `u32::MAX`.
+///
+/// [`to_json`]: crate::to_json
+/// [`ZERO_TIME`]: crate::ZERO_TIME
 ///
 /// # Rules
 ///
@@ -103,7 +126,7 @@ impl FromStr for AgentStatus {
 ///
 /// Duplicate capabilities are not an error: the first of each is kept, in the
 /// order given.
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AgentInfo {
     /// The unique identifier of the agent.
     pub id: String,
@@ -111,7 +134,6 @@ pub struct AgentInfo {
     pub name: String,
     /// What the agent can handle (e.g. `"rust"`, `"gpu"`); tasks are routed
     /// by these.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
     /// Whether the agent can take work.
     pub status: AgentStatus,
@@ -121,6 +143,25 @@ pub struct AgentInfo {
     pub current_load: u32,
     /// How many tasks the agent may run at once; 0 means unlimited.
     pub max_load: u32,
+}
+
+// The Go registry's json tags, one line per field, in its order.
+go_json_struct!(AgentInfo {
+    id,
+    name,
+    capabilities: omitempty,
+    status,
+    last_heartbeat,
+    current_load,
+    max_load,
+});
+
+impl Default for AgentInfo {
+    /// Go's zero value: empty id and name, no capabilities, `Available`,
+    /// last seen at [`ZERO_TIME`](crate::ZERO_TIME) (never), loads 0.
+    fn default() -> Self {
+        GoJson::go_zero()
+    }
 }
 
 impl AgentInfo {

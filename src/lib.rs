@@ -29,6 +29,7 @@
 
 mod agent;
 mod error;
+mod json;
 mod memory;
 mod registry;
 mod route;
@@ -42,6 +43,7 @@ pub use agent::{
     AgentInfo, AgentStatus, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS,
 };
 pub use error::{DatabaseError, Error, ErrorKind, Result};
+pub use json::{ZERO_TIME, to_json, to_json_writer};
 pub use memory::MemoryRegistry;
 pub use registry::{AgentRegistry, now};
 pub use route::{DefaultRouter, TaskRouter};

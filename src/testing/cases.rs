@@ -701,3 +701,62 @@ pub fn release_refuses_what_it_cannot_do(registry: &Subject) -> Result<()> {
     assert_eq!(registry.list()?.len(), 1);
     Ok(())
 }
+
+/// Documents as a Go program sends them (an offset, `"capabilities":
+/// null`, no `last_heartbeat`), and the bytes Go's `json.Marshal` writes
+/// for what the registry then returns. Times are whole microseconds, so
+/// every precision keeps them.
+const GO_DOCUMENTS: [(&str, &str); 3] = [
+    (
+        r#"{"id":"go-1","name":"Go <one> & \u2028 two","capabilities":null,"status":"busy","last_heartbeat":"2026-02-20T09:16:53.1+02:00","current_load":1,"max_load":3}"#,
+        r#"{"id":"go-1","name":"Go \u003cone\u003e \u0026 \u2028 two","status":"busy","last_heartbeat":"2026-02-20T07:16:53.1Z","current_load":1,"max_load":3}"#,
+    ),
+    (
+        r#"{"id":"go-2","name":"漢字 🦀","capabilities":["go","testing"],"status":"available","current_load":0,"max_load":0}"#,
+        r#"{"id":"go-2","name":"漢字 🦀","capabilities":["go","testing"],"status":"available","last_heartbeat":"0001-01-01T00:00:00Z","current_load":0,"max_load":0}"#,
+    ),
+    (
+        r#"{"id":"go-3","name":"","status":"offline","last_heartbeat":"2026-02-20T07:16:53.000001Z","current_load":0,"max_load":4294967295}"#,
+        r#"{"id":"go-3","name":"","status":"offline","last_heartbeat":"2026-02-20T07:16:53.000001Z","current_load":0,"max_load":4294967295}"#,
+    ),
+];
+
+/// README, JSON: "`AgentInfo` serialises as the Go registry it descends
+/// from did, byte for byte through `roster::to_json`", and reads what Go's
+/// decoder reads (`"capabilities": null`, a missing `last_heartbeat`).
+pub fn json_from_go_round_trips_exactly(registry: &Subject) -> Result<()> {
+    for (document, _) in GO_DOCUMENTS {
+        let agent: AgentInfo = serde_json::from_str(document).expect("a Go document");
+        registry.register(agent)?;
+    }
+    for (document, go_bytes) in GO_DOCUMENTS {
+        let sent: AgentInfo = serde_json::from_str(document).expect("a Go document");
+        let stored = registry.get(&sent.id)?;
+        assert_eq!(stored, sent);
+        assert_eq!(crate::to_json(&stored).expect("to_json"), go_bytes);
+    }
+    let list = crate::to_json(&registry.list()?).expect("to_json");
+    let go_list = format!("[{}]", GO_DOCUMENTS.map(|(_, go_bytes)| go_bytes).join(","));
+    assert_eq!(list, go_list);
+    Ok(())
+}
+
+/// [`AgentRegistry::reap`]: "Marks offline every agent that is not offline
+/// yet and whose `last_heartbeat` is older than now minus `ttl`", Go's zero
+/// time included (an agent registered without a heartbeat).
+pub fn an_agent_never_seen_is_reaped(registry: &Subject) -> Result<()> {
+    let agent: AgentInfo =
+        serde_json::from_str(r#"{"id":"silent","name":"Silent"}"#).expect("a Go document");
+    registry.register(agent)?;
+    assert_eq!(registry.get("silent")?.last_heartbeat, crate::ZERO_TIME);
+    assert_eq!(registry.reap(Duration::from_secs(30))?, ["silent"]);
+    registry.heartbeat("silent")?;
+    let revived = registry.get("silent")?;
+    assert_ne!(revived.last_heartbeat, crate::ZERO_TIME);
+    assert!(
+        crate::to_json(&revived)
+            .expect("to_json")
+            .contains(r#""status":"available""#)
+    );
+    Ok(())
+}

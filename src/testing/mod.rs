@@ -540,6 +540,8 @@ macro_rules! roster_conformance {
             claim_agrees_with_the_router,
             release_gives_a_slot_back,
             release_refuses_what_it_cannot_do,
+            json_from_go_round_trips_exactly,
+            an_agent_never_seen_is_reaped,
         }
     };
     (@case tests; $($case:ident),* $(,)?) => {
