@@ -1,5 +1,6 @@
 //! [`AgentInfo`], [`AgentStatus`] and the rules every stored agent obeys.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -18,6 +19,14 @@ pub const MAX_NAME_CHARS: usize = 256;
 pub const MAX_CAPABILITY_CHARS: usize = 64;
 /// The most capabilities one agent may hold (after duplicates are dropped).
 pub const MAX_CAPABILITIES: usize = 64;
+/// The longest `host` accepted, in characters.
+pub const MAX_HOST_CHARS: usize = 255;
+/// The most metadata pairs one agent may have.
+pub const MAX_METADATA: usize = 32;
+/// The longest metadata key accepted, in characters.
+pub const MAX_METADATA_KEY_CHARS: usize = 64;
+/// The longest metadata value accepted, in characters.
+pub const MAX_METADATA_VALUE_CHARS: usize = 1024;
 
 /// Whether an agent can take work.
 #[derive(
@@ -121,8 +130,17 @@ impl FromStr for AgentStatus {
 ///   characters, no control or format characters; at most
 ///   [`MAX_CAPABILITIES`] of them once duplicates are dropped;
 /// - `current_load` at most `max_load` unless `max_load` is 0 (unlimited);
-/// - `last_heartbeat` between the years 0000 and 9999, and not a leap
-///   second.
+/// - `last_heartbeat` (and `started_at`) between the years 0000 and 9999,
+///   and not a leap second;
+/// - `host`, when given: 1 to [`MAX_HOST_CHARS`] characters, no control or
+///   format characters; `pid`, when given: not 0;
+/// - `metadata`: at most [`MAX_METADATA`] pairs; keys 1 to
+///   [`MAX_METADATA_KEY_CHARS`] characters with no control or format
+///   characters, values at most [`MAX_METADATA_VALUE_CHARS`] characters with
+///   no control characters or bidirectional controls.
+///
+/// `drained` is not checked: registries ignore it on register (only
+/// [`drain`](crate::AgentRegistry::drain) changes it).
 ///
 /// Duplicate capabilities are not an error: the first of each is kept, in the
 /// order given.
@@ -143,9 +161,29 @@ pub struct AgentInfo {
     pub current_load: u32,
     /// How many tasks the agent may run at once; 0 means unlimited.
     pub max_load: u32,
+    /// Set by an operator ([`AgentRegistry::drain`](crate::AgentRegistry::drain)):
+    /// the agent gets no new claims, keeps heartbeating and keeps what it
+    /// holds. [`register`](crate::AgentRegistry::register) never changes it.
+    /// Left out of JSON when false.
+    pub drained: bool,
+    /// The host the agent's process runs on, if known. Left out of JSON when
+    /// absent.
+    pub host: Option<String>,
+    /// The agent's process id on `host`, if known. Left out of JSON when
+    /// absent.
+    pub pid: Option<u32>,
+    /// When the agent's process started (UTC), if known. Left out of JSON
+    /// when absent.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Free-form string pairs describing the agent (zone, version, owner...),
+    /// sorted by key. Not to be confused with a task's labels, which match
+    /// capabilities. Left out of JSON when empty.
+    pub metadata: BTreeMap<String, String>,
 }
 
-// The Go registry's json tags, one line per field, in its order.
+// The Go registry's json tags, one line per field, in its order; the fields
+// the Go registry does not have are omitempty, so its agents' JSON stays
+// byte for byte the same.
 go_json_struct!(AgentInfo {
     id,
     name,
@@ -154,6 +192,11 @@ go_json_struct!(AgentInfo {
     last_heartbeat,
     current_load,
     max_load,
+    drained: omitempty,
+    host: omitempty,
+    pid: omitempty,
+    started_at: omitempty,
+    metadata: omitempty,
 });
 
 impl Default for AgentInfo {
@@ -205,18 +248,47 @@ impl AgentInfo {
                 ),
             ));
         }
-        let year = self.last_heartbeat.year();
-        if !(0..=9999).contains(&year) {
+        check_time("last_heartbeat", &self.last_heartbeat)?;
+        if let Some(started_at) = &self.started_at {
+            check_time("started_at", started_at)?;
+        }
+        if let Some(host) = &self.host {
+            if host.is_empty() {
+                return Err(Error::invalid(
+                    "host",
+                    "must not be empty (leave it out when unknown)",
+                ));
+            }
+            check_text("host", host, MAX_HOST_CHARS, Refuses::FormatCharacters)?;
+        }
+        if self.pid == Some(0) {
+            return Err(Error::invalid("pid", "must not be 0"));
+        }
+        if self.metadata.len() > MAX_METADATA {
             return Err(Error::invalid(
-                "last_heartbeat",
-                format!("year {year} is outside 0000..=9999"),
+                "metadata",
+                format!(
+                    "{} pairs, at most {MAX_METADATA} are allowed",
+                    self.metadata.len()
+                ),
             ));
         }
-        if self.last_heartbeat.nanosecond() >= 1_000_000_000 {
-            return Err(Error::invalid(
-                "last_heartbeat",
-                "leap seconds (23:59:60) are not supported",
-            ));
+        for (key, value) in &self.metadata {
+            if key.is_empty() {
+                return Err(Error::invalid("metadata", "a key must not be empty"));
+            }
+            check_text(
+                "metadata",
+                key,
+                MAX_METADATA_KEY_CHARS,
+                Refuses::FormatCharacters,
+            )?;
+            check_text(
+                "metadata",
+                value,
+                MAX_METADATA_VALUE_CHARS,
+                Refuses::BidiControls,
+            )?;
         }
         Ok(self)
     }
@@ -232,6 +304,25 @@ impl AgentInfo {
         };
         self.status != AgentStatus::Offline && self.current_load < limit
     }
+}
+
+/// Checks a time against the stored format's range: years 0000..=9999, no
+/// leap second.
+fn check_time(field: &'static str, time: &DateTime<Utc>) -> Result<()> {
+    let year = time.year();
+    if !(0..=9999).contains(&year) {
+        return Err(Error::invalid(
+            field,
+            format!("year {year} is outside 0000..=9999"),
+        ));
+    }
+    if time.nanosecond() >= 1_000_000_000 {
+        return Err(Error::invalid(
+            field,
+            "leap seconds (23:59:60) are not supported",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a capability or a task label: not empty, at most

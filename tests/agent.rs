@@ -39,6 +39,7 @@ fn json_uses_the_go_field_names() {
             .with_timezone(&Utc),
         current_load: 2,
         max_load: 5,
+        ..AgentInfo::default()
     };
     let json = serde_json::to_value(&agent).expect("serialise");
     assert_eq!(

@@ -149,6 +149,7 @@ fn agent(id: &str, name: &str, capabilities: &[&str]) -> AgentInfo {
         last_heartbeat: at("2026-02-20T07:16:53Z"),
         current_load: 1,
         max_load: 4,
+        ..AgentInfo::default()
     }
 }
 
@@ -358,7 +359,7 @@ const DOCUMENTS: &[(&str, Expect, &str)] = &[
     (
         "unknown fields",
         Accepted,
-        r#"{"id":"a","extra":{"nested":[1,2,{"x":null}]},"drained":true,"status":"busy"}"#,
+        r#"{"id":"a","extra":{"nested":[1,2,{"x":null}]},"retired":true,"status":"busy"}"#,
     ),
     (
         "keys in other cases",

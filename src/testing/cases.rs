@@ -34,6 +34,7 @@ fn agent(id: &str) -> AgentInfo {
         last_heartbeat: Utc::now(),
         current_load: 1,
         max_load: 4,
+        ..AgentInfo::default()
     }
 }
 
@@ -60,6 +61,7 @@ fn worker(id: &str, caps: &[&str], status: AgentStatus, load: u32, max: u32) -> 
         last_heartbeat: Utc::now(),
         current_load: load,
         max_load: max,
+        ..AgentInfo::default()
     }
 }
 
@@ -113,6 +115,14 @@ pub fn get_returns_exactly_what_was_registered(registry: &Subject) -> Result<()>
         last_heartbeat: at("2026-11-24T15:04:05.123456789Z"),
         current_load: 3,
         max_load: 3,
+        drained: false,
+        host: Some("build-host.example".into()),
+        pid: Some(4242),
+        started_at: Some(at("2026-11-24T15:00:00.000001Z")),
+        metadata: [("zone", "eu-1"), ("owner", "ci <team>"), ("empty", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
     };
     registry.register(original.clone())?;
     assert_kept(registry, registry.get("a-1")?, &original);
@@ -133,7 +143,12 @@ pub fn duplicate_capabilities_are_dropped_in_order(registry: &Subject) -> Result
 /// [`AgentRegistry::register`]: "Adds the agent, or replaces every field of
 /// the one with the same id (capabilities are replaced, not merged)."
 pub fn register_replaces_everything_including_capabilities(registry: &Subject) -> Result<()> {
-    registry.register(agent("x"))?;
+    registry.register(AgentInfo {
+        host: Some("old-host".into()),
+        pid: Some(7),
+        metadata: [("zone".to_owned(), "a".to_owned())].into_iter().collect(),
+        ..agent("x")
+    })?;
     let replacement = AgentInfo {
         id: "x".into(),
         name: "renamed".into(),
@@ -142,6 +157,8 @@ pub fn register_replaces_everything_including_capabilities(registry: &Subject) -
         last_heartbeat: at("2020-01-01T00:00:00Z"),
         current_load: 0,
         max_load: 0,
+        metadata: [("v".to_owned(), "2".to_owned())].into_iter().collect(),
+        ..AgentInfo::default()
     };
     registry.register(replacement.clone())?;
     assert_eq!(registry.get("x")?, replacement);
@@ -758,5 +775,138 @@ pub fn an_agent_never_seen_is_reaped(registry: &Subject) -> Result<()> {
             .expect("to_json")
             .contains(r#""status":"available""#)
     );
+    Ok(())
+}
+
+/// [`AgentRegistry::drain`]: "the agent gets no new claims, keeps
+/// heartbeating and keeps what it holds"; [`AgentRegistry::register`]:
+/// "`drained` is never taken from the caller".
+pub fn drained_agents_get_no_claims_and_register_keeps_the_drain(registry: &Subject) -> Result<()> {
+    registry.register(worker("busy-one", &["x"], Available, 1, 4))?;
+    registry.register(worker("idle-one", &["x"], Available, 0, 4))?;
+    registry.drain("idle-one", true)?;
+    registry.drain("idle-one", true)?;
+    assert!(registry.get("idle-one")?.drained);
+    // The drained agent would win on usage; it is skipped.
+    let claimed = registry.claim(&task(&["x"], Priority::Critical))?;
+    assert_eq!(claimed.id, "busy-one");
+    registry.drain("busy-one", true)?;
+    assert!(matches!(
+        registry.claim(&task(&["x"], Priority::Medium)),
+        Err(Error::NoEligibleAgent)
+    ));
+    // It keeps heartbeating and keeps its load.
+    registry.heartbeat("busy-one")?;
+    let busy = registry.get("busy-one")?;
+    assert_eq!((busy.current_load, busy.drained), (2, true));
+    // A sidecar's re-register does not undo the operator's drain, whatever
+    // it sends; a new agent starts undrained.
+    registry.register(AgentInfo {
+        drained: false,
+        ..worker("idle-one", &["x"], Available, 0, 4)
+    })?;
+    assert!(registry.get("idle-one")?.drained);
+    registry.register(AgentInfo {
+        drained: true,
+        ..worker("fresh", &["x"], Available, 0, 4)
+    })?;
+    assert!(!registry.get("fresh")?.drained);
+    registry.drain("idle-one", false)?;
+    assert_eq!(
+        registry.claim(&task(&["x"], Priority::Critical))?.id,
+        "fresh"
+    );
+    assert!(matches!(registry.drain("ghost", true), Err(Error::NotFound(id)) if id == "ghost"));
+    Ok(())
+}
+
+/// [`AgentRegistry::set_status`]: "Sets the agent's status, whatever it
+/// was ... Only the status changes."
+pub fn set_status_changes_only_the_status(registry: &Subject) -> Result<()> {
+    let original = worker("w", &["x"], Busy, 2, 4);
+    registry.register(original.clone())?;
+    for status in [Offline, Available, Busy, Offline] {
+        registry.set_status("w", status)?;
+        let got = registry.get("w")?;
+        assert_kept(
+            registry,
+            got,
+            &AgentInfo {
+                status,
+                ..original.clone()
+            },
+        );
+    }
+    assert!(matches!(
+        registry.claim(&task(&["x"], Priority::Medium)),
+        Err(Error::NoEligibleAgent)
+    ));
+    assert!(matches!(
+        registry.set_status("ghost", Available),
+        Err(Error::NotFound(id)) if id == "ghost"
+    ));
+    Ok(())
+}
+
+/// [`AgentInfo` rules](AgentInfo#rules): "`host`, when given: 1 to
+/// [`MAX_HOST_CHARS`](crate::MAX_HOST_CHARS) characters, no control or format
+/// characters; `pid`, when given: not 0; `metadata`: at most
+/// [`MAX_METADATA`](crate::MAX_METADATA) pairs ...".
+pub fn bad_metadata_is_refused(registry: &Subject) -> Result<()> {
+    let with = |key: &str, value: &str| AgentInfo {
+        metadata: [(key.to_owned(), value.to_owned())].into_iter().collect(),
+        ..agent("m")
+    };
+    for bad in [
+        with("", "v"),
+        with("k\u{200B}", "v"),
+        with(&"k".repeat(crate::MAX_METADATA_KEY_CHARS + 1), "v"),
+        with("k", "line\nbreak"),
+        with("k", "\u{202E}"),
+        with("k", &"v".repeat(crate::MAX_METADATA_VALUE_CHARS + 1)),
+        AgentInfo {
+            metadata: (0..=crate::MAX_METADATA)
+                .map(|i| (format!("k{i}"), String::new()))
+                .collect(),
+            ..agent("m")
+        },
+    ] {
+        expect_invalid(registry, bad, "metadata");
+    }
+    for host in ["", "tab\there", "zero\u{200B}width"] {
+        expect_invalid(
+            registry,
+            AgentInfo {
+                host: Some(host.into()),
+                ..agent("m")
+            },
+            "host",
+        );
+    }
+    expect_invalid(
+        registry,
+        AgentInfo {
+            pid: Some(0),
+            ..agent("m")
+        },
+        "pid",
+    );
+    assert!(registry.list()?.is_empty());
+    // The limits themselves are fine.
+    let most = AgentInfo {
+        host: Some("h".repeat(crate::MAX_HOST_CHARS)),
+        pid: Some(u32::MAX),
+        metadata: (0..crate::MAX_METADATA)
+            .map(|i| {
+                (
+                    format!("k{i:02}"),
+                    "v".repeat(crate::MAX_METADATA_VALUE_CHARS),
+                )
+            })
+            .collect(),
+        ..agent("m")
+    };
+    registry.register(most.clone())?;
+    assert_kept(registry, registry.get("m")?, &most);
     Ok(())
 }
