@@ -136,12 +136,20 @@ fn the_registry_from_the_shell() {
         ("builder-1", 1)
     );
     assert_eq!(
-        sh.ok(&["claim", "--label", "cuda", "--priority", "critical"]),
+        sh.ok(&[
+            "claim",
+            "--label",
+            "cuda",
+            "--priority",
+            "critical",
+            "--task-id",
+            "render-1"
+        ]),
         "claimed a slot on gpu-1 (load 1/1)\n"
     );
     assert_eq!(
-        sh.ok(&["release", "gpu-1"]),
-        "released a slot on gpu-1 (load 0/1)\n"
+        sh.ok(&["release", "render-1"]),
+        "released task render-1 on gpu-1 (load 0/1)\n"
     );
 
     let busy: Vec<AgentInfo> = sh.json(&["list", "--status", "busy"]);
@@ -178,7 +186,11 @@ fn errors_have_their_own_exit_codes_and_one_line() {
         4,
         "no eligible agent for task",
     );
-    sh.fails(&["release", "a"], 5, "agent a holds no load to release");
+    sh.fails(
+        &["release", "a"],
+        9,
+        "no claim of task a is held (released or recovered already)",
+    );
     sh.fails(&["list", "--bogus"], 2, "unexpected argument '--bogus'");
     sh.fails(&["get"], 2, "<ID>");
     sh.fails(

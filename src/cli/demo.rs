@@ -220,8 +220,9 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
             priority,
         };
         let wanted = format!("{task_id} [{}] {priority}", labels.join(","));
-        match registry.claim(&task) {
-            Ok(agent) => {
+        match registry.claim(&task, None) {
+            Ok(claimed) => {
+                let agent = claimed.agent;
                 timeline.detail(format!(
                     "{wanted:<30} -> {} (load {})",
                     agent.id,
@@ -237,7 +238,7 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
         thread::sleep(Duration::from_millis(60));
     }
     for (task_id, agent) in running.iter().filter(|(t, _)| t.starts_with("build")) {
-        registry.release(agent)?;
+        registry.release(task_id, None)?;
         timeline.detail(format!("{task_id} finished: released its slot on {agent}"));
     }
     timeline.check_interrupted()?;
@@ -298,14 +299,17 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
         labels: vec!["cuda".into()],
         priority: Priority::High,
     };
-    match registry.claim(&retry) {
+    match registry.claim(&retry, None) {
         Err(Error::NoEligibleAgent) => {
             timeline.say("train-3 [cuda] -> waits: the only cuda agent is offline");
         }
-        Ok(agent) => {
+        Ok(claimed) => {
             return Err(Failure::new(
                 1,
-                format!("train-3 went to {} although gpu-1 is offline", agent.id),
+                format!(
+                    "train-3 went to {} although gpu-1 is offline",
+                    claimed.agent.id
+                ),
             ));
         }
         Err(e) => return Err(e.into()),

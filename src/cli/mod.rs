@@ -22,9 +22,11 @@ Exit codes:
   2  bad input: flags, durations, agent fields, SQL, a write refused by read-only `sql`
   3  agent not found
   4  no eligible agent for the task
-  5  nothing to release: the agent holds no load
+  5  (retired: was 'nothing to release' before claims were rows)
   6  database busy: other processes held the lock past the busy timeout
-  7  database unusable: not an SQLite file, not a roster registry, a newer schema, cannot open";
+  7  database unusable: not an SQLite file, not a roster registry, a newer schema, cannot open
+  8  task already claimed
+  9  stale token or no such claim";
 
 /// roster: a persistent registry of agents for orchestrators on one host.
 ///
@@ -69,10 +71,10 @@ enum Command {
         /// The agent's id.
         id: String,
     },
-    /// Give back one slot taken by `claim`.
-    #[command(after_help = "Example:\n  roster release builder-1")]
+    /// Give back the slot held for a task by `claim`.
+    #[command(after_help = "Example:\n  roster release build-42")]
     Release {
-        /// The agent's id.
+        /// The task's id.
         id: String,
     },
     /// List the agents, ordered by id.
@@ -220,7 +222,8 @@ impl From<Error> for Failure {
                 4,
                 ": no online agent with a free slot holds every label; retry later",
             ),
-            Error::NothingToRelease(_) => (5, ""),
+            Error::AlreadyClaimed { .. } => (8, ""),
+            Error::StaleClaim { .. } => (9, ""),
             Error::Busy(_) => (6, ""),
             Error::NotADatabase { .. }
             | Error::NotARegistry { .. }
@@ -322,12 +325,13 @@ fn run(cli: Cli) -> Outcome {
             show(&agent, format!("heartbeat {} ({})", agent.id, agent.status))
         }
         Command::Release { id } => {
-            registry.release(&id)?;
-            let agent = registry.get(&id)?;
+            let released = registry.release(&id, None)?;
+            let agent = registry.get(&released.agent_id)?;
             show(
                 &agent,
                 format!(
-                    "released a slot on {} (load {})",
+                    "released task {} on {} (load {})",
+                    released.task_id,
                     agent.id,
                     output::load(&agent)
                 ),
@@ -373,11 +377,16 @@ fn run(cli: Cli) -> Outcome {
             priority,
             task_id,
         } => {
-            let agent = registry.claim(&Task {
-                id: task_id,
-                labels,
-                priority,
-            })?;
+            let agent = registry
+                .claim(
+                    &Task {
+                        id: task_id,
+                        labels,
+                        priority,
+                    },
+                    None,
+                )?
+                .agent;
             show(
                 &agent,
                 format!(
