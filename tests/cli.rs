@@ -471,3 +471,39 @@ fn the_demo_completes_and_cleans_up() {
     let kept: Vec<AgentInfo> = sh.json(&["list"]);
     assert_eq!(kept.len(), 1);
 }
+
+/// A statement that writes many agents in one go: enough pages for the -wal
+/// file to outgrow a small file size limit.
+const MANY_AGENTS: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+     INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) \
+     SELECT printf('agent-%05d', i), printf('a fairly long name for agent %d', i), 'available', \
+     '2026-01-01 00:00:00.000000000', 0, 0 FROM n";
+
+#[test]
+fn a_storage_failure_is_exit_code_1_not_bad_input_nor_unusable() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a"]);
+    // The file size limit (in KiB) lets the registry be read but not the
+    // -wal file grow: writes past it fail with EFBIG, as on a full disk,
+    // once SIGXFSZ is ignored (an ignored signal stays ignored across exec).
+    let mut limited = Command::new("bash");
+    limited
+        .arg("-c")
+        .arg(r#"trap "" XFSZ; ulimit -f 200; exec "$@""#)
+        .arg("bash")
+        .arg(ROSTER)
+        .arg("--db")
+        .arg(sh.db())
+        .args(["sql", "--write", MANY_AGENTS])
+        .env_remove("ROSTER_DB");
+    let out = limited
+        .output()
+        .expect("run roster under a file size limit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("roster: database error: "), "{stderr}");
+    assert!(!stderr.contains("invalid sql"), "{stderr}");
+    // Nothing was written, and the file is still a good registry.
+    let agents: Vec<AgentInfo> = sh.json(&["list"]);
+    assert_eq!(agents.len(), 1);
+}

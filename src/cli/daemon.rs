@@ -9,7 +9,8 @@ use chrono::Utc;
 use roster::{AgentInfo, AgentRegistry, Error, SqliteRegistry};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use super::{Failure, Outcome, print_json};
+use super::exit::{Exit, Failure, Outcome};
+use super::printer::{Printer, warn};
 
 /// Set by SIGINT or SIGTERM.
 fn stop_flag() -> Result<Arc<AtomicBool>, Failure> {
@@ -53,37 +54,41 @@ fn transient(error: &Error) -> bool {
     matches!(error, Error::Busy(_) | Error::Database(_))
 }
 
-pub fn agent(
+/// `roster agent`: registers `agent`, then heartbeats for it every `every`
+/// until SIGINT or SIGTERM.
+pub(crate) fn agent(
     registry: &SqliteRegistry,
+    out: &mut Printer,
     agent: AgentInfo,
     every: Duration,
     deregister_on_exit: bool,
-    json: bool,
 ) -> Outcome {
     let stop = stop_flag()?;
     let parent = parent_to_watch();
     let id = agent.id.clone();
     registry.register(agent)?;
-    if json {
-        print_json(&serde_json::json!({ "event": "registered", "id": id, "time": Utc::now() }))?;
+    if out.json {
+        out.json(&serde_json::json!({ "event": "registered", "id": id, "time": Utc::now() }))?;
     } else {
-        println!(
+        out.line(format_args!(
             "agent {id} registered; heartbeat every {} until SIGINT or SIGTERM",
             humantime::format_duration(every)
-        );
+        ))?;
     }
+    out.flush()?;
     while pause(every, &stop, parent) {
         match registry.heartbeat(&id) {
             Ok(()) => {}
             Err(Error::NotFound(_)) => {
                 return Err(Failure::new(
-                    3,
+                    Exit::NotFound,
+                    "not_found",
                     format!("agent {id} was deregistered by someone else; stopping"),
                 ));
             }
-            Err(e) if transient(&e) => {
-                eprintln!("roster: heartbeat of {id} failed, will retry: {e}")
-            }
+            Err(e) if transient(&e) => warn(format_args!(
+                "roster: heartbeat of {id} failed, will retry: {e}"
+            )),
             Err(e) => return Err(e.into()),
         }
     }
@@ -93,39 +98,50 @@ pub fn agent(
             Err(e) => return Err(e.into()),
         }
     }
-    if json {
-        print_json(&serde_json::json!({ "event": "stopped", "id": id, "time": Utc::now() }))
+    if out.json {
+        out.json(&serde_json::json!({ "event": "stopped", "id": id, "time": Utc::now() }))
     } else {
-        println!("agent {id} stopped");
-        Ok(())
+        out.line(format_args!("agent {id} stopped"))
     }
 }
 
-pub fn reaper(registry: &SqliteRegistry, ttl: Duration, every: Duration, json: bool) -> Outcome {
+/// `roster reaper`: reaps with `ttl` every `every` until SIGINT or
+/// SIGTERM, printing each agent that went offline.
+pub(crate) fn reaper(
+    registry: &SqliteRegistry,
+    out: &mut Printer,
+    ttl: Duration,
+    every: Duration,
+) -> Outcome {
     let stop = stop_flag()?;
     let parent = parent_to_watch();
-    if !json {
-        println!(
+    if !out.json {
+        out.line(format_args!(
             "reaper: agents silent for more than {} go offline; checking every {}",
             humantime::format_duration(ttl),
             humantime::format_duration(every)
-        );
+        ))?;
+        out.flush()?;
     }
     loop {
         match registry.reap(ttl) {
             Ok(reaped) => {
                 let now = Utc::now();
                 for id in reaped {
-                    if json {
-                        print_json(
+                    if out.json {
+                        out.json(
                             &serde_json::json!({ "event": "offline", "id": id, "time": now }),
                         )?;
                     } else {
-                        println!("{} {id} went offline", now.format("%H:%M:%S%.3f"));
+                        out.line(format_args!(
+                            "{} {id} went offline",
+                            now.format("%H:%M:%S%.3f")
+                        ))?;
                     }
                 }
+                out.flush()?;
             }
-            Err(e) if transient(&e) => eprintln!("roster: reap failed, will retry: {e}"),
+            Err(e) if transient(&e) => warn(format_args!("roster: reap failed, will retry: {e}")),
             Err(e) => return Err(e.into()),
         }
         if !pause(every, &stop, parent) {

@@ -3,9 +3,12 @@
 use chrono::{DateTime, Utc};
 use roster::AgentInfo;
 
+use super::exit::Outcome;
+use super::printer::Printer;
+
 /// Prints rows as a table: a header, then left-aligned columns two spaces
 /// apart, widths counted in characters.
-pub fn table(header: &[&str], rows: &[Vec<String>]) {
+pub fn table(out: &mut Printer, header: &[&str], rows: &[Vec<String>]) -> Outcome {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -13,19 +16,21 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let mut out = String::new();
+        let mut line = String::new();
         for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
-            out.push_str(cell);
+            line.push_str(cell);
             if i + 1 < cells.len() {
-                out.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 2));
+                line.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 2));
             }
         }
-        println!("{}", out.trim_end());
+        line.truncate(line.trim_end().len());
+        line
     };
-    line(header.to_vec());
+    out.line(line(header.to_vec()))?;
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        out.line(line(row.iter().map(String::as_str).collect()))?;
     }
+    Ok(())
 }
 
 /// How long ago `time` was, in the largest whole unit: "now", "3s ago",
@@ -57,7 +62,7 @@ pub fn load(agent: &AgentInfo) -> String {
 }
 
 /// The agents as a table, one per line.
-pub fn agents(agents: &[AgentInfo]) {
+pub fn agents(out: &mut Printer, agents: &[AgentInfo]) -> Outcome {
     let now = Utc::now();
     let rows: Vec<Vec<String>> = agents
         .iter()
@@ -73,13 +78,14 @@ pub fn agents(agents: &[AgentInfo]) {
         })
         .collect();
     table(
+        out,
         &["ID", "NAME", "STATUS", "LOAD", "CAPABILITIES", "LAST SEEN"],
         &rows,
-    );
+    )
 }
 
 /// One agent, a field per line.
-pub fn agent(agent: &AgentInfo) {
+pub fn agent(out: &mut Printer, agent: &AgentInfo) -> Outcome {
     let now = Utc::now();
     let capabilities = if agent.capabilities.is_empty() {
         "-".to_owned()
@@ -101,8 +107,9 @@ pub fn agent(agent: &AgentInfo) {
             ),
         ),
     ] {
-        println!("{field:<15}{value}");
+        out.line(format_args!("{field:<15}{value}"))?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
