@@ -507,3 +507,93 @@ fn a_storage_failure_is_exit_code_1_not_bad_input_nor_unusable() {
     let agents: Vec<AgentInfo> = sh.json(&["list"]);
     assert_eq!(agents.len(), 1);
 }
+
+/// A `sqlite3` shell that holds the registry's write lock (`BEGIN
+/// IMMEDIATE`) until it is killed; returned once it said so.
+fn hold_write_lock(db: &std::path::Path) -> Running {
+    let mut command = Command::new("sqlite3");
+    command.arg("-batch").arg(db);
+    let mut shell = Running::spawn("sqlite3 holding the write lock", command);
+    shell.send(".timeout 10000");
+    shell.send("BEGIN IMMEDIATE;");
+    shell.send(".print locked");
+    assert_eq!(shell.expect_line("the lock"), "locked");
+    shell
+}
+
+/// Overwrites, in place, the registry file and its -wal and -shm with text
+/// that is no database.
+fn overwrite_with_garbage(db: &std::path::Path) {
+    use std::io::Write as _;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let size = std::fs::metadata(&path).expect("registry file").len();
+        let garbage = b"not a database any more\n".repeat(size as usize / 24 + 1);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(&garbage))
+            .expect("overwrite");
+    }
+}
+
+/// The documented heartbeat format, `ago` in the past (e.g. `-2 hours`).
+fn heartbeat_back(id: &str, ago: &str) -> String {
+    format!(
+        "UPDATE agents SET last_heartbeat = strftime('%Y-%m-%d %H:%M:%f000000', 'now', '{ago}') WHERE id = '{id}'"
+    )
+}
+
+/// While the shell holds the lock, the daemon cannot be writing, so the
+/// garbage lands whole; once the shell is gone, the daemon's next
+/// transaction finds the file changed under it and reads the garbage.
+fn turn_to_garbage(db: &std::path::Path) {
+    let shell = hold_write_lock(db);
+    overwrite_with_garbage(db);
+    shell.kill();
+}
+
+/// Waits for a daemon that should stop by itself, printing nothing more on
+/// standard output; fails after [`common::PATIENCE`] if it goes on.
+fn stops_by_itself(mut daemon: Running) -> common::Finished {
+    if let Some(line) = daemon.next_line() {
+        panic!("the daemon went on: {line}");
+    }
+    daemon.finish()
+}
+
+#[test]
+fn daemons_stop_with_exit_code_7_when_their_file_turns_to_garbage() {
+    let sh = Shell::new();
+    let (agent, _) = start(&sh, &["agent", "side-3", "--every", "20ms"]);
+    // Its registration is in the -wal file: garbage there changes what the
+    // sidecar saw last.
+    turn_to_garbage(&sh.db());
+    let out = stops_by_itself(agent);
+    assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("roster: heartbeat of side-3 failed: ") && last.ends_with("; stopping"),
+        "{}",
+        out.stderr
+    );
+
+    let sh = Shell::new();
+    sh.ok(&["register", "someone"]);
+    let (mut reaper, _) = start(&sh, &["reaper", "--ttl", "1h", "--every", "20ms"]);
+    // Once the reaper printed that it marked someone offline, it has read
+    // and written the -wal file that the garbage then replaces.
+    sh.ok(&["sql", "--write", &heartbeat_back("someone", "-2 hours")]);
+    let line = reaper.expect_line("someone going offline");
+    assert!(line.ends_with(" someone went offline"), "{line}");
+    turn_to_garbage(&sh.db());
+    let out = stops_by_itself(reaper);
+    assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("roster: reap failed: ") && last.ends_with("; stopping"),
+        "{}",
+        out.stderr
+    );
+}

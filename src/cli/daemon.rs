@@ -49,11 +49,6 @@ fn parent_to_watch() -> Option<u32> {
     std::env::var_os(EXIT_WITH_PARENT).map(|_| std::os::unix::process::parent_id())
 }
 
-/// Whether an error may pass by itself: the sidecar keeps going through it.
-fn transient(error: &Error) -> bool {
-    matches!(error, Error::Busy(_) | Error::Database(_))
-}
-
 /// `roster agent`: registers `agent`, then heartbeats for it every `every`
 /// until SIGINT or SIGTERM.
 pub(crate) fn agent(
@@ -86,10 +81,12 @@ pub(crate) fn agent(
                     format!("agent {id} was deregistered by someone else; stopping"),
                 ));
             }
-            Err(e) if transient(&e) => warn(format_args!(
+            Err(e) if e.kind().is_transient() => warn(format_args!(
                 "roster: heartbeat of {id} failed, will retry: {e}"
             )),
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(Failure::from(e).stopping(format_args!("heartbeat of {id}")));
+            }
         }
     }
     if deregister_on_exit {
@@ -141,8 +138,10 @@ pub(crate) fn reaper(
                 }
                 out.flush()?;
             }
-            Err(e) if transient(&e) => warn(format_args!("roster: reap failed, will retry: {e}")),
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind().is_transient() => {
+                warn(format_args!("roster: reap failed, will retry: {e}"))
+            }
+            Err(e) => return Err(Failure::from(e).stopping("reap")),
         }
         if !pause(every, &stop, parent) {
             return Ok(());

@@ -139,6 +139,13 @@ impl Failure {
         Self::new(Exit::BadInput, kind_name(ErrorKind::InvalidInput), message)
     }
 
+    /// The same failure, its message prefixed with what was being done and
+    /// followed by `; stopping` (for the long-running commands).
+    pub(crate) fn stopping(mut self, doing: impl std::fmt::Display) -> Self {
+        self.message = format!("{doing} failed: {}; stopping", self.message);
+        self
+    }
+
     /// A failure of the command's own machinery (a process, a pipe).
     pub(crate) fn io(message: impl Into<String>) -> Self {
         Self::new(Exit::Failure, "io", message)
