@@ -22,6 +22,9 @@ pub enum ErrorKind {
     Conflict,
     /// No agent can take the task now; retry later.
     NoCapacity,
+    /// The work was stopped before it finished (a time limit, a
+    /// cancellation); nothing was changed.
+    Interrupted,
     /// Other connections held the database for longer than the busy
     /// timeout; nothing was changed. Retry.
     Busy,
@@ -77,6 +80,13 @@ pub enum Error {
     /// was given a statement that writes; it was not run.
     #[error("the statement writes to the registry, and this SQL is read-only")]
     WriteRefused,
+    /// Ad-hoc SQL was stopped before it finished: it ran past its time limit
+    /// or was cancelled; nothing was changed.
+    #[error("interrupted: {why}; nothing was changed")]
+    Interrupted {
+        /// What stopped it.
+        why: String,
+    },
     /// A stored row cannot be read as roster writes it (a file written by
     /// another tool, or hand-typed SQL that the schema could not refuse).
     /// Nothing was changed; other agents can still be read one by one.
@@ -92,6 +102,13 @@ pub enum Error {
         column: &'static str,
         /// What is wrong with it.
         reason: String,
+    },
+    /// There is no registry at this path, and the caller asked not to create
+    /// one ([`SqliteOptions::create`](crate::SqliteOptions::create)).
+    #[error("no registry at {}", path.display())]
+    NoRegistry {
+        /// The path that was opened.
+        path: PathBuf,
     },
     /// The file exists but is not an SQLite database; it was left untouched.
     #[error("{}: not an SQLite database (left untouched)", path.display())]
@@ -172,10 +189,12 @@ impl Error {
         match self {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::MissingId | Self::Invalid { .. } | Self::WriteRefused => ErrorKind::InvalidInput,
+            Self::Interrupted { .. } => ErrorKind::Interrupted,
             Self::NothingToRelease(_) => ErrorKind::Conflict,
             Self::NoEligibleAgent => ErrorKind::NoCapacity,
             Self::Busy(_) => ErrorKind::Busy,
             Self::Unreadable { .. }
+            | Self::NoRegistry { .. }
             | Self::NotADatabase { .. }
             | Self::NotARegistry { .. }
             | Self::SchemaTooNew { .. }

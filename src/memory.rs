@@ -4,11 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use chrono::Utc;
-
 use crate::agent::{AgentInfo, AgentStatus};
 use crate::error::{Error, Result};
-use crate::registry::{AgentRegistry, reap_cutoff};
+use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::route::{TaskRouter, choose, eligible};
 use crate::task::Task;
 
@@ -63,8 +61,12 @@ impl MemoryRegistry {
 
 impl AgentRegistry for MemoryRegistry {
     fn register(&self, agent: AgentInfo) -> Result<()> {
-        let agent = agent.validated()?;
-        self.write().insert(agent.id.clone(), agent);
+        let mut agent = agent.validated()?;
+        let mut agents = self.write();
+        // An operator's drain survives a re-register; a new agent starts
+        // undrained.
+        agent.drained = agents.get(&agent.id).is_some_and(|old| old.drained);
+        agents.insert(agent.id.clone(), agent);
         Ok(())
     }
 
@@ -91,15 +93,33 @@ impl AgentRegistry for MemoryRegistry {
         let agent = agents
             .get_mut(id)
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        agent.last_heartbeat = Utc::now();
+        agent.last_heartbeat = now();
         if agent.status == AgentStatus::Offline {
             agent.status = AgentStatus::Available;
         }
         Ok(())
     }
 
+    fn set_status(&self, id: &str, status: AgentStatus) -> Result<()> {
+        let mut agents = self.write();
+        let agent = agents
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        agent.status = status;
+        Ok(())
+    }
+
+    fn drain(&self, id: &str, drained: bool) -> Result<()> {
+        let mut agents = self.write();
+        let agent = agents
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        agent.drained = drained;
+        Ok(())
+    }
+
     fn reap(&self, ttl: Duration) -> Result<Vec<String>> {
-        let cutoff = reap_cutoff(Utc::now(), ttl)?;
+        let cutoff = reap_cutoff(now(), ttl)?;
         let mut agents = self.write();
         let mut reaped = Vec::new();
         for agent in agents.values_mut() {

@@ -22,6 +22,7 @@ fn agent(id: &str, capabilities: &[&str]) -> AgentInfo {
         last_heartbeat: Utc::now(),
         current_load: 0,
         max_load: 2,
+        ..AgentInfo::default()
     }
 }
 
@@ -86,7 +87,7 @@ fn the_file_is_in_wal_mode_with_the_roster_identity() -> Result<()> {
         )
         .expect("identity");
     assert_eq!(app, 0x726f_7374, "application_id spells 'rost'");
-    assert_eq!(version, 3);
+    assert_eq!(version, SqliteRegistry::SCHEMA_VERSION);
     Ok(())
 }
 
@@ -110,16 +111,23 @@ fn schema_contract_tables_and_columns() -> Result<()> {
             .map(|(n, t)| (n.to_string(), t.to_string(), true))
             .collect()
     };
+    let mut agents = owned(&[
+        ("id", "TEXT"),
+        ("name", "TEXT"),
+        ("status", "TEXT"),
+        ("last_heartbeat", "TEXT"),
+        ("current_load", "INTEGER"),
+        ("max_load", "INTEGER"),
+        ("drained", "INTEGER"),
+    ]);
+    // Optional: NULL when unknown.
+    for (name, kind) in [("host", "TEXT"), ("pid", "INTEGER"), ("started_at", "TEXT")] {
+        agents.push((name.into(), kind.into(), false));
+    }
+    assert_eq!(columns("agents"), agents);
     assert_eq!(
-        columns("agents"),
-        owned(&[
-            ("id", "TEXT"),
-            ("name", "TEXT"),
-            ("status", "TEXT"),
-            ("last_heartbeat", "TEXT"),
-            ("current_load", "INTEGER"),
-            ("max_load", "INTEGER"),
-        ])
+        columns("metadata"),
+        owned(&[("agent_id", "TEXT"), ("key", "TEXT"), ("value", "TEXT")])
     );
     assert_eq!(
         columns("capabilities"),
@@ -259,7 +267,7 @@ fn a_newer_schema_version_is_refused_untouched() -> Result<()> {
     match &err {
         Error::SchemaTooNew {
             found, supported, ..
-        } => assert_eq!((*found, *supported), (99, 3)),
+        } => assert_eq!((*found, *supported), (99, SqliteRegistry::SCHEMA_VERSION)),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     assert!(err.to_string().contains("upgrade roster"), "{err}");
@@ -287,12 +295,71 @@ fn a_missing_or_unusable_directory_is_a_clear_error() {
 }
 
 #[test]
-fn a_pool_of_zero_connections_is_refused() {
+fn options_out_of_range_are_refused_before_anything_is_created() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.db");
-    let err = SqliteOptions::new().pool_size(0).open(&path).unwrap_err();
-    assert_eq!(err.to_string(), "invalid pool_size: must be at least 1");
-    assert!(!path.exists());
+    let cases = [
+        (
+            SqliteOptions::new().pool_size(0),
+            "invalid pool_size: 0 connections: must be 1 to 1024",
+        ),
+        (
+            SqliteOptions::new().pool_size(u32::MAX),
+            "invalid pool_size: 4294967295 connections: must be 1 to 1024",
+        ),
+        (
+            SqliteOptions::new().busy_timeout(std::time::Duration::from_secs(25 * 86_400)),
+            "invalid busy_timeout: 2160000s is longer than SQLite can wait (2147483.647s, about 24.8 days)",
+        ),
+    ];
+    for (options, message) in cases {
+        let err = options.open(&path).unwrap_err();
+        assert_eq!(err.to_string(), message);
+        assert_eq!(err.kind(), roster::ErrorKind::InvalidInput);
+        assert!(!path.exists());
+    }
+    SqliteOptions::new()
+        .busy_timeout(roster::MAX_BUSY_TIMEOUT)
+        .pool_size(roster::MAX_POOL_SIZE)
+        .open(&path)
+        .expect("the limits themselves are fine");
+}
+
+#[test]
+fn a_reader_that_does_not_create_gets_no_registry_for_a_missing_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("typo.db");
+    let err = SqliteOptions::new().create(false).open(&path).unwrap_err();
+    assert!(matches!(&err, Error::NoRegistry { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("no registry at {}", path.display())
+    );
+    assert_eq!(err.kind(), roster::ErrorKind::Unusable);
+    assert!(!path.exists(), "nothing was created");
+    SqliteRegistry::open(&path).expect("create");
+    SqliteOptions::new()
+        .create(false)
+        .open(&path)
+        .expect("an existing registry opens");
+}
+
+#[test]
+fn databases_that_cannot_hold_a_wal_fail_at_once() {
+    for path in [":memory:", ""] {
+        let err = SqliteRegistry::open(path).unwrap_err();
+        assert_eq!(err.kind(), roster::ErrorKind::Unusable, "{path:?}: {err}");
+        assert!(
+            err.to_string().contains("write-ahead log"),
+            "{path:?}: {err}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = format!("file:{}?immutable=1", dir.path().join("x.db").display());
+    let err = SqliteRegistry::open(&uri).unwrap_err();
+    assert_eq!(err.kind(), roster::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("is an SQLite URI"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
 }
 
 #[test]
@@ -332,7 +399,7 @@ fn a_version_1_file_is_migrated_with_its_data() -> Result<()> {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, SqliteRegistry::SCHEMA_VERSION);
     // The claim indexes of version 2 work on the migrated rows.
     let claimed = registry.claim(&roster::Task {
         id: "t".into(),
@@ -401,7 +468,7 @@ fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
     let version: i64 = raw(registry.path())
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, SqliteRegistry::SCHEMA_VERSION);
     assert_eq!(registry.get("a")?.name, "agent a");
     let changed = registry.query(
         "UPDATE agents SET name = 'renamed' RETURNING id, name",

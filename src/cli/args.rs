@@ -172,6 +172,7 @@ impl AgentArgs {
             last_heartbeat: Utc::now(),
             current_load: self.load,
             max_load: self.max_load,
+            ..AgentInfo::default()
         }
     }
 }

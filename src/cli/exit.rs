@@ -37,7 +37,7 @@ pub(crate) const EXIT_CODES: [(Exit, &str); 8] = [
     (Exit::Success, "success"),
     (
         Exit::Failure,
-        "failure outside the registry: output could not be written, a process could not be started, the storage failed (disk full, I/O error)",
+        "failure outside the registry: output could not be written, a process could not be started, the storage failed (disk full, I/O error), SQL stopped by --timeout or Ctrl-C",
     ),
     (
         Exit::BadInput,
@@ -84,6 +84,8 @@ impl Exit {
             // ... and "task already claimed" (8) here.
             ErrorKind::Conflict => Self::NothingToRelease,
             ErrorKind::NoCapacity => Self::NoEligibleAgent,
+            // Ad-hoc SQL stopped by its time limit or by Ctrl-C.
+            ErrorKind::Interrupted => Self::Failure,
             ErrorKind::Busy => Self::Busy,
             ErrorKind::Unusable => Self::Unusable,
             // A full disk or an I/O error: the registry's rules were kept,
@@ -107,6 +109,7 @@ fn kind_name(kind: ErrorKind) -> &'static str {
         ErrorKind::InvalidInput => "invalid_input",
         ErrorKind::Conflict => "conflict",
         ErrorKind::NoCapacity => "no_capacity",
+        ErrorKind::Interrupted => "interrupted",
         ErrorKind::Busy => "busy",
         ErrorKind::Storage => "storage",
         ErrorKind::Unusable => "unusable",

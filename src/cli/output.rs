@@ -1,7 +1,7 @@
 //! Human output: aligned tables, "3s ago", loads at a glance.
 
 use chrono::{DateTime, Utc};
-use roster::AgentInfo;
+use roster::{AgentInfo, ZERO_TIME};
 
 use super::exit::Outcome;
 use super::printer::Printer;
@@ -34,8 +34,12 @@ pub fn table(out: &mut Printer, header: &[&str], rows: &[Vec<String>]) -> Outcom
 }
 
 /// How long ago `time` was, in the largest whole unit: "now", "3s ago",
-/// "5m ago", "2h ago", "4d ago"; "in 3s" for a time in the future.
+/// "5m ago", "2h ago", "4d ago"; "in 3s" for a time in the future; "never"
+/// for [`ZERO_TIME`], the heartbeat of an agent that never sent one.
 pub fn ago(time: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    if time == ZERO_TIME {
+        return "never".to_owned();
+    }
     let seconds = (now - time).num_seconds();
     let (amount, future) = (seconds.unsigned_abs(), seconds < 0);
     let span = match amount {
@@ -98,18 +102,24 @@ pub fn agent(out: &mut Printer, agent: &AgentInfo) -> Outcome {
         ("status", agent.status.to_string()),
         ("load", load(agent)),
         ("capabilities", capabilities),
-        (
-            "last heartbeat",
-            format!(
-                "{} ({})",
-                ago(agent.last_heartbeat, now),
-                agent.last_heartbeat.format("%Y-%m-%d %H:%M:%S%.3f UTC")
-            ),
-        ),
+        ("last heartbeat", last_heartbeat(agent.last_heartbeat, now)),
     ] {
         out.line(format_args!("{field:<15}{value}"))?;
     }
     Ok(())
+}
+
+/// `get`'s "last heartbeat" line: "3s ago (2026-02-20 07:16:53.123 UTC)", or
+/// "never" for [`ZERO_TIME`].
+fn last_heartbeat(time: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    if time == ZERO_TIME {
+        return ago(time, now);
+    }
+    format!(
+        "{} ({})",
+        ago(time, now),
+        time.format("%Y-%m-%d %H:%M:%S%.3f UTC")
+    )
 }
 
 #[cfg(test)]
@@ -131,6 +141,23 @@ mod tests {
         ] {
             assert_eq!(ago(now - TimeDelta::seconds(seconds), now), text);
         }
+    }
+
+    #[test]
+    fn the_zero_time_is_never() {
+        let now = Utc::now();
+        assert_eq!(ago(ZERO_TIME, now), "never");
+        assert_eq!(ago(AgentInfo::default().last_heartbeat, now), "never");
+        assert_eq!(last_heartbeat(ZERO_TIME, now), "never");
+        // A second later is a time like any other.
+        let after = ZERO_TIME + TimeDelta::seconds(1);
+        assert_eq!(ago(after, after + TimeDelta::seconds(3)), "3s ago");
+        assert_eq!(
+            last_heartbeat(after, after + TimeDelta::days(2)),
+            "2d ago (0001-01-01 00:00:01.000 UTC)"
+        );
+        let past = ago(after, now);
+        assert!(past.ends_with("d ago"), "{past}");
     }
 
     #[test]

@@ -35,9 +35,9 @@ impl Printer {
         writeln!(self.out, "{text}").map_err(Failure::output)
     }
 
-    /// Writes `value` as one JSON document on one line.
+    /// Writes `value` as one JSON document on one line, as Go writes it.
     pub(crate) fn json(&mut self, value: &impl Serialize) -> Outcome {
-        serde_json::to_writer(&mut self.out, value).map_err(|e| match e.io_error_kind() {
+        roster::to_json_writer(&mut self.out, value).map_err(|e| match e.io_error_kind() {
             Some(kind) => Failure::output(io::Error::from(kind)),
             None => Failure::io(format!("cannot write JSON: {e}")),
         })?;

@@ -19,17 +19,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::Utc;
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, params};
 
-use crate::agent::AgentInfo;
+use crate::agent::{AgentInfo, AgentStatus};
 use crate::error::{DatabaseError, Error, Result};
-use crate::registry::{AgentRegistry, reap_cutoff};
+use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::task::Task;
-pub use adhoc::{SqlAccess, SqlRows, SqlValue};
-pub use options::{Durability, SqliteOptions};
+pub use adhoc::{DEFAULT_SQL_TIMEOUT, SqlAccess, SqlOptions, SqlRows, SqlSummary, SqlValue};
+pub use options::{Durability, MAX_BUSY_TIMEOUT, MAX_POOL_SIZE, SqliteOptions};
 use row::{encode_time, query_agents, select_agents};
 
 /// An [`AgentRegistry`] kept in one SQLite file.
@@ -61,6 +60,10 @@ impl fmt::Debug for SqliteRegistry {
 }
 
 impl SqliteRegistry {
+    /// The schema version this build writes (`PRAGMA user_version`): the
+    /// number of migrations in `migrations/sqlite/`.
+    pub const SCHEMA_VERSION: i64 = schema::LATEST_VERSION;
+
     /// Opens the registry at `path` with the default [`SqliteOptions`],
     /// creating the file if it does not exist.
     ///
@@ -72,16 +75,46 @@ impl SqliteRegistry {
     }
 
     fn open_with(path: &Path, options: SqliteOptions) -> Result<Self> {
-        if options.pool_size == 0 {
-            return Err(Error::invalid("pool_size", "must be at least 1"));
+        if !(1..=options::MAX_POOL_SIZE).contains(&options.pool_size) {
+            return Err(Error::invalid(
+                "pool_size",
+                format!(
+                    "{} connections: must be 1 to {}",
+                    options.pool_size,
+                    options::MAX_POOL_SIZE
+                ),
+            ));
+        }
+        if options.busy_timeout > options::MAX_BUSY_TIMEOUT {
+            return Err(Error::invalid(
+                "busy_timeout",
+                format!(
+                    "{:?} is longer than SQLite can wait ({:?}, about 24.8 days)",
+                    options.busy_timeout,
+                    options::MAX_BUSY_TIMEOUT
+                ),
+            ));
+        }
+        if path.to_str().is_some_and(|p| p.starts_with("file:")) {
+            return Err(Error::invalid(
+                "path",
+                format!(
+                    "{} is an SQLite URI; roster takes a plain file path (write ./{0} for a file whose name starts with \"file:\")",
+                    path.display()
+                ),
+            ));
         }
         let settings = conn::Settings::of(&options);
-        let mut setup = conn::open(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-            settings,
-        )
-        .map_err(|e| schema::open_error(path, e))?;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE;
+        if options.create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        } else if !path.exists() {
+            return Err(Error::NoRegistry {
+                path: path.to_owned(),
+            });
+        }
+        let mut setup =
+            conn::open(path, flags, settings).map_err(|e| schema::open_error(path, e))?;
         schema::prepare(path, &mut setup, options.busy_timeout)?;
         drop(setup);
         Ok(Self {
@@ -108,14 +141,19 @@ impl AgentRegistry for SqliteRegistry {
     fn register(&self, agent: AgentInfo) -> Result<()> {
         let agent = agent.validated()?;
         let last_heartbeat = encode_time(&agent.last_heartbeat);
+        let started_at = agent.started_at.as_ref().map(encode_time);
         self.write(|tx| {
+            // drained is left out: a new agent starts undrained, an existing
+            // one keeps what an operator set.
             tx.prepare_cached(
-                "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load,
+                                     host, pid, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (id) DO UPDATE SET
                      name = excluded.name, status = excluded.status,
                      last_heartbeat = excluded.last_heartbeat,
-                     current_load = excluded.current_load, max_load = excluded.max_load",
+                     current_load = excluded.current_load, max_load = excluded.max_load,
+                     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at",
             )?
             .execute(params![
                 agent.id,
@@ -123,7 +161,10 @@ impl AgentRegistry for SqliteRegistry {
                 agent.status.as_str(),
                 last_heartbeat,
                 agent.current_load,
-                agent.max_load
+                agent.max_load,
+                agent.host,
+                agent.pid,
+                started_at,
             ])?;
             tx.prepare_cached("DELETE FROM capabilities WHERE agent_id = ?1")?
                 .execute([&agent.id])?;
@@ -132,6 +173,14 @@ impl AgentRegistry for SqliteRegistry {
             )?;
             for (position, capability) in (0_i64..).zip(&agent.capabilities) {
                 insert.execute(params![agent.id, position, capability])?;
+            }
+            tx.prepare_cached("DELETE FROM metadata WHERE agent_id = ?1")?
+                .execute([&agent.id])?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO metadata (agent_id, key, value) VALUES (?1, ?2, ?3)",
+            )?;
+            for (key, value) in &agent.metadata {
+                insert.execute(params![agent.id, key, value])?;
             }
             Ok(())
         })
@@ -150,19 +199,31 @@ impl AgentRegistry for SqliteRegistry {
     }
 
     fn get(&self, id: &str) -> Result<AgentInfo> {
-        self.run(|conn| read_agent(conn, id))?
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
+        self.run(|conn| {
+            // One snapshot for the agent and its metadata.
+            let tx = conn.transaction()?;
+            let agent = read_agent(&tx, id)?;
+            tx.commit()?;
+            Ok(agent)
+        })?
+        .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     fn list(&self) -> Result<Vec<AgentInfo>> {
         self.run(|conn| {
-            let mut stmt = conn.prepare_cached(select_agents!("ORDER BY a.id, c.position"))?;
-            query_agents(&mut stmt, [])
+            let tx = conn.transaction()?;
+            let mut agents = {
+                let mut stmt = tx.prepare_cached(select_agents!("ORDER BY a.id, c.position"))?;
+                query_agents(&mut stmt, [])?
+            };
+            row::fill_metadata(&tx, &mut agents)?;
+            tx.commit()?;
+            Ok(agents)
         })
     }
 
     fn heartbeat(&self, id: &str) -> Result<()> {
-        let now = encode_time(&Utc::now());
+        let now = encode_time(&now());
         // One statement, so one write transaction that SQLite starts with the
         // write lock (a single UPDATE cannot hit a stale snapshot).
         let updated = self.run(|conn| {
@@ -180,8 +241,32 @@ impl AgentRegistry for SqliteRegistry {
         Ok(())
     }
 
+    fn set_status(&self, id: &str, status: AgentStatus) -> Result<()> {
+        let updated = self.run(|conn| {
+            Ok(conn
+                .prepare_cached("UPDATE agents SET status = ?1 WHERE id = ?2")?
+                .execute([status.as_str(), id])?)
+        })?;
+        if updated == 0 {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn drain(&self, id: &str, drained: bool) -> Result<()> {
+        let updated = self.run(|conn| {
+            Ok(conn
+                .prepare_cached("UPDATE agents SET drained = ?1 WHERE id = ?2")?
+                .execute(params![drained, id])?)
+        })?;
+        if updated == 0 {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
     fn reap(&self, ttl: Duration) -> Result<Vec<String>> {
-        let cutoff = encode_time(&reap_cutoff(Utc::now(), ttl)?);
+        let cutoff = encode_time(&reap_cutoff(now(), ttl)?);
         // One UPDATE ... RETURNING, inside a transaction that commits only
         // once every returned id has been read: an id that cannot be decoded
         // rolls the reap back instead of taking agents offline unannounced.
@@ -244,8 +329,12 @@ impl AgentRegistry for SqliteRegistry {
     }
 }
 
-/// One agent with its capabilities in order, if it exists.
+/// One agent with its capabilities in order and its metadata, if it exists.
 fn read_agent(conn: &Connection, id: &str) -> retry::Result<Option<AgentInfo>> {
     let mut stmt = conn.prepare_cached(select_agents!("WHERE a.id = ?1 ORDER BY c.position"))?;
-    Ok(query_agents(&mut stmt, [id])?.pop())
+    let Some(mut agent) = query_agents(&mut stmt, [id])?.pop() else {
+        return Ok(None);
+    };
+    agent.metadata = row::read_metadata(conn, id)?;
+    Ok(Some(agent))
 }

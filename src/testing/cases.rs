@@ -1,0 +1,912 @@
+//! The conformance cases: one rule of the contract each, checked on a
+//! fresh, empty registry. Each case's doc line quotes the rule it checks,
+//! from the documentation of [`AgentRegistry`], [`AgentInfo`],
+//! [`DefaultRouter`] and [`Task`], or from the README.
+//!
+//! A case takes a [`Subject`] (the registry, and the backend's
+//! [`Precision`](super::Precision)) and is run by
+//! [`roster_conformance!`](crate::roster_conformance) or
+//! [`Contract::run`](super::Contract::run). A new case is a `pub fn` here
+//! and a name in the list of the macro.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::Subject;
+use crate::{
+    AgentInfo, AgentRegistry, AgentStatus, DefaultRouter, Error, Priority, Result, Task, TaskRouter,
+};
+use AgentStatus::{Available, Busy, Offline};
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .expect("test time")
+        .with_timezone(&Utc)
+}
+
+fn agent(id: &str) -> AgentInfo {
+    AgentInfo {
+        id: id.to_owned(),
+        name: format!("agent {id}"),
+        capabilities: vec!["rust".into(), "gpu".into()],
+        status: AgentStatus::Available,
+        last_heartbeat: Utc::now(),
+        current_load: 1,
+        max_load: 4,
+        ..AgentInfo::default()
+    }
+}
+
+fn expect_invalid(registry: &dyn AgentRegistry, bad: AgentInfo, field: &str) {
+    match registry.register(bad.clone()) {
+        Err(Error::Invalid { field: got, reason }) => {
+            assert_eq!(got, field, "wrong field for {bad:?}: {reason}");
+            let message = Error::Invalid { field: got, reason }.to_string();
+            assert!(
+                message.starts_with(&format!("invalid {field}: ")),
+                "{message}"
+            );
+        }
+        other => panic!("{bad:?} should be refused as invalid {field}, got {other:?}"),
+    }
+}
+
+fn worker(id: &str, caps: &[&str], status: AgentStatus, load: u32, max: u32) -> AgentInfo {
+    AgentInfo {
+        id: id.into(),
+        name: format!("worker {id}"),
+        capabilities: caps.iter().map(|c| c.to_string()).collect(),
+        status,
+        last_heartbeat: Utc::now(),
+        current_load: load,
+        max_load: max,
+        ..AgentInfo::default()
+    }
+}
+
+fn task(labels: &[&str], priority: Priority) -> Task {
+    Task {
+        id: "t".into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        priority,
+    }
+}
+
+fn claimed(registry: &dyn AgentRegistry, labels: &[&str], priority: Priority) -> Result<String> {
+    registry.claim(&task(labels, priority)).map(|a| a.id)
+}
+
+fn expect_no_eligible(result: Result<AgentInfo>) {
+    match result {
+        Err(e @ Error::NoEligibleAgent) => assert_eq!(e.to_string(), "no eligible agent for task"),
+        other => panic!("expected NoEligibleAgent, got {other:?}"),
+    }
+}
+
+/// Asserts that `got` is `want` as the registry keeps it: every field equal,
+/// the heartbeat to the registry's [`Precision`](super::Precision).
+#[track_caller]
+fn assert_kept(registry: &Subject, got: AgentInfo, want: &AgentInfo) {
+    let precision = registry.precision();
+    assert!(
+        precision.same_instant(got.last_heartbeat, want.last_heartbeat),
+        "last_heartbeat {} is not {} to the {precision}",
+        got.last_heartbeat,
+        want.last_heartbeat
+    );
+    assert_eq!(
+        &AgentInfo {
+            last_heartbeat: want.last_heartbeat,
+            ..got
+        },
+        want
+    );
+}
+
+/// [`AgentRegistry::get`]: "Returns a copy of the agent, exactly as it was
+/// stored." (the heartbeat to the backend's [`Precision`](super::Precision)).
+pub fn get_returns_exactly_what_was_registered(registry: &Subject) -> Result<()> {
+    let original = AgentInfo {
+        id: "a-1".into(),
+        name: "Alpha one".into(),
+        capabilities: vec!["zeta".into(), "alpha".into(), "mid".into()],
+        status: AgentStatus::Busy,
+        last_heartbeat: at("2026-11-24T15:04:05.123456789Z"),
+        current_load: 3,
+        max_load: 3,
+        drained: false,
+        host: Some("build-host.example".into()),
+        pid: Some(4242),
+        started_at: Some(at("2026-11-24T15:00:00.000001Z")),
+        metadata: [("zone", "eu-1"), ("owner", "ci <team>"), ("empty", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    };
+    registry.register(original.clone())?;
+    assert_kept(registry, registry.get("a-1")?, &original);
+    Ok(())
+}
+
+/// [`AgentRegistry::register`]: "The registry stores a copy, with duplicate
+/// capabilities dropped." and the README: "the first of each is kept, in the
+/// order given".
+pub fn duplicate_capabilities_are_dropped_in_order(registry: &Subject) -> Result<()> {
+    let mut a = agent("dup");
+    a.capabilities = ["b", "a", "b", "c", "a"].map(String::from).to_vec();
+    registry.register(a)?;
+    assert_eq!(registry.get("dup")?.capabilities, ["b", "a", "c"]);
+    Ok(())
+}
+
+/// [`AgentRegistry::register`]: "Adds the agent, or replaces every field of
+/// the one with the same id (capabilities are replaced, not merged)."
+pub fn register_replaces_everything_including_capabilities(registry: &Subject) -> Result<()> {
+    registry.register(AgentInfo {
+        host: Some("old-host".into()),
+        pid: Some(7),
+        metadata: [("zone".to_owned(), "a".to_owned())].into_iter().collect(),
+        ..agent("x")
+    })?;
+    let replacement = AgentInfo {
+        id: "x".into(),
+        name: "renamed".into(),
+        capabilities: vec!["python".into()],
+        status: AgentStatus::Offline,
+        last_heartbeat: at("2020-01-01T00:00:00Z"),
+        current_load: 0,
+        max_load: 0,
+        metadata: [("v".to_owned(), "2".to_owned())].into_iter().collect(),
+        ..AgentInfo::default()
+    };
+    registry.register(replacement.clone())?;
+    assert_eq!(registry.get("x")?, replacement);
+    assert_eq!(registry.list()?.len(), 1);
+    Ok(())
+}
+
+/// [`AgentRegistry::get`]: "Returns a copy of the agent, exactly as it was
+/// stored.", for an agent without capabilities (no rule asks for one).
+pub fn register_without_capabilities(registry: &Subject) -> Result<()> {
+    let mut a = agent("bare");
+    a.capabilities.clear();
+    registry.register(a.clone())?;
+    assert_kept(registry, registry.get("bare")?, &a);
+    Ok(())
+}
+
+/// [`AgentRegistry::list`]: "Returns a copy of every agent, ordered by id."
+pub fn list_is_ordered_by_id(registry: &Subject) -> Result<()> {
+    for id in ["m", "b", "z", "a", "k"] {
+        registry.register(agent(id))?;
+    }
+    let ids: Vec<String> = registry.list()?.into_iter().map(|a| a.id).collect();
+    assert_eq!(ids, ["a", "b", "k", "m", "z"]);
+    let listed = registry.list()?;
+    assert_eq!(listed[0], registry.get("a")?);
+    Ok(())
+}
+
+/// [`AgentRegistry::get`], [`deregister`](AgentRegistry::deregister),
+/// [`heartbeat`](AgentRegistry::heartbeat): "[`Error::NotFound`] if no agent
+/// has this id.", whose message is "agent not found: ID".
+pub fn unknown_ids_are_not_found(registry: &Subject) -> Result<()> {
+    registry.register(agent("known"))?;
+    for result in [
+        registry.get("ghost").map(drop),
+        registry.deregister("ghost"),
+        registry.heartbeat("ghost"),
+    ] {
+        match result {
+            Err(e @ Error::NotFound(_)) => assert_eq!(e.to_string(), "agent not found: ghost"),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+    assert_eq!(registry.list()?.len(), 1);
+    Ok(())
+}
+
+/// [`AgentRegistry::deregister`]: "Removes the agent." (and its id can be
+/// registered again afresh).
+pub fn deregister_removes(registry: &Subject) -> Result<()> {
+    registry.register(agent("a"))?;
+    registry.register(agent("b"))?;
+    registry.deregister("a")?;
+    assert!(matches!(registry.get("a"), Err(Error::NotFound(_))));
+    assert!(matches!(registry.deregister("a"), Err(Error::NotFound(_))));
+    assert_eq!(registry.list()?, vec![registry.get("b")?]);
+    // The id can be registered again afresh.
+    let mut again = agent("a");
+    again.capabilities = vec!["new".into()];
+    registry.register(again.clone())?;
+    assert_kept(registry, registry.get("a")?, &again);
+    Ok(())
+}
+
+/// [`AgentRegistry::heartbeat`]: "`last_heartbeat` becomes now (UTC), an
+/// offline agent becomes available".
+pub fn heartbeat_sets_now_and_revives_offline(registry: &Subject) -> Result<()> {
+    let mut a = agent("h");
+    a.status = AgentStatus::Offline;
+    a.last_heartbeat = at("2001-01-01T00:00:00Z");
+    registry.register(a.clone())?;
+    let before = Utc::now();
+    registry.heartbeat("h")?;
+    let after = Utc::now();
+    let got = registry.get("h")?;
+    assert!(
+        registry
+            .precision()
+            .within(got.last_heartbeat, before, after),
+        "{} not within {before}..{after} to the {}",
+        got.last_heartbeat,
+        registry.precision()
+    );
+    assert_eq!(got.status, AgentStatus::Available);
+    // Nothing else changed.
+    assert_eq!(
+        AgentInfo {
+            status: a.status,
+            last_heartbeat: a.last_heartbeat,
+            ..got
+        },
+        a
+    );
+    Ok(())
+}
+
+/// [`AgentRegistry::heartbeat`]: "a busy one stays busy."
+pub fn heartbeat_keeps_busy_busy(registry: &Subject) -> Result<()> {
+    let mut a = agent("busy");
+    a.status = AgentStatus::Busy;
+    registry.register(a)?;
+    registry.register(agent("free"))?;
+    registry.heartbeat("busy")?;
+    registry.heartbeat("free")?;
+    assert_eq!(registry.get("busy")?.status, AgentStatus::Busy);
+    assert_eq!(registry.get("free")?.status, AgentStatus::Available);
+    Ok(())
+}
+
+/// [`AgentRegistry::reap`]: "Marks offline every agent that is not offline
+/// yet and whose `last_heartbeat` is older than now minus `ttl`, and returns
+/// their ids in ascending order. Agents that were already offline are not
+/// returned."
+pub fn reap_marks_stale_agents_offline_once(registry: &Subject) -> Result<()> {
+    let stale = Utc::now() - TimeDelta::seconds(120);
+    for (id, status, seen) in [
+        ("s2", AgentStatus::Busy, stale),
+        ("fresh", AgentStatus::Available, Utc::now()),
+        ("s1", AgentStatus::Available, stale),
+        ("gone", AgentStatus::Offline, stale),
+        ("s3", AgentStatus::Available, stale - TimeDelta::days(365)),
+    ] {
+        registry.register(AgentInfo {
+            status,
+            last_heartbeat: seen,
+            ..agent(id)
+        })?;
+    }
+    assert_eq!(registry.reap(Duration::from_secs(60))?, ["s1", "s2", "s3"]);
+    for id in ["s1", "s2", "s3", "gone"] {
+        let got = registry.get(id)?;
+        assert_eq!(got.status, AgentStatus::Offline, "{id}");
+    }
+    assert_eq!(registry.get("fresh")?.status, AgentStatus::Available);
+    // Reaping again returns nobody: they are offline already.
+    assert!(registry.reap(Duration::from_secs(60))?.is_empty());
+    // A heartbeat revives one, and it is reaped again only once stale.
+    registry.heartbeat("s1")?;
+    assert!(registry.reap(Duration::from_secs(60))?.is_empty());
+    assert_eq!(registry.reap(Duration::ZERO)?, ["fresh", "s1"]);
+    Ok(())
+}
+
+/// [`AgentRegistry::reap`]: "Marks offline every agent that is not offline
+/// yet and whose `last_heartbeat` is older than now minus `ttl`": nobody
+/// else.
+pub fn reap_with_nothing_stale_is_empty(registry: &Subject) -> Result<()> {
+    assert!(registry.reap(Duration::from_secs(1))?.is_empty());
+    registry.register(agent("a"))?;
+    assert!(registry.reap(Duration::from_secs(3600))?.is_empty());
+    assert_eq!(registry.get("a")?.status, AgentStatus::Available);
+    Ok(())
+}
+
+/// [`AgentRegistry::reap`]: "[`Error::Invalid`] for a `ttl` too large to
+/// subtract from now".
+pub fn reap_refuses_an_impossible_ttl(registry: &Subject) -> Result<()> {
+    registry.register(agent("a"))?;
+    match registry.reap(Duration::MAX) {
+        Err(Error::Invalid { field: "ttl", .. }) => {}
+        other => panic!("expected invalid ttl, got {other:?}"),
+    }
+    assert_eq!(registry.get("a")?.status, AgentStatus::Available);
+    Ok(())
+}
+
+/// [`AgentRegistry::register`]: "[`Error::MissingId`] for an empty id",
+/// whose message is "agent ID is required"; "nothing is stored then".
+pub fn empty_id_is_required(registry: &Subject) -> Result<()> {
+    match registry.register(agent("")) {
+        Err(e @ Error::MissingId) => assert_eq!(e.to_string(), "agent ID is required"),
+        other => panic!("expected MissingId, got {other:?}"),
+    }
+    assert!(registry.list()?.is_empty());
+    Ok(())
+}
+
+/// [`AgentInfo` rules](AgentInfo#rules): "`id`: not empty, at most
+/// [`MAX_ID_CHARS`](crate::MAX_ID_CHARS) characters, no control characters".
+pub fn bad_ids_are_refused(registry: &Subject) -> Result<()> {
+    expect_invalid(registry, agent(&"i".repeat(crate::MAX_ID_CHARS + 1)), "id");
+    expect_invalid(registry, agent("tab\there"), "id");
+    expect_invalid(registry, agent("nul\0"), "id");
+    expect_invalid(registry, agent("c1\u{85}"), "id");
+    // The longest id, and non-ASCII text, are fine.
+    registry.register(agent(&"é".repeat(crate::MAX_ID_CHARS)))?;
+    registry.register(agent("agent ünïcödé 1"))?;
+    assert_eq!(registry.list()?.len(), 2);
+    Ok(())
+}
+
+/// [`AgentInfo` rules](AgentInfo#rules): "`name`: ... at most
+/// [`MAX_NAME_CHARS`](crate::MAX_NAME_CHARS) characters, no control
+/// characters and no bidirectional controls (U+202A-U+202E, U+2066-U+2069)".
+pub fn bad_names_are_refused(registry: &Subject) -> Result<()> {
+    for name in [
+        "n".repeat(crate::MAX_NAME_CHARS + 1),
+        "line\nbreak".into(),
+        "nul\0".into(),
+        "bidi \u{202E}override".into(),
+        "isolate \u{2066}x\u{2069}".into(),
+    ] {
+        expect_invalid(registry, AgentInfo { name, ..agent("a") }, "name");
+    }
+    assert!(registry.list()?.is_empty());
+    Ok(())
+}
+
+/// [`AgentInfo` rules](AgentInfo#rules): "`name`: may be empty (as in the Go
+/// registry); ... other format characters are allowed, as emoji sequences and
+/// many scripts need them".
+pub fn empty_names_are_accepted(registry: &Subject) -> Result<()> {
+    registry.register(AgentInfo {
+        id: "by-id-alone".into(),
+        ..AgentInfo::default()
+    })?;
+    let stored = registry.get("by-id-alone")?;
+    assert_eq!(stored.name, "");
+    assert_eq!(stored.capabilities, Vec::<String>::new());
+    for name in ["👩\u{200D}💻", "می\u{200C}خواهم", "\u{FFFD}\u{2028}"] {
+        registry.register(AgentInfo {
+            name: name.into(),
+            ..agent("named")
+        })?;
+        assert_eq!(registry.get("named")?.name, name);
+    }
+    Ok(())
+}
+
+/// [`AgentInfo` rules](AgentInfo#rules): "`id`: ... no format characters
+/// (Unicode category Cf ...), which would make one id look like another";
+/// capabilities: "no control or format characters".
+pub fn look_alike_ids_and_capabilities_are_refused(registry: &Subject) -> Result<()> {
+    for c in [
+        '\u{200B}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{202E}', '\u{2066}', '\u{AD}',
+    ] {
+        expect_invalid(registry, agent(&format!("agent{c}1")), "id");
+        let mut a = agent("a");
+        a.capabilities.push(format!("gpu{c}"));
+        expect_invalid(registry, a, "capabilities");
+    }
+    assert!(registry.list()?.is_empty());
+    for id in ["\u{FFFD}", "🦀", "a\u{2028}b", "日本"] {
+        registry.register(agent(id))?;
+    }
+    assert_eq!(registry.list()?.len(), 4);
+    Ok(())
+}
+
+/// [`AgentInfo` rules](AgentInfo#rules): "`capabilities`: each not empty, at
+/// most [`MAX_CAPABILITY_CHARS`](crate::MAX_CAPABILITY_CHARS) characters, no
+/// control characters; at most [`MAX_CAPABILITIES`](crate::MAX_CAPABILITIES)
+/// of them once duplicates are dropped".
+pub fn bad_capabilities_are_refused(registry: &Subject) -> Result<()> {
+    for capability in [
+        String::new(),
+        "c".repeat(crate::MAX_CAPABILITY_CHARS + 1),
+        "esc\u{1b}".into(),
+    ] {
+        let mut a = agent("a");
+        a.capabilities.push(capability);
+        expect_invalid(registry, a, "capabilities");
+    }
+    let mut many = agent("a");
+    many.capabilities = (0..=crate::MAX_CAPABILITIES)
+        .map(|i| format!("cap{i}"))
+        .collect();
+    expect_invalid(registry, many.clone(), "capabilities");
+    // Exactly the maximum is fine, duplicates do not count.
+    many.capabilities.pop();
+    many.capabilities.push("cap0".into());
+    registry.register(many)?;
+    assert_eq!(
+        registry.get("a")?.capabilities.len(),
+        crate::MAX_CAPABILITIES
+    );
+    Ok(())
+}
+
+/// [`AgentInfo` rules](AgentInfo#rules): "`current_load` at most `max_load`
+/// unless `max_load` is 0 (unlimited)".
+pub fn load_above_max_is_refused(registry: &Subject) -> Result<()> {
+    expect_invalid(
+        registry,
+        AgentInfo {
+            current_load: 5,
+            max_load: 4,
+            ..agent("a")
+        },
+        "current_load",
+    );
+    // max_load 0 is unlimited; load equal to max is full, not over.
+    registry.register(AgentInfo {
+        current_load: u32::MAX,
+        max_load: 0,
+        ..agent("unlimited")
+    })?;
+    registry.register(AgentInfo {
+        current_load: u32::MAX,
+        max_load: u32::MAX,
+        ..agent("full")
+    })?;
+    assert_eq!(registry.get("unlimited")?.current_load, u32::MAX);
+    assert_eq!(registry.get("full")?.max_load, u32::MAX);
+    Ok(())
+}
+
+/// [`AgentInfo` rules](AgentInfo#rules): "A registry refuses, with
+/// [`Error::MissingId`] or [`Error::Invalid`] and without changing anything,
+/// an agent that breaks one of these".
+pub fn refused_input_changes_nothing(registry: &Subject) -> Result<()> {
+    let good = agent("a");
+    registry.register(good.clone())?;
+    let mut bad = agent("a");
+    bad.name = "new name".into();
+    bad.capabilities = vec!["new".into(), String::new()];
+    assert!(registry.register(bad).is_err());
+    let over = AgentInfo {
+        current_load: 9,
+        ..agent("a")
+    };
+    assert!(registry.register(over).is_err());
+    let far_future = AgentInfo {
+        last_heartbeat: DateTime::<Utc>::MAX_UTC,
+        ..agent("a")
+    };
+    expect_invalid(registry, far_future, "last_heartbeat");
+    assert_kept(registry, registry.get("a")?, &good);
+    assert_eq!(registry.list()?.len(), 1);
+    Ok(())
+}
+
+/// [`DefaultRouter`]: "any other task goes to the lowest *usage*
+/// `current_load / max_load` (0 when `max_load` is 0, unlimited)".
+pub fn claim_prefers_the_lowest_usage(registry: &Subject) -> Result<()> {
+    registry.register(worker("half", &["x"], Available, 2, 4))?; // usage 0.5
+    registry.register(worker("third", &["x"], Busy, 1, 3))?; // usage 0.33
+    registry.register(worker("quarter", &["x"], Available, 1, 4))?; // usage 0.25
+    registry.register(worker("heavy-unlimited", &["x"], Available, 9, 0))?; // usage 0
+    for priority in [Priority::Low, Priority::Medium, Priority::High] {
+        let got = registry.claim(&task(&["x"], priority))?;
+        assert_eq!(got.id, "heavy-unlimited", "{priority}");
+    }
+    registry.deregister("heavy-unlimited")?;
+    let got = registry.claim(&task(&["x"], Priority::Medium))?;
+    assert_eq!((got.id.as_str(), got.current_load), ("quarter", 2));
+    // quarter is now at 0.5, third at 0.33.
+    assert_eq!(claimed(registry, &["x"], Priority::High)?, "third");
+    Ok(())
+}
+
+/// [`DefaultRouter`]: "a [`Critical`](Priority::Critical) task goes to the
+/// lowest `current_load`".
+pub fn claim_critical_prefers_the_lowest_load(registry: &Subject) -> Result<()> {
+    registry.register(worker("big", &["x"], Available, 3, 100))?; // usage 0.03, load 3
+    registry.register(worker("small", &["x"], Available, 1, 2))?; // usage 0.5, load 1
+    assert_eq!(claimed(registry, &["x"], Priority::Medium)?, "big");
+    assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "small");
+    // small is now full: critical goes to big after all.
+    assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "big");
+    Ok(())
+}
+
+/// [`DefaultRouter`]: "ties go to the smallest id (byte order)".
+pub fn claim_ties_go_to_the_smallest_id(registry: &Subject) -> Result<()> {
+    registry.register(worker("b", &["x"], Available, 1, 2))?;
+    registry.register(worker("c", &["x"], Available, 2, 4))?;
+    registry.register(worker("a2", &["x"], Busy, 3, 6))?;
+    registry.register(worker("unlimited", &["x"], Available, 0, 0))?;
+    registry.register(worker("idle", &["x"], Available, 0, 5))?;
+    // usage 0: "idle" and "unlimited" tie, "idle" < "unlimited".
+    assert_eq!(claimed(registry, &["x"], Priority::Low)?, "idle");
+    registry.deregister("idle")?;
+    registry.deregister("unlimited")?;
+    // usage 0.5 everywhere: the smallest id wins.
+    assert_eq!(claimed(registry, &["x"], Priority::Medium)?, "a2");
+    // a2 is at 0.67 now; b and c tie at 0.5.
+    assert_eq!(claimed(registry, &["x"], Priority::Medium)?, "b");
+    // Critical: b is full, c has load 2, a2 load 4.
+    assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "c");
+    // Critical ties: c and a2 both at load 2.
+    registry.release("c")?;
+    registry.register(worker("a2", &["x"], Busy, 2, 6))?;
+    assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "a2");
+    Ok(())
+}
+
+/// [`DefaultRouter`]: "An agent is *eligible* for a task when it is not
+/// offline, has a free slot (`max_load` 0, or `current_load` below
+/// `max_load`)".
+pub fn claim_skips_full_and_offline_agents(registry: &Subject) -> Result<()> {
+    registry.register(worker("full-available", &["x"], Available, 2, 2))?;
+    registry.register(worker("full-busy", &["x"], Busy, 1, 1))?;
+    registry.register(worker("offline", &["x"], Offline, 0, 0))?;
+    for priority in [Priority::Medium, Priority::Critical] {
+        expect_no_eligible(registry.claim(&task(&["x"], priority)));
+    }
+    registry.register(worker("loaded", &["x"], Busy, 5, 6))?;
+    assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "loaded");
+    expect_no_eligible(registry.claim(&task(&["x"], Priority::Critical)));
+    // Nothing else moved.
+    assert_eq!(registry.get("full-available")?.current_load, 2);
+    assert_eq!(registry.get("offline")?.current_load, 0);
+    Ok(())
+}
+
+/// [`DefaultRouter`]: "An agent is *eligible* for a task when it ... holds
+/// every label of the task among its capabilities."
+pub fn claim_needs_every_label(registry: &Subject) -> Result<()> {
+    registry.register(worker("rust-only", &["rust"], Available, 0, 0))?;
+    registry.register(worker("gpu-only", &["gpu"], Available, 0, 0))?;
+    registry.register(worker("z-both", &["gpu", "linux", "rust"], Available, 3, 4))?;
+    assert_eq!(
+        claimed(registry, &["rust", "gpu"], Priority::Medium)?,
+        "z-both"
+    );
+    expect_no_eligible(registry.claim(&task(&["gpu", "rust"], Priority::Medium)));
+    // Duplicate labels count once.
+    assert_eq!(
+        claimed(registry, &["gpu", "gpu"], Priority::Medium)?,
+        "gpu-only"
+    );
+    Ok(())
+}
+
+/// [`Task`]: "a task without labels fits any agent."
+pub fn claim_without_labels_takes_any_agent(registry: &Subject) -> Result<()> {
+    expect_no_eligible(registry.claim(&task(&[], Priority::Medium)));
+    registry.register(worker("bare", &[], Available, 1, 2))?;
+    registry.register(worker("skilled", &["x", "y"], Available, 0, 2))?;
+    assert_eq!(claimed(registry, &[], Priority::Medium)?, "skilled");
+    assert_eq!(claimed(registry, &[], Priority::Critical)?, "bare");
+    Ok(())
+}
+
+/// [`AgentRegistry::claim`]: "[`Error::NoEligibleAgent`] when no agent can
+/// take the task, ...; nothing changes then."
+pub fn claim_with_an_unknown_label_finds_nobody(registry: &Subject) -> Result<()> {
+    registry.register(worker("a", &["x"], Available, 0, 0))?;
+    expect_no_eligible(registry.claim(&task(&["nobody-has-this"], Priority::Medium)));
+    expect_no_eligible(registry.claim(&task(&["x", "nobody-has-this"], Priority::Critical)));
+    assert_eq!(registry.get("a")?.current_load, 0);
+    Ok(())
+}
+
+/// [`AgentRegistry::claim`]: "[`Error::Invalid`] for labels that break the
+/// rules; nothing changes then."
+pub fn claim_refuses_bad_labels(registry: &Subject) -> Result<()> {
+    registry.register(worker("a", &["x"], Available, 0, 0))?;
+    let long = "l".repeat(crate::MAX_CAPABILITY_CHARS + 1);
+    for bad in [
+        "",
+        "new
+line",
+        long.as_str(),
+    ] {
+        match registry.claim(&task(&["x", bad], Priority::Medium)) {
+            Err(Error::Invalid {
+                field: "labels", ..
+            }) => {}
+            other => panic!("label {bad:?}: expected invalid labels, got {other:?}"),
+        }
+    }
+    assert_eq!(registry.get("a")?.current_load, 0);
+    Ok(())
+}
+
+/// [`AgentRegistry::claim`]: "adds one to its `current_load`": claims fill
+/// every free slot, and not one more.
+pub fn claim_fills_capacity_exactly(registry: &Subject) -> Result<()> {
+    registry.register(worker("a", &["x"], Available, 0, 3))?;
+    registry.register(worker("b", &["x"], Busy, 1, 2))?;
+    registry.register(worker("c", &["y"], Available, 0, 5))?;
+    let mut claims = 0;
+    while registry.claim(&task(&["x"], Priority::Medium)).is_ok() {
+        claims += 1;
+        assert!(claims <= 4, "over-booked");
+    }
+    assert_eq!(claims, 4);
+    assert_eq!(registry.get("a")?.current_load, 3);
+    assert_eq!(registry.get("b")?.current_load, 2);
+    assert_eq!(registry.get("c")?.current_load, 0);
+    Ok(())
+}
+
+/// [`AgentRegistry::claim`]: "Chooses the agent that [`DefaultRouter`] would
+/// choose for `task` among the agents registered at this instant".
+pub fn claim_agrees_with_the_router(registry: &Subject) -> Result<()> {
+    let vocabulary = ["a", "b", "c", "d"];
+    for i in 0..30_u32 {
+        let caps: Vec<&str> = vocabulary
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| !(i as usize + j).is_multiple_of(3))
+            .map(|(_, c)| *c)
+            .collect();
+        let status = [Available, Busy, Offline][(i % 3) as usize];
+        let max = i % 5;
+        registry.register(worker(
+            &format!("w{i:02}"),
+            &caps,
+            status,
+            (i * 7) % (max + 1),
+            max,
+        ))?;
+    }
+    let router = DefaultRouter::new();
+    for step in 0..60 {
+        let labels: Vec<&str> = vocabulary
+            .iter()
+            .copied()
+            .skip(step % 4)
+            .take(step % 3)
+            .collect();
+        let priority = [Priority::Low, Priority::Critical, Priority::High][step % 3];
+        let t = task(&labels, priority);
+        let expected = router.route(&t, &registry.list()?);
+        match (expected, registry.claim(&t)) {
+            (Ok(want), Ok(got)) => assert_eq!(got.id, want, "step {step}"),
+            (Err(Error::NoEligibleAgent), Err(Error::NoEligibleAgent)) => {}
+            (want, got) => panic!("step {step}: router {want:?}, claim {got:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// [`AgentRegistry::release`]: "Gives back one slot taken by `claim`:
+/// subtracts one from the agent's `current_load`."
+pub fn release_gives_a_slot_back(registry: &Subject) -> Result<()> {
+    registry.register(worker("a", &["x"], Available, 0, 1))?;
+    let got = registry.claim(&task(&["x"], Priority::Medium))?;
+    assert_eq!(got.current_load, 1);
+    expect_no_eligible(registry.claim(&task(&["x"], Priority::Medium)));
+    registry.release("a")?;
+    assert_eq!(registry.get("a")?.current_load, 0);
+    assert_eq!(claimed(registry, &["x"], Priority::Medium)?, "a");
+    Ok(())
+}
+
+/// [`AgentRegistry::release`]: "[`Error::NotFound`] for an unknown id and
+/// [`Error::NothingToRelease`] when its load is already 0; nothing changes
+/// then."
+pub fn release_refuses_what_it_cannot_do(registry: &Subject) -> Result<()> {
+    registry.register(worker("idle", &["x"], Available, 0, 1))?;
+    match registry.release("idle") {
+        Err(e @ Error::NothingToRelease(_)) => {
+            assert_eq!(e.to_string(), "agent idle holds no load to release")
+        }
+        other => panic!("expected NothingToRelease, got {other:?}"),
+    }
+    match registry.release("ghost") {
+        Err(e @ Error::NotFound(_)) => assert_eq!(e.to_string(), "agent not found: ghost"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert_eq!(registry.get("idle")?.current_load, 0);
+    assert_eq!(registry.list()?.len(), 1);
+    Ok(())
+}
+
+/// Documents as a Go program sends them (an offset, `"capabilities":
+/// null`, no `last_heartbeat`), and the bytes Go's `json.Marshal` writes
+/// for what the registry then returns. Times are whole microseconds, so
+/// every precision keeps them.
+const GO_DOCUMENTS: [(&str, &str); 3] = [
+    (
+        r#"{"id":"go-1","name":"Go <one> & \u2028 two","capabilities":null,"status":"busy","last_heartbeat":"2026-02-20T09:16:53.1+02:00","current_load":1,"max_load":3}"#,
+        r#"{"id":"go-1","name":"Go \u003cone\u003e \u0026 \u2028 two","status":"busy","last_heartbeat":"2026-02-20T07:16:53.1Z","current_load":1,"max_load":3}"#,
+    ),
+    (
+        r#"{"id":"go-2","name":"漢字 🦀","capabilities":["go","testing"],"status":"available","current_load":0,"max_load":0}"#,
+        r#"{"id":"go-2","name":"漢字 🦀","capabilities":["go","testing"],"status":"available","last_heartbeat":"0001-01-01T00:00:00Z","current_load":0,"max_load":0}"#,
+    ),
+    (
+        r#"{"id":"go-3","name":"","status":"offline","last_heartbeat":"2026-02-20T07:16:53.000001Z","current_load":0,"max_load":4294967295}"#,
+        r#"{"id":"go-3","name":"","status":"offline","last_heartbeat":"2026-02-20T07:16:53.000001Z","current_load":0,"max_load":4294967295}"#,
+    ),
+];
+
+/// README, JSON: "`AgentInfo` serialises as the Go registry it descends
+/// from did, byte for byte through `roster::to_json`", and reads what Go's
+/// decoder reads (`"capabilities": null`, a missing `last_heartbeat`).
+pub fn json_from_go_round_trips_exactly(registry: &Subject) -> Result<()> {
+    for (document, _) in GO_DOCUMENTS {
+        let agent: AgentInfo = serde_json::from_str(document).expect("a Go document");
+        registry.register(agent)?;
+    }
+    for (document, go_bytes) in GO_DOCUMENTS {
+        let sent: AgentInfo = serde_json::from_str(document).expect("a Go document");
+        let stored = registry.get(&sent.id)?;
+        assert_eq!(stored, sent);
+        assert_eq!(crate::to_json(&stored).expect("to_json"), go_bytes);
+    }
+    let list = crate::to_json(&registry.list()?).expect("to_json");
+    let go_list = format!("[{}]", GO_DOCUMENTS.map(|(_, go_bytes)| go_bytes).join(","));
+    assert_eq!(list, go_list);
+    Ok(())
+}
+
+/// [`AgentRegistry::reap`]: "Marks offline every agent that is not offline
+/// yet and whose `last_heartbeat` is older than now minus `ttl`", Go's zero
+/// time included (an agent registered without a heartbeat).
+pub fn an_agent_never_seen_is_reaped(registry: &Subject) -> Result<()> {
+    let agent: AgentInfo =
+        serde_json::from_str(r#"{"id":"silent","name":"Silent"}"#).expect("a Go document");
+    registry.register(agent)?;
+    assert_eq!(registry.get("silent")?.last_heartbeat, crate::ZERO_TIME);
+    assert_eq!(registry.reap(Duration::from_secs(30))?, ["silent"]);
+    registry.heartbeat("silent")?;
+    let revived = registry.get("silent")?;
+    assert_ne!(revived.last_heartbeat, crate::ZERO_TIME);
+    assert!(
+        crate::to_json(&revived)
+            .expect("to_json")
+            .contains(r#""status":"available""#)
+    );
+    Ok(())
+}
+
+/// [`AgentRegistry::drain`]: "the agent gets no new claims, keeps
+/// heartbeating and keeps what it holds"; [`AgentRegistry::register`]:
+/// "`drained` is never taken from the caller".
+pub fn drained_agents_get_no_claims_and_register_keeps_the_drain(registry: &Subject) -> Result<()> {
+    registry.register(worker("busy-one", &["x"], Available, 1, 4))?;
+    registry.register(worker("idle-one", &["x"], Available, 0, 4))?;
+    registry.drain("idle-one", true)?;
+    registry.drain("idle-one", true)?;
+    assert!(registry.get("idle-one")?.drained);
+    // The drained agent would win on usage; it is skipped.
+    let claimed = registry.claim(&task(&["x"], Priority::Critical))?;
+    assert_eq!(claimed.id, "busy-one");
+    registry.drain("busy-one", true)?;
+    assert!(matches!(
+        registry.claim(&task(&["x"], Priority::Medium)),
+        Err(Error::NoEligibleAgent)
+    ));
+    // It keeps heartbeating and keeps its load.
+    registry.heartbeat("busy-one")?;
+    let busy = registry.get("busy-one")?;
+    assert_eq!((busy.current_load, busy.drained), (2, true));
+    // A sidecar's re-register does not undo the operator's drain, whatever
+    // it sends; a new agent starts undrained.
+    registry.register(AgentInfo {
+        drained: false,
+        ..worker("idle-one", &["x"], Available, 0, 4)
+    })?;
+    assert!(registry.get("idle-one")?.drained);
+    registry.register(AgentInfo {
+        drained: true,
+        ..worker("fresh", &["x"], Available, 0, 4)
+    })?;
+    assert!(!registry.get("fresh")?.drained);
+    registry.drain("idle-one", false)?;
+    assert_eq!(
+        registry.claim(&task(&["x"], Priority::Critical))?.id,
+        "fresh"
+    );
+    assert!(matches!(registry.drain("ghost", true), Err(Error::NotFound(id)) if id == "ghost"));
+    Ok(())
+}
+
+/// [`AgentRegistry::set_status`]: "Sets the agent's status, whatever it
+/// was ... Only the status changes."
+pub fn set_status_changes_only_the_status(registry: &Subject) -> Result<()> {
+    let original = worker("w", &["x"], Busy, 2, 4);
+    registry.register(original.clone())?;
+    for status in [Offline, Available, Busy, Offline] {
+        registry.set_status("w", status)?;
+        let got = registry.get("w")?;
+        assert_kept(
+            registry,
+            got,
+            &AgentInfo {
+                status,
+                ..original.clone()
+            },
+        );
+    }
+    assert!(matches!(
+        registry.claim(&task(&["x"], Priority::Medium)),
+        Err(Error::NoEligibleAgent)
+    ));
+    assert!(matches!(
+        registry.set_status("ghost", Available),
+        Err(Error::NotFound(id)) if id == "ghost"
+    ));
+    Ok(())
+}
+
+/// [`AgentInfo` rules](AgentInfo#rules): "`host`, when given: 1 to
+/// [`MAX_HOST_CHARS`](crate::MAX_HOST_CHARS) characters, no control or format
+/// characters; `pid`, when given: not 0; `metadata`: at most
+/// [`MAX_METADATA`](crate::MAX_METADATA) pairs ...".
+pub fn bad_metadata_is_refused(registry: &Subject) -> Result<()> {
+    let with = |key: &str, value: &str| AgentInfo {
+        metadata: [(key.to_owned(), value.to_owned())].into_iter().collect(),
+        ..agent("m")
+    };
+    for bad in [
+        with("", "v"),
+        with("k\u{200B}", "v"),
+        with(&"k".repeat(crate::MAX_METADATA_KEY_CHARS + 1), "v"),
+        with("k", "line\nbreak"),
+        with("k", "\u{202E}"),
+        with("k", &"v".repeat(crate::MAX_METADATA_VALUE_CHARS + 1)),
+        AgentInfo {
+            metadata: (0..=crate::MAX_METADATA)
+                .map(|i| (format!("k{i}"), String::new()))
+                .collect(),
+            ..agent("m")
+        },
+    ] {
+        expect_invalid(registry, bad, "metadata");
+    }
+    for host in ["", "tab\there", "zero\u{200B}width"] {
+        expect_invalid(
+            registry,
+            AgentInfo {
+                host: Some(host.into()),
+                ..agent("m")
+            },
+            "host",
+        );
+    }
+    expect_invalid(
+        registry,
+        AgentInfo {
+            pid: Some(0),
+            ..agent("m")
+        },
+        "pid",
+    );
+    assert!(registry.list()?.is_empty());
+    // The limits themselves are fine.
+    let most = AgentInfo {
+        host: Some("h".repeat(crate::MAX_HOST_CHARS)),
+        pid: Some(u32::MAX),
+        metadata: (0..crate::MAX_METADATA)
+            .map(|i| {
+                (
+                    format!("k{i:02}"),
+                    "v".repeat(crate::MAX_METADATA_VALUE_CHARS),
+                )
+            })
+            .collect(),
+        ..agent("m")
+    };
+    registry.register(most.clone())?;
+    assert_kept(registry, registry.get("m")?, &most);
+    Ok(())
+}
