@@ -313,6 +313,19 @@ fn the_readme_shows_the_real_help() {
     );
 }
 
+/// The rest of a line of `agent` or `reaper` in text mode, after the time
+/// it starts with: RFC 3339, in UTC (`Z`), to the millisecond, and close to
+/// now.
+fn after_stamp(line: &str) -> &str {
+    let (stamp, rest) = line.split_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+    assert!(stamp.ends_with('Z') && stamp.len() == 24, "{line:?}");
+    let time = chrono::DateTime::parse_from_rfc3339(stamp)
+        .unwrap_or_else(|e| panic!("{stamp:?} is not RFC 3339: {e}"));
+    let off = (chrono::Utc::now() - time.to_utc()).abs();
+    assert!(off < chrono::TimeDelta::hours(1), "{stamp} is not now");
+    rest
+}
+
 /// Starts a long-running subcommand and returns it with its first line,
 /// which it prints once it is up.
 fn start(sh: &Shell, args: &[&str]) -> (Running, String) {
@@ -337,7 +350,7 @@ fn the_agent_sidecar_heartbeats_until_sigterm() -> roster::Result<()> {
         ],
     );
     assert_eq!(
-        first,
+        after_stamp(&first),
         "agent side-1 registered; heartbeat every 100ms until SIGINT or SIGTERM"
     );
     let registry = SqliteRegistry::open(sh.db())?;
@@ -355,7 +368,11 @@ fn the_agent_sidecar_heartbeats_until_sigterm() -> roster::Result<()> {
     sigterm(&agent);
     let out = agent.finish();
     out.expect_success("the sidecar");
-    assert_eq!(out.stdout, ["agent side-1 stopped"]);
+    assert_eq!(out.stdout.len(), 1, "{:?}", out.stdout);
+    assert_eq!(
+        after_stamp(&out.stdout[0]),
+        "agent side-1 stopped (deregistered)"
+    );
     assert!(out.stderr.is_empty(), "{}", out.stderr);
     assert!(
         matches!(registry.get("side-1"), Err(roster::Error::NotFound(_))),
@@ -368,7 +385,10 @@ fn the_agent_sidecar_heartbeats_until_sigterm() -> roster::Result<()> {
 fn the_agent_sidecar_stops_when_its_row_is_deregistered() {
     let sh = Shell::new();
     let (agent, first) = start(&sh, &["agent", "side-2", "--every", "50ms"]);
-    assert!(first.starts_with("agent side-2 registered"), "{first}");
+    assert!(
+        after_stamp(&first).starts_with("agent side-2 registered"),
+        "{first}"
+    );
     sh.ok(&["deregister", "side-2"]);
     let out = agent.finish();
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
@@ -390,9 +410,15 @@ fn the_reaper_prints_agents_that_go_quiet() {
         "--write",
         "UPDATE agents SET last_heartbeat = strftime('%Y-%m-%d %H:%M:%f000000', 'now', '-2 hours') WHERE id = 'quiet-1'",
     ]);
-    // Its first reap marks quiet-1 offline: that is its first line.
-    let (reaper, first) = start(&sh, &["--json", "reaper", "--ttl", "1h", "--every", "50ms"]);
-    let event: serde_json::Value = serde_json::from_str(&first).expect("a JSON document");
+    // It says it started, then its first reap marks quiet-1 offline.
+    let (mut reaper, first) = start(&sh, &["--json", "reaper", "--ttl", "1h", "--every", "50ms"]);
+    let started: serde_json::Value = serde_json::from_str(&first).expect("a JSON document");
+    assert_eq!(
+        (&started["event"], &started["ttl"], &started["every"]),
+        (&"started".into(), &"1h".into(), &"50ms".into())
+    );
+    let line = reaper.expect_line("quiet-1 going offline");
+    let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON document");
     assert_eq!(event["event"], "offline");
     assert_eq!(event["id"], "quiet-1");
     sigterm(&reaper);

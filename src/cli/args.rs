@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
-use roster::{AgentInfo, AgentStatus, Priority};
+use clap_complete::Shell;
+use roster::{AgentInfo, AgentStatus, MAX_BUSY_TIMEOUT, Priority};
 
 use super::exit;
 
@@ -15,15 +15,33 @@ use super::exit;
 /// The registry is one SQLite file (--db, else $ROSTER_DB, else roster.db),
 /// created on first use and shared by every process on the host.
 #[derive(Debug, Parser)]
-#[command(name = "roster", version, after_help = exit::help())]
+#[command(
+    name = "roster",
+    version,
+    after_help = exit::help(),
+    arg_required_else_help = true
+)]
 pub(crate) struct Cli {
     /// The registry file [default: roster.db; roster-demo.db for `demo`].
+    /// Commands that only read, or that need an agent to exist, never
+    /// create it.
     #[arg(long, global = true, env = "ROSTER_DB", hide_env_values = true)]
     pub(crate) db: Option<PathBuf>,
-    /// Print JSON (one document per command; one per line for `agent` and
-    /// `reaper`) instead of text.
+    /// Print JSON instead of text: one document per command, one per line
+    /// for `agent`, `reaper` and `demo`; errors as one object on stderr.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// How long to wait for other processes that hold the registry's lock
+    /// before failing with exit code 6 (at most 24days 20h 31m 23s 647ms).
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        value_parser = busy_timeout,
+        default_value = "5s",
+        allow_hyphen_values = true
+    )]
+    pub(crate) busy_timeout: Duration,
     /// The subcommand.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -74,8 +92,8 @@ pub(crate) enum Command {
     /// Mark offline every agent silent for longer than the TTL, once.
     #[command(after_help = "Example:\n  roster reap --ttl 30s")]
     Reap {
-        /// How long an agent may stay silent (30s, 5m, 1h...).
-        #[arg(long, value_parser = parse_duration)]
+        /// How long an agent may stay silent (30s, 5m, 1h...; 0 or more).
+        #[arg(long, value_parser = ttl, allow_hyphen_values = true)]
         ttl: Duration,
     },
     /// Take a slot on the best agent for a task and print it.
@@ -101,23 +119,39 @@ pub(crate) enum Command {
         /// The agent to register.
         #[command(flatten)]
         agent: AgentArgs,
-        /// Time between heartbeats.
-        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        /// Time between heartbeats (at least 1ms).
+        #[arg(long, value_parser = interval, default_value = "5s", allow_hyphen_values = true)]
         every: Duration,
-        /// Remove the agent from the registry when stopped by a signal.
+        /// Remove the agent from the registry when stopped by a signal,
+        /// instead of marking it offline.
         #[arg(long)]
         deregister_on_exit: bool,
+        /// Leave the agent as it is when stopped by a signal (available,
+        /// claimable until the reaper's TTL runs out), instead of marking it
+        /// offline: for a restart that must keep the agent's tasks.
+        #[arg(long, conflicts_with = "deregister_on_exit")]
+        keep_on_exit: bool,
     },
     /// Reap in a loop, printing each agent that went offline, until SIGINT
     /// or SIGTERM.
     #[command(after_help = "Example:\n  roster reaper --ttl 30s --every 5s")]
     Reaper {
-        /// How long an agent may stay silent (30s, 5m, 1h...).
-        #[arg(long, value_parser = parse_duration)]
+        /// How long an agent may stay silent (30s, 5m, 1h...; 0 or more).
+        #[arg(long, value_parser = ttl, allow_hyphen_values = true)]
         ttl: Duration,
-        /// Time between reaps.
-        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        /// Time between reaps (at least 1ms).
+        #[arg(long, value_parser = interval, default_value = "5s", allow_hyphen_values = true)]
         every: Duration,
+    },
+    /// Drain an agent: it gets no new claims, keeps heartbeating and keeps
+    /// the slots it holds (like `kubectl cordon`); `--undo` ends the drain.
+    #[command(after_help = "Examples:\n  roster drain builder-1\n  roster drain builder-1 --undo")]
+    Drain {
+        /// The agent's id.
+        id: String,
+        /// Let the agent take claims again.
+        #[arg(long)]
+        undo: bool,
     },
     /// Run one SQL statement against the registry and print the rows.
     /// Read-only unless --write is given.
@@ -125,11 +159,18 @@ pub(crate) enum Command {
         after_help = "Examples:\n  roster sql \"SELECT status, count(*) FROM agents GROUP BY status\"\n  roster sql --write \"UPDATE agents SET max_load = 8 WHERE id = 'builder-1'\""
     )]
     Sql {
-        /// The statement.
+        /// The statement (it may start with a hyphen, as a `-- comment`
+        /// does).
+        #[arg(allow_hyphen_values = true)]
         query: String,
-        /// Allow a statement that writes.
+        /// Allow a statement that writes; the number of rows it changed is
+        /// printed.
         #[arg(long)]
         write: bool,
+        /// How long the statement may run before it is interrupted (0: no
+        /// limit). Ctrl-C interrupts it too; either way nothing is changed.
+        #[arg(long, value_parser = ttl, default_value = "30s", allow_hyphen_values = true)]
+        timeout: Duration,
     },
     /// Show in under 30 seconds what roster is for: agent processes, a
     /// dispatcher, a crash, the reaper, a restart and a query.
@@ -137,6 +178,24 @@ pub(crate) enum Command {
         after_help = "Example:\n  roster demo            (uses roster-demo.db, replaced on each run)"
     )]
     Demo,
+    /// Print a completion script for a shell, generated from these very
+    /// flags.
+    #[command(
+        after_help = "Examples:\n  roster completions bash > /etc/bash_completion.d/roster\n  roster completions zsh > \"${fpath[1]}/_roster\"\n  roster completions fish > ~/.config/fish/completions/roster.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Print the manual page (roff) of roster, or of one subcommand,
+    /// generated from these very flags.
+    #[command(
+        after_help = "Examples:\n  roster man > roster.1 && man -l roster.1\n  roster man claim > roster-claim.1"
+    )]
+    Man {
+        /// The subcommand whose page to print (`roster-SUBCOMMAND(1)`).
+        subcommand: Option<String>,
+    },
 }
 
 /// The fields of an agent, as flags (shared by `register` and `agent`).
@@ -150,14 +209,15 @@ pub(crate) struct AgentArgs {
     /// A capability (repeat for several).
     #[arg(long = "cap", value_name = "CAP")]
     pub(crate) capabilities: Vec<String>,
-    /// Tasks allowed at once; 0 means unlimited.
-    #[arg(long, default_value_t = 0)]
+    /// Tasks allowed at once: 0 or more, 0 meaning unlimited (a negative
+    /// number is refused).
+    #[arg(long, default_value_t = 0, value_parser = count, allow_negative_numbers = true)]
     pub(crate) max_load: u32,
     /// available, busy or offline.
     #[arg(long, default_value = "available")]
     pub(crate) status: AgentStatus,
-    /// Tasks running now.
-    #[arg(long, default_value_t = 0)]
+    /// Tasks running now: 0 or more, at most --max-load unless that is 0.
+    #[arg(long, default_value_t = 0, value_parser = count, allow_negative_numbers = true)]
     pub(crate) load: u32,
 }
 
@@ -169,7 +229,7 @@ impl AgentArgs {
             name: self.name.clone().unwrap_or_else(|| self.id.clone()),
             capabilities: self.capabilities.clone(),
             status: self.status,
-            last_heartbeat: Utc::now(),
+            last_heartbeat: roster::now(),
             current_load: self.load,
             max_load: self.max_load,
             ..AgentInfo::default()
@@ -177,8 +237,62 @@ impl AgentArgs {
     }
 }
 
-/// Parses "30s", "5m", "1h", "250ms", "1h 30m".
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{e}; expected a number with a unit, e.g. 30s, 5m, 1h, 250ms"))
+/// The longest `--ttl`, `--every` or `--timeout`: 100 years. Longer ones
+/// reach past what clocks can count.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// Parses "30s", "5m", "1h", "250ms", "1h 30m": 0 up to [`MAX_DURATION`].
+fn duration(text: &str) -> Result<Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err("a duration cannot be negative: give 0 or more, e.g. 30s".to_owned());
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; expected a number with a unit, e.g. 30s, 5m, 1h, 250ms"))?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "must be at most {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(duration)
+}
+
+/// A TTL or a time limit: any [`duration`], 0 included.
+fn ttl(text: &str) -> Result<Duration, String> {
+    duration(text)
+}
+
+/// The time between two rounds of a loop: a [`duration`] of at least 1 ms,
+/// since 0 would spin.
+fn interval(text: &str) -> Result<Duration, String> {
+    let interval = duration(text)?;
+    if interval < Duration::from_millis(1) {
+        return Err("must be at least 1ms: the loop waits this long between two rounds".to_owned());
+    }
+    Ok(interval)
+}
+
+/// A busy timeout: a [`duration`] SQLite can take, at most
+/// [`MAX_BUSY_TIMEOUT`].
+fn busy_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = duration(text)?;
+    if timeout > MAX_BUSY_TIMEOUT {
+        return Err(format!(
+            "must be at most {}, the longest SQLite can wait",
+            humantime::format_duration(MAX_BUSY_TIMEOUT)
+        ));
+    }
+    Ok(timeout)
+}
+
+/// A number of tasks: 0 to `u32::MAX`.
+fn count(text: &str) -> Result<u32, String> {
+    let number: i128 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected a whole number, e.g. 4".to_owned())?;
+    if number < 0 {
+        return Err("must be 0 or more".to_owned());
+    }
+    u32::try_from(number).map_err(|_| format!("must be at most {}", u32::MAX))
 }

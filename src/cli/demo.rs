@@ -101,23 +101,43 @@ struct Timeline<'a> {
 }
 
 impl Timeline<'_> {
-    /// A step, with the time since the start.
+    /// A step, with the time since the start; with `--json`, one line
+    /// `{"elapsed_s": 1.2, "step": "..."}`.
     fn say(&mut self, text: impl AsRef<str>) -> Outcome {
         let elapsed = self.start.elapsed().as_secs_f64();
-        self.out
-            .line(format_args!("[{elapsed:5.1}s] {}", text.as_ref()))?;
+        if self.out.json {
+            let elapsed = (elapsed * 1000.0).round() / 1000.0;
+            self.out
+                .json(&serde_json::json!({ "elapsed_s": elapsed, "step": text.as_ref() }))?;
+        } else {
+            self.out
+                .line(format_args!("[{elapsed:5.1}s] {}", text.as_ref()))?;
+        }
         self.out.flush()
     }
 
-    /// A detail of the last step.
+    /// A detail of the last step; with `--json`, `{"detail": "..."}`.
     fn detail(&mut self, text: impl AsRef<str>) -> Outcome {
-        self.out.line(format_args!("         {}", text.as_ref()))?;
+        if self.out.json {
+            self.out
+                .json(&serde_json::json!({ "detail": text.as_ref().trim() }))?;
+        } else {
+            self.out.line(format_args!("         {}", text.as_ref()))?;
+        }
         self.out.flush()
     }
 
-    /// Text without a time.
+    /// Text without a time; with `--json`, `{"note": "..."}`, and nothing
+    /// for an empty line.
     fn plain(&mut self, text: impl AsRef<str>) -> Outcome {
-        self.out.line(text.as_ref())?;
+        let text = text.as_ref();
+        if self.out.json {
+            if !text.is_empty() {
+                self.out.json(&serde_json::json!({ "note": text.trim() }))?;
+            }
+        } else {
+            self.out.line(text)?;
+        }
         self.out.flush()
     }
 
@@ -351,7 +371,11 @@ pub(crate) fn run(named: Option<&Path>, out: &mut Printer) -> Outcome {
     let registry = SqliteRegistry::open(&db)?;
     let result = registry.query(query, SqlAccess::ReadOnly)?;
     if json {
-        return timeline.out.json(&result);
+        return timeline.out.json(&serde_json::json!({
+            "query": query,
+            "columns": result.columns,
+            "rows": result.rows,
+        }));
     }
     let header: Vec<&str> = result.columns.iter().map(String::as_str).collect();
     let rows: Vec<Vec<String>> = result

@@ -37,7 +37,7 @@ pub(crate) const EXIT_CODES: [(Exit, &str); 8] = [
     (Exit::Success, "success"),
     (
         Exit::Failure,
-        "failure outside the registry: output could not be written, a process could not be started, the storage failed (disk full, I/O error), SQL stopped by --timeout or Ctrl-C",
+        "failure: output could not be written, a process could not start, the storage failed (disk full, I/O error), SQL interrupted (--timeout, Ctrl-C)",
     ),
     (
         Exit::BadInput,
@@ -163,6 +163,10 @@ impl From<Error> for Failure {
             Error::NoEligibleAgent => {
                 ": no online agent with a free slot holds every label; retry later"
             }
+            Error::NoRegistry { .. } => {
+                "; check --db (or $ROSTER_DB): commands that only read never create a registry, `roster register` does"
+            }
+            Error::Busy(_) => " with --busy-timeout",
             Error::NotADatabase { .. }
             | Error::NotARegistry { .. }
             | Error::SchemaTooNew { .. }

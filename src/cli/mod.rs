@@ -15,7 +15,8 @@ mod printer;
 use std::process::ExitCode;
 
 use clap::Parser;
-use roster::SqliteRegistry;
+use clap::error::ErrorKind as ClapErrorKind;
+use roster::{SqliteOptions, SqliteRegistry};
 
 use args::{Cli, Command};
 use exit::{Failure, Outcome};
@@ -30,6 +31,15 @@ pub fn main() -> ExitCode {
             // --help and --version.
             let _ = e.print();
             return ExitCode::SUCCESS;
+        }
+        Err(e) if e.kind() == ClapErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Bare `roster`: the help, once, on stderr; exit code 2.
+            let failure = Failure::bad_input("a subcommand is required (see roster --help)");
+            if json {
+                return fail(&failure, json);
+            }
+            warn(format_args!("{}", e.render().to_string().trim_end()));
+            return failure.exit.into();
         }
         Err(e) => {
             // clap's message, before its usage and tips, on one line.
@@ -60,51 +70,104 @@ fn json_asked() -> bool {
         .any(|arg| arg == "--json")
 }
 
+/// A failure as `--json` reports it on standard error.
+#[derive(serde::Serialize)]
+struct JsonError<'a> {
+    /// The message, as text mode prints it after `roster: `.
+    error: &'a str,
+    /// What kind of failure: the library's `ErrorKind` in snake_case, or
+    /// the command's own (`io`, `interrupted`).
+    kind: &'a str,
+    /// The exit code the process ends with.
+    exit_code: u8,
+}
+
 /// Reports `failure` on standard error, as one line of text or one JSON
 /// object, and returns its exit code.
 fn fail(failure: &Failure, json: bool) -> ExitCode {
     if json {
-        let error = serde_json::json!({
-            "error": failure.message,
-            "kind": failure.kind,
-            "exit_code": failure.exit.code(),
-        });
-        warn(error);
+        let error = JsonError {
+            error: &failure.message,
+            kind: failure.kind,
+            exit_code: failure.exit.code(),
+        };
+        match serde_json::to_string(&error) {
+            Ok(line) => warn(line),
+            Err(_) => warn(format_args!("roster: {}", failure.message)),
+        }
     } else {
         warn(format_args!("roster: {}", failure.message));
     }
     failure.exit.into()
 }
 
+/// Whether a command creates the registry file when it does not exist.
+#[derive(Clone, Copy)]
+enum Create {
+    /// Commands that write something of their own (an agent, a statement).
+    Yes,
+    /// Commands that only read, or that need an agent to exist: a mistyped
+    /// `--db` is "no registry at PATH", not a new empty file.
+    No,
+}
+
 fn run(cli: Cli, out: &mut Printer) -> Outcome {
-    if let Command::Demo = cli.command {
-        return demo::run(cli.db.as_deref(), out);
-    }
-    let registry = SqliteRegistry::open(cli.db.as_deref().unwrap_or("roster.db".as_ref()))?;
+    let path = cli
+        .db
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("roster.db"));
+    let busy_timeout = cli.busy_timeout;
+    let open = |create: Create| -> Result<SqliteRegistry, Failure> {
+        Ok(SqliteOptions::new()
+            .busy_timeout(busy_timeout)
+            .create(matches!(create, Create::Yes))
+            .open(&path)?)
+    };
     match cli.command {
-        Command::Register(args) => commands::register(&registry, out, &args),
-        Command::Deregister { id } => commands::deregister(&registry, out, &id),
-        Command::Get { id } => commands::get(&registry, out, &id),
-        Command::Heartbeat { id } => commands::heartbeat(&registry, out, &id),
-        Command::Release { id } => commands::release(&registry, out, &id),
+        // On a file of its own.
+        Command::Demo => demo::run(cli.db.as_deref(), out),
+        // No registry at all.
+        Command::Completions { shell } => commands::completions(out, shell),
+        Command::Man { subcommand } => commands::man(out, subcommand.as_deref()),
+        Command::Register(args) => commands::register(&open(Create::Yes)?, out, &args),
+        Command::Deregister { id } => commands::deregister(&open(Create::No)?, out, &id),
+        Command::Get { id } => commands::get(&open(Create::No)?, out, &id),
+        Command::Heartbeat { id } => commands::heartbeat(&open(Create::No)?, out, &id),
+        Command::Release { id } => commands::release(&open(Create::No)?, out, &id),
+        Command::Drain { id, undo } => commands::drain(&open(Create::No)?, out, &id, !undo),
         Command::List {
             status,
             capabilities,
-        } => commands::list(&registry, out, status, &capabilities),
-        Command::Reap { ttl } => commands::reap(&registry, out, ttl),
+        } => commands::list(&open(Create::No)?, out, status, &capabilities),
+        Command::Reap { ttl } => commands::reap(&open(Create::No)?, out, ttl),
         Command::Claim {
             labels,
             priority,
             task_id,
-        } => commands::claim(&registry, out, labels, priority, task_id),
+        } => commands::claim(&open(Create::No)?, out, labels, priority, task_id),
         Command::Agent {
             agent,
             every,
             deregister_on_exit,
-        } => daemon::agent(&registry, out, agent.to_agent(), every, deregister_on_exit),
-        Command::Reaper { ttl, every } => daemon::reaper(&registry, out, ttl, every),
-        Command::Sql { query, write } => commands::sql(&registry, out, &query, write),
-        // Handled before the registry is opened, on a file of its own.
-        Command::Demo => Ok(()),
+            keep_on_exit,
+        } => {
+            let on_exit = if deregister_on_exit {
+                daemon::OnExit::Deregister
+            } else if keep_on_exit {
+                daemon::OnExit::Keep
+            } else {
+                daemon::OnExit::Offline
+            };
+            daemon::agent(&open(Create::Yes)?, out, agent.to_agent(), every, on_exit)
+        }
+        Command::Reaper { ttl, every } => daemon::reaper(&open(Create::Yes)?, out, ttl, every),
+        Command::Sql {
+            query,
+            write,
+            timeout,
+        } => {
+            let create = if write { Create::Yes } else { Create::No };
+            commands::sql(&open(create)?, out, &query, write, timeout)
+        }
     }
 }

@@ -35,13 +35,24 @@ impl Printer {
         writeln!(self.out, "{text}").map_err(Failure::output)
     }
 
+    /// Writes text as it is, without a line break.
+    pub(crate) fn text(&mut self, text: &str) -> Outcome {
+        self.out.write_all(text.as_bytes()).map_err(Failure::output)
+    }
+
     /// Writes `value` as one JSON document on one line, as Go writes it.
     pub(crate) fn json(&mut self, value: &impl Serialize) -> Outcome {
+        self.json_part(value)?;
+        self.line("")
+    }
+
+    /// Writes `value` as JSON, without a line break: a part of a larger
+    /// document.
+    pub(crate) fn json_part(&mut self, value: &impl Serialize) -> Outcome {
         roster::to_json_writer(&mut self.out, value).map_err(|e| match e.io_error_kind() {
             Some(kind) => Failure::output(io::Error::from(kind)),
             None => Failure::io(format!("cannot write JSON: {e}")),
-        })?;
-        self.line("")
+        })
     }
 
     /// Sends what is buffered to standard output: after each line of a
