@@ -246,8 +246,9 @@ fn duration(text: &str) -> Result<Duration, String> {
     if text.trim_start().starts_with('-') {
         return Err("a duration cannot be negative: give 0 or more, e.g. 30s".to_owned());
     }
-    let duration = humantime::parse_duration(text)
-        .map_err(|e| format!("{e}; expected a number with a unit, e.g. 30s, 5m, 1h, 250ms"))?;
+    let duration = humantime::parse_duration(text).map_err(|e| {
+        format!("not a duration ({e}); expected a number with a unit, e.g. 30s, 5m, 1h, 250ms")
+    })?;
     if duration > MAX_DURATION {
         return Err(format!(
             "must be at most {}",
