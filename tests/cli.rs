@@ -282,8 +282,11 @@ fn every_subcommand_has_help_with_an_example() {
         "claim",
         "agent",
         "reaper",
+        "drain",
         "sql",
         "demo",
+        "completions",
+        "man",
     ] {
         let out = Command::new(ROSTER)
             .args([sub, "--help"])
@@ -612,7 +615,7 @@ fn daemons_stop_with_exit_code_7_when_their_file_turns_to_garbage() {
     // and written the -wal file that the garbage then replaces.
     sh.ok(&["sql", "--write", &heartbeat_back("someone", "-2 hours")]);
     let line = reaper.expect_line("someone going offline");
-    assert!(line.ends_with(" someone went offline"), "{line}");
+    assert_eq!(after_stamp(&line), "someone went offline");
     turn_to_garbage(&sh.db());
     let out = stops_by_itself(reaper);
     assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
