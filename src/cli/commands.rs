@@ -331,7 +331,8 @@ pub(crate) fn man(out: &mut Printer, subcommand: Option<&str>) -> Outcome {
     let mut roster = Cli::command();
     roster.build();
     let command = match subcommand {
-        None => roster,
+        // NAME says "roster - ..." by itself.
+        None => roster.about("a persistent registry of agents for orchestrators on one host"),
         Some(name) => match roster.find_subcommand(name) {
             Some(command) => command.clone(),
             None => {
