@@ -30,6 +30,7 @@
 mod agent;
 mod claim;
 mod error;
+mod event;
 mod json;
 mod memory;
 mod registry;
@@ -46,6 +47,9 @@ pub use agent::{
 };
 pub use claim::{Claim, Claimed, RecoverReason, Recovered};
 pub use error::{DatabaseError, Error, ErrorKind, Result};
+pub use event::{
+    DEFAULT_EVENTS_KEEP, DEFAULT_EVENTS_KEEP_SECONDS, Event, EventKind, MAX_EVENTS_PAGE,
+};
 pub use json::{ZERO_TIME, to_json, to_json_writer};
 pub use memory::MemoryRegistry;
 pub use registry::{AgentRegistry, now};

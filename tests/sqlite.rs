@@ -121,7 +121,12 @@ fn schema_contract_tables_and_columns() -> Result<()> {
         ("drained", "INTEGER"),
     ]);
     // Optional: NULL when unknown.
-    for (name, kind) in [("host", "TEXT"), ("pid", "INTEGER"), ("started_at", "TEXT")] {
+    for (name, kind) in [
+        ("host", "TEXT"),
+        ("pid", "INTEGER"),
+        ("started_at", "TEXT"),
+        ("registered_at", "TEXT"),
+    ] {
         agents.push((name.into(), kind.into(), false));
     }
     assert_eq!(columns("agents"), agents);
