@@ -93,7 +93,10 @@ impl Exit {
             ErrorKind::NotFound => Self::NotFound,
             ErrorKind::Conflict => match error {
                 Error::AlreadyClaimed { .. } => Self::AlreadyClaimed,
-                _ => Self::StaleClaim,
+                Error::StaleClaim { .. } => Self::StaleClaim,
+                // No command of roster meets another conflict (a change
+                // feed's cursor); none is mislabelled as a claim's.
+                _ => Self::Failure,
             },
             ErrorKind::NoCapacity => Self::NoEligibleAgent,
             // Ad-hoc SQL stopped by its time limit or by Ctrl-C.
