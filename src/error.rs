@@ -263,7 +263,7 @@ impl Error {
 fn stale_message(task_id: &str, token: Option<u64>, held: Option<u64>) -> String {
     match (token, held) {
         (Some(token), Some(held)) => format!(
-            "stale token {token} for task {task_id}: it is held under token {held} now (it was recovered and claimed again)"
+            "stale token {token} for task {task_id}: it is held under token {held} now (the claim was recovered and taken again, or the token is wrong)"
         ),
         (_, _) => format!("no claim of task {task_id} is held (released or recovered already)"),
     }

@@ -784,7 +784,7 @@ pub fn release_refuses_what_it_cannot_do(registry: &Subject) -> Result<()> {
         Err(e @ Error::StaleClaim { .. }) => assert_eq!(
             e.to_string(),
             format!(
-                "stale token {} for task job: it is held under token {token} now (it was recovered and claimed again)",
+                "stale token {} for task job: it is held under token {token} now (the claim was recovered and taken again, or the token is wrong)",
                 token + 1
             )
         ),
