@@ -50,11 +50,11 @@ struct Held {
 }
 
 impl State {
-    /// Appends an event of `kind` about `agent_id` and returns it to fill
-    /// in; prunes as the SQLite schema does (the newest
+    /// Appends an event of `kind` about `agent_id`, filled in by `fill`;
+    /// prunes as the SQLite schema does (the newest
     /// [`DEFAULT_EVENTS_KEEP`], and every 64 events those older than
     /// [`DEFAULT_EVENTS_KEEP_SECONDS`]).
-    fn emit(&mut self, kind: EventKind, agent_id: &str) -> &mut Event {
+    fn emit(&mut self, kind: EventKind, agent_id: &str, fill: impl FnOnce(&mut Event)) {
         self.event_seq += 1;
         let at = now();
         let keep = usize::try_from(DEFAULT_EVENTS_KEEP).unwrap_or(usize::MAX);
@@ -70,17 +70,18 @@ impl State {
                 self.events.pop_front();
             }
         }
-        self.events
-            .push_back(Event::new(self.event_seq, at, kind, agent_id));
-        self.events.back_mut().expect("just pushed")
+        let mut event = Event::new(self.event_seq, at, kind, agent_id);
+        fill(&mut event);
+        self.events.push_back(event);
     }
 
     /// Emits the event of a claim.
-    fn emit_claim(&mut self, kind: EventKind, claim: &Claim) -> &mut Event {
-        let event = self.emit(kind, &claim.agent_id.clone());
-        event.task_id = Some(claim.task_id.clone());
-        event.token = Some(claim.token);
-        event
+    fn emit_claim(&mut self, kind: EventKind, claim: &Claim, reason: Option<RecoverReason>) {
+        self.emit(kind, &claim.agent_id, |event| {
+            event.task_id = Some(claim.task_id.clone());
+            event.token = Some(claim.token);
+            event.reason = reason;
+        });
     }
 
     /// How many claims `id` holds.
@@ -223,7 +224,8 @@ impl AgentRegistry for MemoryRegistry {
             } else {
                 EventKind::Registered
             };
-            state.emit(kind, &agent.id).status = Some(agent.status);
+            let status = agent.status;
+            state.emit(kind, &agent.id, |e| e.status = Some(status));
             state.agents.insert(agent.id.clone(), agent);
             Ok(())
         })
@@ -241,7 +243,7 @@ impl AgentRegistry for MemoryRegistry {
                     held.attached = false;
                 }
             }
-            state.emit(EventKind::Deregistered, id);
+            state.emit(EventKind::Deregistered, id, |_| {});
             Ok(())
         })
     }
@@ -267,7 +269,9 @@ impl AgentRegistry for MemoryRegistry {
             agent.last_heartbeat = now();
             if agent.status == AgentStatus::Offline {
                 agent.status = AgentStatus::Available;
-                state.emit(EventKind::Status, id).status = Some(AgentStatus::Available);
+                state.emit(EventKind::Status, id, |e| {
+                    e.status = Some(AgentStatus::Available);
+                });
             }
             Ok(())
         })
@@ -281,7 +285,7 @@ impl AgentRegistry for MemoryRegistry {
                 .ok_or_else(|| Error::NotFound(id.to_owned()))?;
             if agent.status != status {
                 agent.status = status;
-                state.emit(EventKind::Status, id).status = Some(status);
+                state.emit(EventKind::Status, id, |e| e.status = Some(status));
             }
             Ok(())
         })
@@ -300,7 +304,7 @@ impl AgentRegistry for MemoryRegistry {
                 } else {
                     EventKind::Undrained
                 };
-                state.emit(kind, id);
+                state.emit(kind, id, |_| {});
             }
             Ok(())
         })
@@ -318,7 +322,9 @@ impl AgentRegistry for MemoryRegistry {
             }
             // BTreeMap iterates in id order, so `reaped` is already sorted.
             for id in &reaped {
-                state.emit(EventKind::Status, id).status = Some(AgentStatus::Offline);
+                state.emit(EventKind::Status, id, |e| {
+                    e.status = Some(AgentStatus::Offline)
+                });
             }
             Ok(reaped)
         })
@@ -351,7 +357,7 @@ impl AgentRegistry for MemoryRegistry {
                     attached: true,
                 },
             );
-            state.emit_claim(EventKind::Claimed, &claim);
+            state.emit_claim(EventKind::Claimed, &claim, None);
             let agent = state
                 .agents
                 .get_mut(&id)
@@ -377,7 +383,7 @@ impl AgentRegistry for MemoryRegistry {
                     token,
                     held: None,
                 })?;
-            state.emit_claim(EventKind::Released, &claim);
+            state.emit_claim(EventKind::Released, &claim, None);
             Ok(claim)
         })
     }
@@ -398,7 +404,7 @@ impl AgentRegistry for MemoryRegistry {
             held.claim.lease_expires_at = Some(expiry);
             let claim = held.claim.clone();
             if changed {
-                state.emit_claim(EventKind::Renewed, &claim);
+                state.emit_claim(EventKind::Renewed, &claim, None);
             }
             Ok(claim)
         })
@@ -431,7 +437,7 @@ impl AgentRegistry for MemoryRegistry {
             let mut recovered = Vec::with_capacity(due.len());
             for (task_id, reason) in due {
                 if let Some(held) = state.remove_claim(&task_id) {
-                    state.emit_claim(EventKind::Recovered, &held.claim).reason = Some(reason);
+                    state.emit_claim(EventKind::Recovered, &held.claim, Some(reason));
                     recovered.push(Recovered {
                         claim: held.claim,
                         reason,
