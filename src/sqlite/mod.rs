@@ -157,20 +157,16 @@ impl AgentRegistry for SqliteRegistry {
                 .checked_add(held)
                 .filter(|total| agent.max_load == 0 || *total <= agent.max_load)
                 .ok_or_else(|| memory::over_max(&agent, held))?;
+            // Capabilities and metadata are rewritten below: the flag makes
+            // their triggers leave the change feed to this register's one
+            // event. It never outlives the transaction.
+            tx.prepare_cached("UPDATE settings SET value = 1 WHERE name = 'registering'")?
+                .execute([])?;
             // drained is left out: a new agent starts undrained, an existing
-            // one keeps what an operator set.
-            tx.prepare_cached(
-                "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load,
-                                     host, pid, started_at, registered_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (id) DO UPDATE SET
-                     name = excluded.name, status = excluded.status,
-                     last_heartbeat = excluded.last_heartbeat,
-                     current_load = excluded.current_load, max_load = excluded.max_load,
-                     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
-                     registered_at = excluded.registered_at",
-            )?
-            .execute(params![
+            // one keeps what an operator set. An UPDATE, then an INSERT if
+            // there was nothing to update: the schema refuses an INSERT of an
+            // existing id (INSERT OR REPLACE would skip its triggers).
+            let values = params![
                 agent.id,
                 agent.name,
                 agent.status.as_str(),
@@ -181,7 +177,23 @@ impl AgentRegistry for SqliteRegistry {
                 agent.pid,
                 started_at,
                 registered_at,
-            ])?;
+            ];
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE agents SET name = ?2, status = ?3, last_heartbeat = ?4,
+                         current_load = ?5, max_load = ?6, host = ?7, pid = ?8,
+                         started_at = ?9, registered_at = ?10
+                     WHERE id = ?1",
+                )?
+                .execute(values)?;
+            if updated == 0 {
+                tx.prepare_cached(
+                    "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load,
+                                         host, pid, started_at, registered_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(values)?;
+            }
             tx.prepare_cached("DELETE FROM capabilities WHERE agent_id = ?1")?
                 .execute([&agent.id])?;
             let mut insert = tx.prepare_cached(
@@ -198,6 +210,8 @@ impl AgentRegistry for SqliteRegistry {
             for (key, value) in &agent.metadata {
                 insert.execute(params![agent.id, key, value])?;
             }
+            tx.prepare_cached("UPDATE settings SET value = 0 WHERE name = 'registering'")?
+                .execute([])?;
             Ok(())
         })
     }
