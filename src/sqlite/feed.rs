@@ -12,7 +12,7 @@ use crate::event::{Event, EventKind};
 use crate::sqlite::SqliteRegistry;
 use crate::sqlite::conn::{self, Settings};
 use crate::sqlite::retry::{Failure, Result, classify};
-use crate::sqlite::row::{decode_time, text};
+use crate::sqlite::row::decode_time;
 use crate::text::escape_bytes;
 
 /// How often an idle watcher asks whether another connection committed.
@@ -128,23 +128,34 @@ fn event(row: &Row<'_>) -> Result<Event> {
             reason,
         })
     };
+    let text = |column: usize, name: &'static str| -> Result<&str> {
+        match row.get_ref(column)? {
+            ValueRef::Text(bytes) => {
+                std::str::from_utf8(bytes).map_err(|e| unreadable(name, format!("not UTF-8 ({e})")))
+            }
+            other => Err(unreadable(
+                name,
+                format!("expected text, found {:?}", other.data_type()),
+            )),
+        }
+    };
     let seq = u64::try_from(seq).map_err(|_| unreadable("seq", format!("{seq} is negative")))?;
-    let at = text(row, 1, "events")?;
+    let at = text(1, "at")?;
     let at = decode_time(at.as_bytes()).ok_or_else(|| {
         unreadable(
             "at",
             format!("{:?} is not a time", escape_bytes(at.as_bytes())),
         )
     })?;
-    let kind = text(row, 2, "events")?;
+    let kind = text(2, "kind")?;
     let kind = EventKind::parse(kind)
         .ok_or_else(|| unreadable("kind", format!("unknown kind {kind:?}")))?;
-    let mut event = Event::new(seq, at, kind, text(row, 3, "events")?);
+    let mut event = Event::new(seq, at, kind, text(3, "agent_id")?);
     if !matches!(row.get_ref(4)?, ValueRef::Null) {
-        event.task_id = Some(text(row, 4, "events")?.to_owned());
+        event.task_id = Some(text(4, "task_id")?.to_owned());
     }
     if !matches!(row.get_ref(5)?, ValueRef::Null) {
-        let status = text(row, 5, "events")?;
+        let status = text(5, "status")?;
         event.status = Some(
             status
                 .parse()
@@ -152,7 +163,7 @@ fn event(row: &Row<'_>) -> Result<Event> {
         );
     }
     if !matches!(row.get_ref(6)?, ValueRef::Null) {
-        let reason = text(row, 6, "events")?;
+        let reason = text(6, "reason")?;
         event.reason = Some(
             crate::claim::RecoverReason::parse(reason)
                 .ok_or_else(|| unreadable("reason", format!("unknown reason {reason:?}")))?,
