@@ -12,8 +12,9 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::SecondsFormat;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -48,11 +49,16 @@ pub(crate) fn since(text: &str) -> Result<Since, String> {
     })
 }
 
-/// How long one wait for events lasts before the command looks at its stop
-/// flag, its output and its file: the longest a signal or a closed output
-/// waits to be noticed. The wait itself wakes within about a millisecond of
-/// a commit, whatever this is.
+/// How often the command looks at its stop flag, its output and its file
+/// while it waits for events: the longest a signal, a closed output or a
+/// deleted file waits to be noticed. Events themselves are printed as soon
+/// as they come (about a millisecond after their commit), whatever this is.
 const TICK: Duration = Duration::from_millis(100);
+
+/// How long one library `watch` call waits. The watching thread calls it
+/// again at once; each call opens a connection of its own, so a long wait
+/// keeps an idle watcher from opening one every tick.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The most events printed from one read.
 const PAGE: usize = 1000;
@@ -64,13 +70,19 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// `roster watch`: prints every event after `since`, as it is committed by
 /// any process, until SIGINT or SIGTERM (exit code 0), a closed output
 /// (exit code 0) or an error that does not pass by itself.
+///
+/// A thread waits for events (the library's `watch`, which blocks) and
+/// hands them over; this thread prints them and, every [`TICK`], looks at
+/// the signals, the output and the file. Ending leaves the waiting thread
+/// where it is: the process ends with it, and a reader that vanishes
+/// harms no SQLite file.
 pub(crate) fn run(registry: &SqliteRegistry, out: &mut Printer, since: Option<Since>) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
     let file = FileIdentity::of(registry)?;
-    let mut cursor = match since.unwrap_or(Since::Now) {
+    let cursor = match since.unwrap_or(Since::Now) {
         Since::Now => registry.last_event()?,
         Since::After(seq) => {
             // A cursor too old or from elsewhere fails now, before the
@@ -87,30 +99,32 @@ pub(crate) fn run(registry: &SqliteRegistry, out: &mut Printer, since: Option<Si
         ))?;
         out.flush()?;
     }
+    let pages = wait_for_events(registry.clone(), cursor)?;
     while !stop.load(Ordering::Relaxed) {
-        let watched = registry.watch(cursor, PAGE, TICK);
-        if watched.is_err() {
-            // A file deleted or replaced fails the read: say that.
-            file.check()?;
-        }
-        match watched {
-            Ok(events) => {
+        match pages.recv_timeout(TICK) {
+            Ok(Ok(events)) => {
                 for event in &events {
                     // Each line goes out whole, at once: a reader (or a
                     // watcher killed now) never sees half of one.
                     print(out, event)?;
                     out.flush()?;
-                    cursor = event.seq;
                 }
             }
-            Err(e) if e.kind().is_transient() => {
+            Ok(Err((after, e))) => {
+                // A file deleted or replaced fails the read: say that.
+                file.check()?;
+                if !e.kind().is_transient() {
+                    return Err(failure(e));
+                }
                 warn(format_args!(
-                    "roster: {} reading events after {cursor} failed, will retry: {e}",
+                    "roster: {} reading events after {after} failed, will retry: {e}",
                     stamp(roster::now())
                 ));
-                pause(RETRY_PAUSE, &stop);
             }
-            Err(e) => return Err(failure(e)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Failure::io("the thread waiting for events stopped"));
+            }
         }
         if output_closed() {
             return Err(Failure::closed_output());
@@ -118,6 +132,35 @@ pub(crate) fn run(registry: &SqliteRegistry, out: &mut Printer, since: Option<Si
         file.check()?;
     }
     Ok(())
+}
+
+/// What the waiting thread hands over: a page of events, or a failure
+/// with the cursor it read after.
+type Page = Result<Vec<Event>, (u64, Error)>;
+
+/// Starts the thread that waits for the events after `cursor`, page after
+/// page, and sends them on; after a failure it pauses, then tries again
+/// from the same cursor. It stops when nobody receives any more.
+fn wait_for_events(registry: SqliteRegistry, mut cursor: u64) -> Result<Receiver<Page>, Failure> {
+    let (pages, received) = mpsc::sync_channel(1);
+    thread::Builder::new()
+        .name("watch".to_owned())
+        .spawn(move || {
+            loop {
+                let page = registry.watch(cursor, PAGE, WAIT);
+                let failed = page.is_err();
+                if let Ok(Some(last)) = page.as_ref().map(|events| events.last()) {
+                    cursor = last.seq;
+                }
+                if pages.send(page.map_err(|e| (cursor, e))).is_err() {
+                    return;
+                }
+                if failed {
+                    thread::sleep(RETRY_PAUSE);
+                }
+            }
+        })?;
+    Ok(received)
 }
 
 /// A library error as the command reports it; a cursor too old says how to
@@ -195,18 +238,6 @@ fn shown(id: &str) -> String {
 /// to the millisecond.
 fn stamp(time: chrono::DateTime<chrono::Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Sleeps for `pause`, waking early when `stop` is set.
-fn pause(pause: Duration, stop: &AtomicBool) {
-    let until = Instant::now() + pause;
-    while !stop.load(Ordering::Relaxed) {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        thread::sleep(left.min(Duration::from_millis(20)));
-    }
 }
 
 /// Whether standard output is a pipe or socket whose reader has gone
