@@ -8,6 +8,7 @@
 pub mod claim;
 pub mod command;
 pub mod durability;
+pub mod feed;
 pub mod heartbeat;
 pub mod list;
 pub mod memory;

@@ -29,7 +29,8 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "ROSTER_DB", hide_env_values = true)]
     pub(crate) db: Option<PathBuf>,
     /// Print JSON instead of text: one document per command, one per line
-    /// for `agent`, `reaper` and `demo`; errors as one object on stderr.
+    /// for `agent`, `reaper`, `watch` and `demo`; errors as one object on
+    /// stderr.
     #[arg(long, global = true)]
     pub(crate) json: bool,
     /// How long to wait for other processes that hold the registry's lock
@@ -188,6 +189,15 @@ pub(crate) enum Command {
         /// Time between rounds of reap and recover (at least 1ms).
         #[arg(long, value_parser = interval, default_value = "5s", allow_hyphen_values = true)]
         every: Duration,
+    },
+    /// Print every change of the registry as it is committed, by any
+    /// process, one line each, until SIGINT or SIGTERM.
+    #[command(after_help = "Examples:\n  roster watch\n  roster --json watch --since 1200")]
+    Watch {
+        /// Start after this event (its `seq`; 0 for every event kept), or
+        /// `now` [default: now].
+        #[arg(long, value_name = "SEQ|now", value_parser = super::watch::since, allow_hyphen_values = true)]
+        since: Option<super::watch::Since>,
     },
     /// Drain an agent: it gets no new claims, keeps heartbeating and keeps
     /// the slots it holds (like `kubectl cordon`); `--undo` ends the drain.

@@ -35,10 +35,12 @@ pub(crate) enum Exit {
     StaleClaim = 9,
     /// `roster agent` was asked to run an agent that a live sidecar runs.
     AgentRunning = 10,
+    /// `roster watch` was given a cursor the change feed cannot resume from.
+    BadCursor = 11,
 }
 
 /// Every exit code and what it means, in order.
-pub(crate) const EXIT_CODES: [(Exit, &str); 11] = [
+pub(crate) const EXIT_CODES: [(Exit, &str); 12] = [
     (Exit::Success, "success"),
     (
         Exit::Failure,
@@ -68,6 +70,10 @@ pub(crate) const EXIT_CODES: [(Exit, &str); 11] = [
         Exit::AgentRunning,
         "`roster agent`: a live sidecar already runs this agent (--replace takes over)",
     ),
+    (
+        Exit::BadCursor,
+        "`roster watch`: the cursor is older than the oldest kept event, or ahead of the newest",
+    ),
 ];
 
 /// The table as `--help` shows it.
@@ -94,8 +100,9 @@ impl Exit {
             ErrorKind::Conflict => match error {
                 Error::AlreadyClaimed { .. } => Self::AlreadyClaimed,
                 Error::StaleClaim { .. } => Self::StaleClaim,
-                // No command of roster meets another conflict (a change
-                // feed's cursor); none is mislabelled as a claim's.
+                Error::CursorTooOld { .. } | Error::CursorAhead { .. } => Self::BadCursor,
+                // A conflict this build does not know: never mislabelled
+                // as a claim's or a cursor's.
                 _ => Self::Failure,
             },
             ErrorKind::NoCapacity => Self::NoEligibleAgent,

@@ -11,6 +11,7 @@ mod demo;
 mod exit;
 mod output;
 mod printer;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -185,6 +186,7 @@ fn run(cli: Cli, out: &mut Printer) -> Outcome {
             daemon::agent(&open(Create::Yes)?, out, sidecar)
         }
         Command::Reaper { ttl, every } => daemon::reaper(&open(Create::Yes)?, out, ttl, every),
+        Command::Watch { since } => watch::run(&open(Create::No)?, out, since),
         Command::Sql {
             query,
             write,
