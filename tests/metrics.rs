@@ -465,3 +465,17 @@ fn bad_listen_addresses_and_missing_files_are_clear_errors() {
     assert_eq!(out.status.code(), Some(7));
     assert!(!missing.exists());
 }
+
+#[test]
+fn metrics_help_has_an_example() {
+    let out = Command::new(ROSTER)
+        .args(["metrics", "--help"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Example") && help.contains("--listen 127.0.0.1:9464"),
+        "{help}"
+    );
+}

@@ -117,6 +117,14 @@ impl Tmux {
         })
     }
 
+    /// Waits until the screen shows `title` and the table's rows are
+    /// `expected`, top to bottom.
+    fn wait_rows(&self, title: &str, expected: &[&str]) -> String {
+        self.wait_for(&format!("{title} with the rows {expected:?}"), |s| {
+            s.contains(title) && rows(s) == expected
+        })
+    }
+
     /// Types keys, as tmux names them (`q`, `End`, `Enter`...).
     fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys"];
@@ -235,10 +243,13 @@ fn top_shows_the_agents_follows_changes_and_restores_the_terminal_on_quit() {
     assert_eq!(claimed.agent.id, "alpha");
 
     let tmux = Tmux::top(reg.path(), &[], &[], 140, 36);
-    let screen = tmux.wait_for("the three agents", |s| {
+    // The footer is drawn last: once it is there, the first frame is.
+    let screen = tmux.wait_for("the three agents and the claim", |s| {
         ["alpha", "bravo", "charlie"]
             .iter()
             .all(|id| row(s, id).is_some())
+            && s.contains("task build-1")
+            && s.contains("q quit")
     });
     assert_eq!(
         tmux.pane("alternate_on"),
@@ -259,30 +270,27 @@ fn top_shows_the_agents_follows_changes_and_restores_the_terminal_on_quit() {
         row(&screen, "charlie").expect("charlie").contains("0/∞"),
         "{screen}"
     );
-    assert!(
-        screen.contains("claimed") && screen.contains("task build-1"),
-        "{screen}"
-    );
 
-    // A status change shows up, in the row and in the events pane.
+    // A status change shows up, in the row and in the events pane. A frame
+    // may be caught half drawn: each wait is for everything it checks.
     reg.set_status("bravo", AgentStatus::Offline)
         .expect("set_status");
-    let screen = tmux.wait_for("bravo offline", |s| {
-        row(s, "bravo").is_some_and(|r| r.contains("offline"))
+    tmux.wait_for("bravo offline, in its row and in the events", |s| {
+        row(s, "bravo").is_some_and(|r| r.contains("offline")) && s.contains("bravo → offline")
     });
-    assert!(screen.contains("bravo → offline"), "{screen}");
     // So do a drain, a release, a new agent and a deregistration.
     reg.drain("alpha", true).expect("drain");
     reg.release("build-1", None).expect("release");
     reg.register(agent("delta", AgentStatus::Available, 0, 2, &["gpu"]))
         .expect("register");
     reg.deregister("charlie").expect("deregister");
-    let screen = tmux.wait_for("alpha drained, delta in, charlie out", |s| {
+    tmux.wait_for("alpha drained, delta in, charlie out", |s| {
         row(s, "alpha").is_some_and(|r| r.contains("drained") && r.contains(" 1/4"))
             && row(s, "delta").is_some()
             && row(s, "charlie").is_none()
+            && s.contains("released")
+            && s.contains("deregistered charlie")
     });
-    assert!(screen.contains("released"), "{screen}");
 
     // A heartbeat writes no event: the rows on screen are aged once a
     // second by reading their heartbeats. This one is typed by hand.
@@ -299,17 +307,13 @@ fn top_shows_the_agents_follows_changes_and_restores_the_terminal_on_quit() {
     // Keys: sort by load (fullest first), then by age (silent longest
     // first), filter by status, then by capability.
     tmux.keys(&["s"]);
-    let screen = tmux.wait_text("sort: load");
-    assert_eq!(rows(&screen), ["bravo", "alpha", "delta"], "{screen}");
+    tmux.wait_rows("sort: load", &["bravo", "alpha", "delta"]);
     tmux.keys(&["s"]);
-    let screen = tmux.wait_text("sort: age");
-    assert_eq!(rows(&screen)[0], "delta", "{screen}");
+    tmux.wait_rows("sort: age", &["delta", "alpha", "bravo"]);
     tmux.keys(&["f"]);
-    let screen = tmux.wait_text("show: available");
-    assert_eq!(rows(&screen), ["delta", "alpha"], "{screen}");
+    tmux.wait_rows("show: available", &["delta", "alpha"]);
     tmux.keys(&["x", "c", "g", "p", "u", "Enter"]);
-    let screen = tmux.wait_text("capability: gpu");
-    assert_eq!(rows(&screen), ["delta", "bravo"], "{screen}");
+    tmux.wait_rows("capability: gpu", &["delta", "bravo"]);
 
     tmux.keys(&["q"]);
     tmux.expect_exit_and_restored(0);
@@ -358,21 +362,29 @@ fn top_scrolls_through_ten_thousand_agents() {
     )
     .expect("insert 10 000 agents");
     let tmux = Tmux::top(reg.path(), &[], &[], 120, 40);
-    let screen = tmux.wait_text(" of 10000 ·");
-    assert_eq!(rows(&screen)[0], "agent-00000", "{screen}");
-    tmux.keys(&["End"]);
-    let screen = tmux.wait_for("the last agent", |s| row(s, "agent-09999").is_some());
-    assert!(row(&screen, "agent-00000").is_none(), "{screen}");
-    tmux.keys(&["Home", "PageDown"]);
-    let screen = tmux.wait_for("the second page", |s| {
-        row(s, "agent-00000").is_none() && row(s, "agent-09999").is_none()
+    tmux.wait_for("the first page", |s| {
+        s.contains(" of 10000 ·") && rows(s).first().is_some_and(|r| r == "agent-00000")
     });
-    let first = rows(&screen);
-    assert!(first[0].as_str() > "agent-00000", "{screen}");
+    tmux.keys(&["End"]);
+    tmux.wait_for("the last page", |s| {
+        rows(s).last().is_some_and(|r| r == "agent-09999") && row(s, "agent-00000").is_none()
+    });
+    tmux.keys(&["Home", "PageDown"]);
+    // The second page starts where the first ended.
+    let page = tmux.wait_for("the second page", |s| {
+        let rows = rows(s);
+        rows.len() > 1
+            && rows[0] != "agent-00000"
+            && rows.last().is_some_and(|r| r != "agent-09999")
+    });
+    let per_page = rows(&page).len();
+    assert_eq!(rows(&page)[0], format!("agent-{per_page:05}"), "{page}");
     tmux.keys(&["f", "f", "f"]);
-    let screen = tmux.wait_text("show: offline");
-    assert!(screen.contains(" of 1000 ·"), "{screen}");
-    assert_eq!(rows(&screen)[0], "agent-00001", "{screen}");
+    tmux.wait_for("the offline agents, one in ten", |s| {
+        s.contains("show: offline")
+            && s.contains(" of 1000 ·")
+            && rows(s).first().is_some_and(|r| r == "agent-00001")
+    });
     tmux.keys(&["q"]);
     tmux.expect_exit_and_restored(0);
 }
@@ -402,4 +414,19 @@ fn top_without_a_terminal_says_so_and_points_to_watch() {
     let out = roster(&["--db", &missing.display().to_string(), "top"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!missing.exists());
+}
+
+#[test]
+fn top_help_has_its_keys_and_an_example() {
+    let out = Command::new(ROSTER)
+        .args(["top", "--help"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Example"), "{help}");
+    assert!(
+        help.contains("Keys: q quit, s sort (id, load, age)"),
+        "{help}"
+    );
 }

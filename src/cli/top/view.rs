@@ -543,7 +543,7 @@ impl Model {
             Constraint::Length(id_width),
             Constraint::Length(name_width),
             Constraint::Length(9),
-            Constraint::Length((BAR_CELLS + 12) as u16),
+            Constraint::Length((BAR_CELLS + 9) as u16),
             Constraint::Length(9),
             Constraint::Length(7),
             Constraint::Length(6),
