@@ -278,6 +278,17 @@ fn top_shows_the_agents_follows_changes_and_restores_the_terminal_on_quit() {
     tmux.wait_for("bravo offline, in its row and in the events", |s| {
         row(s, "bravo").is_some_and(|r| r.contains("offline")) && s.contains("bravo → offline")
     });
+    // In colour: red for offline, green for available (tmux writes the
+    // basic colours as 31 and 32, or as 38;5;1 and 38;5;2).
+    let colours = tmux.run(&["capture-pane", "-p", "-e"]);
+    let coloured = |colour: u8, text: &str| {
+        colours.contains(&format!("\x1b[3{colour}m{text}"))
+            || colours.contains(&format!("\x1b[38;5;{colour}m{text}"))
+    };
+    assert!(
+        coloured(1, "offline") && coloured(2, "available"),
+        "statuses are not in colour: {colours:?}"
+    );
     // So do a drain, a release, a new agent and a deregistration.
     reg.drain("alpha", true).expect("drain");
     reg.release("build-1", None).expect("release");
