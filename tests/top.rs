@@ -400,6 +400,41 @@ fn top_scrolls_through_ten_thousand_agents() {
     tmux.expect_exit_and_restored(0);
 }
 
+#[test]
+fn top_reads_everything_again_when_the_events_it_needed_were_pruned() {
+    let reg = TempRegistry::new();
+    for id in ["a", "b", "c", "d", "e"] {
+        reg.register(agent(id, AgentStatus::Available, 0, 1, &[]))
+            .expect("register");
+    }
+    let tmux = Tmux::top(reg.path(), &[], &[], 120, 30);
+    tmux.wait_for("the five agents", |s| {
+        rows(s) == ["a", "b", "c", "d", "e"] && s.contains("q quit")
+    });
+    // Keep one event only, then change five agents in one statement: four
+    // of its five events are pruned before anyone can read them.
+    reg.query(
+        "UPDATE settings SET value = 1 WHERE name = 'events_keep'",
+        SqlAccess::ReadWrite,
+    )
+    .expect("keep one event");
+    reg.query("UPDATE agents SET status = 'busy'", SqlAccess::ReadWrite)
+        .expect("five status changes");
+    tmux.wait_for("every agent busy, read again", |s| {
+        ["a", "b", "c", "d", "e"]
+            .iter()
+            .all(|id| row(s, id).is_some_and(|r| r.contains("busy")))
+            && s.contains("events 6 to 9 were pruned before top read them: every agent read again")
+    });
+    // And it goes on following the feed from there.
+    reg.drain("c", true).expect("drain");
+    tmux.wait_for("c drained", |s| {
+        row(s, "c").is_some_and(|r| r.contains("drained"))
+    });
+    tmux.keys(&["q"]);
+    tmux.expect_exit_and_restored(0);
+}
+
 fn roster(args: &[&str]) -> Output {
     Command::new(ROSTER)
         .args(args)

@@ -304,9 +304,17 @@ fn follow(registry: &SqliteRegistry, mut cursor: u64, out: &Sender<Message>, sto
                 }
             }
             Err(e @ (Error::CursorTooOld { .. } | Error::CursorAhead { .. })) => {
+                let why = match e {
+                    Error::CursorTooOld { cursor, oldest } => format!(
+                        "events {} to {} were pruned before top read them: every agent read again",
+                        cursor + 1,
+                        oldest.saturating_sub(1)
+                    ),
+                    _ => format!("{e}: every agent read again"),
+                };
                 Some(full_read(registry, false).map(|mut all| {
                     cursor = all.cursor;
-                    all.why = Some(format!("read every agent again: {e}"));
+                    all.why = Some(why);
                     Update::All(Box::new(all))
                 }))
             }
