@@ -6,7 +6,7 @@
 //! their spread (smallest and largest). Pass `quick` after `--` for a smaller
 //! run (`cargo bench --bench compare -- quick`), or row names to run only
 //! those rows (`-- heartbeat claim`): heartbeat, claim, reap, list, redis,
-//! command, memory, processes, durability, feed, triggers.
+//! command, memory, processes, durability, feed, triggers, top.
 //!
 //! This file only reads the arguments and runs the rows. The shared setup
 //! (generated fleets and tasks, paired timing, medians, the table, temporary
@@ -23,7 +23,9 @@ use std::env;
 use std::process::ExitCode;
 
 use common::Bench;
-use figures::{claim, command, durability, feed, heartbeat, list, memory, processes, reap, redis};
+use figures::{
+    claim, command, durability, feed, heartbeat, list, memory, processes, reap, redis, top,
+};
 
 /// Repetitions of each pair in a full run and in a quick one.
 const REPS: usize = 7;
@@ -33,7 +35,7 @@ const QUICK_REPS: usize = 5;
 type Figure = fn(&mut Bench);
 
 /// The row groups, by the name that selects them, in table order.
-const ROWS: [(&str, Figure); 11] = [
+const ROWS: [(&str, Figure); 12] = [
     ("heartbeat", heartbeat::run),
     ("claim", claim::run),
     ("reap", reap::run),
@@ -45,6 +47,7 @@ const ROWS: [(&str, Figure); 11] = [
     ("durability", durability::run),
     ("feed", feed::run),
     ("triggers", feed::triggers),
+    ("top", top::run),
 ];
 
 fn main() -> ExitCode {

@@ -15,3 +15,4 @@ pub mod memory;
 pub mod processes;
 pub mod reap;
 pub mod redis;
+pub mod top;

@@ -228,6 +228,10 @@ pub(crate) enum Command {
         #[arg(long, value_parser = ttl, default_value = "30s", allow_hyphen_values = true)]
         timeout: Duration,
     },
+    /// A live full-screen view of the agents and of recent events.
+    Top(super::top::TopArgs),
+    /// Print the registry's state in the Prometheus text format, or serve it over HTTP.
+    Metrics(super::metrics::MetricsArgs),
     /// Show in under 30 seconds what roster is for: agent processes, a
     /// dispatcher, a crash whose task the reaper takes back, a restart and a
     /// query.

@@ -9,8 +9,10 @@ mod commands;
 mod daemon;
 mod demo;
 mod exit;
+mod metrics;
 mod output;
 mod printer;
+mod top;
 mod watch;
 
 use std::process::ExitCode;
@@ -185,6 +187,8 @@ fn run(cli: Cli, out: &mut Printer) -> Outcome {
             };
             daemon::agent(&open(Create::Yes)?, out, sidecar)
         }
+        Command::Top(args) => top::run(&args, || open(Create::No)),
+        Command::Metrics(args) => metrics::run(&open(Create::No)?, out, &args),
         Command::Reaper { ttl, every } => daemon::reaper(&open(Create::Yes)?, out, ttl, every),
         Command::Watch { since } => watch::run(&open(Create::No)?, out, since),
         Command::Sql {
