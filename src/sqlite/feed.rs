@@ -1,11 +1,15 @@
 //! The change feed on SQLite: reading the `events` table by cursor, and
-//! watching for commits of other connections: a `stat` of the `-wal` file
-//! every millisecond says something may have changed, `PRAGMA data_version`
-//! says whether it did.
+//! watching for commits of other connections: inotify on the `-wal` file
+//! wakes the watcher when something may have changed, `PRAGMA
+//! data_version` says whether it did.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
 
@@ -17,20 +21,37 @@ use crate::sqlite::retry::{Failure, Result, classify};
 use crate::sqlite::row::decode_time;
 use crate::text::escape_bytes;
 
-/// How often an idle watcher looks whether the file changed: a `stat` of
-/// the `-wal` file (every commit writes to it), a microsecond or two.
-const POLL: Duration = Duration::from_millis(1);
-
-/// How often an idle watcher asks SQLite itself (`PRAGMA data_version`,
-/// which takes the file locks: tens of microseconds), whatever `stat` says:
-/// the truth, in case a commit left the `-wal` file's size and time alike.
+/// The longest an idle watcher waits without asking SQLite itself (`PRAGMA
+/// data_version`, which changes when another connection commits): the
+/// truth, should the wake-up below miss a commit.
 const ASK: Duration = Duration::from_millis(100);
 
-/// The `-wal` file's size and modification time: what changes when another
-/// connection commits.
-fn wal_stamp(wal: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
-    let meta = std::fs::metadata(wal).ok()?;
-    Some((meta.len(), meta.modified().ok()?))
+/// A wake-up when the `-wal` file is written (every commit writes it):
+/// inotify, so an idle watcher sleeps in the kernel and costs nothing.
+struct WalWatch {
+    inotify: Inotify,
+}
+
+impl WalWatch {
+    /// Watches `wal` for writes; `None` where inotify cannot (the watcher
+    /// then asks SQLite every millisecond).
+    fn new(wal: &std::path::Path) -> Option<Self> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        inotify
+            .add_watch(wal, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_ATTRIB)
+            .ok()?;
+        Some(Self { inotify })
+    }
+
+    /// Waits up to `wait` for a write; drains what came.
+    fn wait(&self, wait: Duration) {
+        let millis = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+        if matches!(poll(&mut fds, PollTimeout::from(millis)), Ok(n) if n > 0) {
+            // Non-blocking: reads what is there, then says EAGAIN.
+            while matches!(self.inotify.read_events(), Ok(events) if !events.is_empty()) {}
+        }
+    }
 }
 
 /// The newest event's cursor: the counter the events trigger keeps.
@@ -102,24 +123,29 @@ pub(super) fn watch(
     let deadline = Instant::now().checked_add(timeout);
     let mut wal = registry.path().as_os_str().to_owned();
     wal.push("-wal");
-    let wal = std::path::PathBuf::from(wal);
+    // A first read makes sure the -wal file exists (it stays while this
+    // connection is open); the watch starts before the read that decides to
+    // wait, so no commit falls between the two.
+    data_version(&conn).map_err(|e| classify(e, busy))?;
+    let woken = WalWatch::new(std::path::Path::new(&wal));
     loop {
-        let stamp = wal_stamp(&wal);
         let version = data_version(&conn).map_err(|e| classify(e, busy))?;
         let page = read_once(&mut conn, after, limit).map_err(|e| e.into_error(busy))?;
         if !page.is_empty() {
             return Ok(page);
         }
-        let mut asked = Instant::now();
         loop {
-            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => ASK,
+            };
+            if left.is_zero() {
                 return Ok(Vec::new());
             }
-            thread::sleep(POLL);
-            if wal_stamp(&wal) == stamp && asked.elapsed() < ASK {
-                continue;
+            match &woken {
+                Some(watch) => watch.wait(left.min(ASK)),
+                None => thread::sleep(Duration::from_millis(1)),
             }
-            asked = Instant::now();
             if data_version(&conn).map_err(|e| classify(e, busy))? != version {
                 break;
             }
