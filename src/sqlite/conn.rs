@@ -37,11 +37,13 @@ impl Settings {
 }
 
 /// Sets up a connection: busy timeout, foreign keys, durability, the -wal
-/// size limit and the statement cache. Every connection roster opens goes
-/// through here.
+/// size limit, the statement cache and the `rarray` table-valued function
+/// that claim's statements read their labels with. Every connection roster
+/// opens goes through here.
 pub(crate) fn configure(conn: &Connection, settings: Settings) -> rusqlite::Result<()> {
     conn.busy_timeout(settings.busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    rusqlite::vtab::array::load_module(conn)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     // Once a long reader elsewhere has let the -wal file grow, the next
     // checkpoint that resets it also shrinks it back.
