@@ -9,6 +9,7 @@ pub mod claim;
 pub mod command;
 pub mod durability;
 pub mod heartbeat;
+pub mod layers;
 pub mod list;
 pub mod memory;
 pub mod processes;
