@@ -16,9 +16,13 @@
 //! 4. that copy against one that also lacks the `status` CHECK (the two
 //!    CHECKs a heartbeat makes SQLite evaluate, since it writes both
 //!    columns);
-//! 5. roster's table without those CHECKs against the bare two-column table
-//!    of the `heartbeat` row: the shape of the table (wider rows, the status
-//!    `CASE`, `WITHOUT ROWID`).
+//! 5. roster's table without those CHECKs, as 10 000 registrations left
+//!    the file, against the same file after `VACUUM`: the layout (how full
+//!    the table's pages are, and whether they lie together or among the
+//!    capability pages), which decides how much each checkpoint writes;
+//! 6. that packed file against the bare two-column table of the `heartbeat`
+//!    row, itself written in one transaction: the shape of the table (wider
+//!    rows, `STRICT`, `WITHOUT ROWID`, the status `CASE`).
 //!
 //! The copies are byte-for-byte copies of roster's file in which only the
 //! table's `CREATE` text is edited (`PRAGMA writable_schema`, the way the
@@ -180,7 +184,7 @@ fn remove_constraint(create: &str, name: &str) -> String {
     format!("{}{}", &create[..comma], &create[end..])
 }
 
-/// Measures the five rows at the smallest fleet size.
+/// Measures the six rows at the smallest fleet size.
 pub fn run(bench: &mut Bench) {
     let n = bench.smallest();
     let agents = fleet(n, 7);
@@ -192,12 +196,18 @@ pub fn run(bench: &mut Bench) {
     without_checks(&path, &no_time_check, &[HEARTBEAT_CHECK]);
     let no_checks = bench.fresh_file(&format!("layers-no-checks-{n}.db"));
     without_checks(&path, &no_checks, &[HEARTBEAT_CHECK, STATUS_CHECK]);
+    let packed = bench.fresh_file(&format!("layers-packed-{n}.db"));
+    std::fs::copy(&no_checks, &packed).expect("copy");
+    Connection::open(&packed)
+        .and_then(|conn| conn.execute_batch("VACUUM"))
+        .expect("vacuum");
 
     let registry = SqliteRegistry::open(&path).expect("reopen");
     let pooled = pool(&path);
     let one = direct(&path);
     let one_no_time_check = direct(&no_time_check);
     let one_no_checks = direct(&no_checks);
+    let one_packed = direct(&packed);
     let bare = bare_file(bench, &format!("layers-bare-{n}.db"), n);
 
     let ids = agent_ids(n);
@@ -260,6 +270,18 @@ pub fn run(bench: &mut Bench) {
         reps,
         BATCH,
         |i| update(&one_no_checks, HEARTBEAT, pick(i)),
+        |i| update(&one_packed, HEARTBEAT, pick(i)),
+    );
+    bench.push(
+        format!("{figure}: roster's table without both CHECKs"),
+        "the same file after VACUUM",
+        times,
+        "report",
+    );
+    let times = side_by_side(
+        reps,
+        BATCH,
+        |i| update(&one_packed, HEARTBEAT, pick(i)),
         |i| {
             let changed = bare
                 .prepare_cached(BARE)
@@ -269,7 +291,7 @@ pub fn run(bench: &mut Bench) {
         },
     );
     bench.push(
-        format!("{figure}: roster's table without both CHECKs"),
+        format!("{figure}: that file after VACUUM"),
         "bare UPDATE on the two-column table",
         times,
         "report",
