@@ -17,11 +17,14 @@ pub enum ErrorKind {
     /// The input breaks a rule; nothing was changed. Fix the input; retrying
     /// as it is will fail the same way.
     InvalidInput,
-    /// The request contradicts the registry's state (for example nothing is
-    /// left to release); nothing was changed.
+    /// The request contradicts the registry's state (a task already claimed,
+    /// a stale token); nothing was changed.
     Conflict,
     /// No agent can take the task now; retry later.
     NoCapacity,
+    /// The work was stopped before it finished (a time limit, a
+    /// cancellation); nothing was changed.
+    Interrupted,
     /// Other connections held the database for longer than the busy
     /// timeout; nothing was changed. Retry.
     Busy,
@@ -70,13 +73,65 @@ pub enum Error {
     /// slot and holds every label the task asks for.
     #[error("no eligible agent for task")]
     NoEligibleAgent,
-    /// `release` was called for an agent whose current load is already 0.
-    #[error("agent {0} holds no load to release")]
-    NothingToRelease(String),
+    /// [`claim`](crate::AgentRegistry::claim) was given a task id that is
+    /// already claimed; nothing changed.
+    #[error("task {task_id} is already claimed by agent {agent_id} (token {token})")]
+    AlreadyClaimed {
+        /// The task.
+        task_id: String,
+        /// The agent that holds it.
+        agent_id: String,
+        /// The token of the claim that holds it.
+        token: u64,
+    },
+    /// [`release`](crate::AgentRegistry::release) or
+    /// [`renew`](crate::AgentRegistry::renew) named a claim that is not held,
+    /// or not under the token given: it was released or recovered (and
+    /// perhaps claimed again) since. Nothing changed.
+    #[error("{}", stale_message(task_id, *token, *held))]
+    StaleClaim {
+        /// The task.
+        task_id: String,
+        /// The token the caller gave, if any.
+        token: Option<u64>,
+        /// The token under which the task is held now, if it is.
+        held: Option<u64>,
+    },
     /// Read-only ad-hoc SQL ([`SqlAccess`](crate::SqlAccess))
     /// was given a statement that writes; it was not run.
     #[error("the statement writes to the registry, and this SQL is read-only")]
     WriteRefused,
+    /// The change feed no longer holds the events right after this cursor:
+    /// they were pruned (or deleted by hand). Read the state afresh (`list`)
+    /// and watch from the oldest kept event.
+    #[error(
+        "cursor {cursor} is older than the oldest kept event {oldest}: list, then watch from {oldest}"
+    )]
+    CursorTooOld {
+        /// The cursor given.
+        cursor: u64,
+        /// The oldest event the registry still holds (or the next one, when
+        /// it holds none).
+        oldest: u64,
+    },
+    /// A cursor beyond the newest event: it comes from another registry, or
+    /// from before this one was replaced.
+    #[error(
+        "cursor {cursor} is ahead of the newest event {newest}: it is not a cursor of this registry"
+    )]
+    CursorAhead {
+        /// The cursor given.
+        cursor: u64,
+        /// The newest event's cursor.
+        newest: u64,
+    },
+    /// Ad-hoc SQL was stopped before it finished: it ran past its time limit
+    /// or was cancelled; nothing was changed.
+    #[error("interrupted: {why}; nothing was changed")]
+    Interrupted {
+        /// What stopped it.
+        why: String,
+    },
     /// A stored row cannot be read as roster writes it (a file written by
     /// another tool, or hand-typed SQL that the schema could not refuse).
     /// Nothing was changed; other agents can still be read one by one.
@@ -92,6 +147,13 @@ pub enum Error {
         column: &'static str,
         /// What is wrong with it.
         reason: String,
+    },
+    /// There is no registry at this path, and the caller asked not to create
+    /// one ([`SqliteOptions::create`](crate::SqliteOptions::create)).
+    #[error("no registry at {}", path.display())]
+    NoRegistry {
+        /// The path that was opened.
+        path: PathBuf,
     },
     /// The file exists but is not an SQLite database; it was left untouched.
     #[error("{}: not an SQLite database (left untouched)", path.display())]
@@ -172,10 +234,15 @@ impl Error {
         match self {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::MissingId | Self::Invalid { .. } | Self::WriteRefused => ErrorKind::InvalidInput,
-            Self::NothingToRelease(_) => ErrorKind::Conflict,
+            Self::Interrupted { .. } => ErrorKind::Interrupted,
+            Self::AlreadyClaimed { .. }
+            | Self::StaleClaim { .. }
+            | Self::CursorTooOld { .. }
+            | Self::CursorAhead { .. } => ErrorKind::Conflict,
             Self::NoEligibleAgent => ErrorKind::NoCapacity,
             Self::Busy(_) => ErrorKind::Busy,
             Self::Unreadable { .. }
+            | Self::NoRegistry { .. }
             | Self::NotADatabase { .. }
             | Self::NotARegistry { .. }
             | Self::SchemaTooNew { .. }
@@ -190,6 +257,15 @@ impl Error {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+fn stale_message(task_id: &str, token: Option<u64>, held: Option<u64>) -> String {
+    match (token, held) {
+        (Some(token), Some(held)) => format!(
+            "stale token {token} for task {task_id}: it is held under token {held} now (the claim was recovered and taken again, or the token is wrong)"
+        ),
+        (_, _) => format!("no claim of task {task_id} is held (released or recovered already)"),
     }
 }
 

@@ -28,22 +28,36 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod claim;
 mod error;
+mod event;
+mod json;
 mod memory;
 mod registry;
 mod route;
 mod sqlite;
 mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod text;
 
 pub use agent::{
-    AgentInfo, AgentStatus, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS,
+    AgentInfo, AgentStatus, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS, MAX_HOST_CHARS, MAX_ID_CHARS,
+    MAX_METADATA, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS, MAX_NAME_CHARS,
 };
+pub use claim::{Claim, Claimed, RecoverReason, Recovered};
 pub use error::{DatabaseError, Error, ErrorKind, Result};
+pub use event::{
+    DEFAULT_EVENTS_KEEP, DEFAULT_EVENTS_KEEP_SECONDS, Event, EventKind, MAX_EVENTS_PAGE,
+};
+pub use json::{ZERO_TIME, to_json, to_json_writer};
 pub use memory::MemoryRegistry;
-pub use registry::AgentRegistry;
+pub use registry::{AgentRegistry, now};
 pub use route::{DefaultRouter, TaskRouter};
-pub use sqlite::{Durability, SqlAccess, SqlRows, SqlValue, SqliteOptions, SqliteRegistry};
+pub use sqlite::{
+    DEFAULT_SQL_TIMEOUT, Durability, MAX_BUSY_TIMEOUT, MAX_POOL_SIZE, SqlAccess, SqlOptions,
+    SqlRows, SqlSummary, SqlValue, SqliteOptions, SqliteRegistry,
+};
 pub use task::{Priority, Task};
 
 /// The README's Rust examples, compiled and run as doctests.

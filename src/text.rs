@@ -145,6 +145,26 @@ mod tests {
     }
 
     #[test]
+    fn format_characters_are_exactly_unicode_category_cf() {
+        use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+        let differ: Vec<String> = (0..=0x10FFFF_u32)
+            .filter_map(char::from_u32)
+            .filter(|&c| {
+                (c.general_category() == GeneralCategory::Format) != within(FORMAT_CHARACTERS, c)
+            })
+            .map(|c| format!("U+{:04X}", u32::from(c)))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "FORMAT_CHARACTERS and Unicode {:?} disagree on {differ:?}",
+            unicode_properties::UNICODE_VERSION
+        );
+        for &(low, high) in BIDI_CONTROLS {
+            assert!((low..=high).all(|c| within(FORMAT_CHARACTERS, c)));
+        }
+    }
+
+    #[test]
     fn escaped_bytes_show_invalid_utf8_and_nul() {
         assert_eq!(escape_bytes(b"caf\xc3"), r#""caf\xc3""#);
         assert_eq!(escape_bytes(b"a\0b\"\n"), r#""a\0b\"\n""#);

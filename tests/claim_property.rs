@@ -1,205 +1,26 @@
-//! One policy: for random registries and random tasks, `claim` picks the agent
-//! that `DefaultRouter` picks over `list()`, or both find none, on both
-//! implementations.
+//! One policy (`roster::testing::claims`): for random registries and random
+//! tasks, `claim` picks the agent that `DefaultRouter` picks over `list()`, or
+//! both find none, on each implementation, and on each of claim's two paths:
+//! the indexed SQL that evaluates `DefaultRouter` in the database, and the
+//! generic path that reads the eligible agents and asks a router (here
+//! `DefaultRouter` itself, given explicitly).
 
-use chrono::Utc;
-use proptest::prelude::*;
-use proptest::sample::subsequence;
-use roster::{
-    AgentInfo, AgentRegistry, AgentStatus, DefaultRouter, Error, MemoryRegistry, Priority, Task,
-    TaskRouter,
-};
+use roster::testing::FreshRegistry;
+use roster::{DefaultRouter, MemoryRegistry, SqliteOptions};
 
-const VOCABULARY: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
-
-fn status() -> impl Strategy<Value = AgentStatus> {
-    prop_oneof![
-        Just(AgentStatus::Available),
-        Just(AgentStatus::Busy),
-        Just(AgentStatus::Offline)
-    ]
+/// A temporary SQLite registry whose claim takes the generic router path.
+fn sqlite_with_explicit_router() -> Result<FreshRegistry, roster::testing::BoxError> {
+    let dir = tempfile::tempdir()?;
+    let registry = SqliteOptions::new()
+        .router(DefaultRouter::new())
+        .open(dir.path().join("roster.db"))?;
+    Ok(FreshRegistry::with_guard(registry, dir))
 }
 
-fn priority() -> impl Strategy<Value = Priority> {
-    prop_oneof![
-        Just(Priority::Low),
-        Just(Priority::Medium),
-        Just(Priority::High),
-        Just(Priority::Critical)
-    ]
-}
-
-/// Loads include unlimited agents (max 0), full ones and odd ratios.
-fn load() -> impl Strategy<Value = (u32, u32)> {
-    prop_oneof![
-        (0_u32..6).prop_map(|load| (load, 0)),
-        (1_u32..7).prop_flat_map(|max| (0..=max, Just(max))),
-    ]
-}
-
-fn agent(vocabulary: usize) -> impl Strategy<Value = AgentInfo> {
-    (
-        "[a-e]{1,3}",
-        subsequence(&VOCABULARY[..vocabulary], 0..=vocabulary),
-        status(),
-        load(),
-    )
-        .prop_map(|(id, caps, status, (current_load, max_load))| AgentInfo {
-            name: format!("agent {id}"),
-            id,
-            capabilities: caps.into_iter().map(String::from).collect(),
-            status,
-            last_heartbeat: Utc::now(),
-            current_load,
-            max_load,
-        })
-}
-
-fn task() -> impl Strategy<Value = Task> {
-    // "zz" is a label no agent has.
-    (
-        subsequence(&["a", "b", "c", "d", "e", "f", "zz"][..], 0..=3),
-        priority(),
-    )
-        .prop_map(|(labels, priority)| Task {
-            id: "t".into(),
-            labels: labels.into_iter().map(String::from).collect(),
-            priority,
-        })
-}
-
-/// Registers `agents`, then for each task compares claim with the router.
-fn check(registry: &dyn AgentRegistry, agents: &[AgentInfo], tasks: &[Task]) {
-    for agent in agents {
-        registry.register(agent.clone()).expect("register");
-    }
-    let router = DefaultRouter::new();
-    for (step, task) in tasks.iter().enumerate() {
-        let before = registry.list().expect("list");
-        match (router.route(task, &before), registry.claim(task)) {
-            (Ok(want), Ok(got)) => {
-                assert_eq!(got.id, want, "step {step}: {task:?}");
-                let old = before.iter().find(|a| a.id == want).expect("listed");
-                assert_eq!(got.current_load, old.current_load + 1);
-            }
-            (Err(Error::NoEligibleAgent), Err(Error::NoEligibleAgent)) => {
-                assert_eq!(registry.list().expect("list"), before, "nothing changed");
-            }
-            (want, got) => panic!("step {step}: {task:?}: router {want:?}, claim {got:?}"),
-        }
-    }
-}
-
-fn sqlite_check(agents: &[AgentInfo], tasks: &[Task]) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let registry = roster::SqliteRegistry::open(dir.path().join("p.db")).expect("open");
-    check(&registry, agents, tasks);
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
-
-    #[test]
-    fn claim_picks_what_the_router_picks(
-        agents in prop::collection::vec(agent(5), 0..25),
-        tasks in prop::collection::vec(task(), 1..8),
-    ) {
-        sqlite_check(&agents, &tasks);
-        check(&MemoryRegistry::new(), &agents, &tasks);
-    }
-}
-
-proptest! {
-    // Registries larger than the head of the routing order that claim walks
-    // first, so that its second step (the holders of the rarest label) runs.
-    #![proptest_config(ProptestConfig::with_cases(8))]
-
-    #[test]
-    fn claim_picks_what_the_router_picks_in_large_registries(
-        agents in prop::collection::vec(agent(6), 300..600)
-            .prop_map(|agents| agents.into_iter().enumerate().map(|(i, mut a)| {
-                a.id = format!("{}-{i:03}", a.id);
-                a
-            }).collect::<Vec<_>>()),
-        tasks in prop::collection::vec(task(), 10..40),
-    ) {
-        sqlite_check(&agents, &tasks);
-        check(&MemoryRegistry::new(), &agents, &tasks);
-    }
-}
-
-/// A rare label held only by agents late in routing order: the first step
-/// finds nothing, the second must find the best of them.
-#[test]
-fn rare_labels_late_in_routing_order_are_found() {
-    let mut agents = Vec::new();
-    for i in 0..600 {
-        agents.push(AgentInfo {
-            id: format!("idle-{i:03}"),
-            name: "idle".into(),
-            capabilities: vec!["common".into()],
-            last_heartbeat: Utc::now(),
-            ..AgentInfo::default()
-        });
-    }
-    for (i, (load, max)) in [(3, 4), (1, 2), (2, 4), (5, 6), (1, 2)]
-        .into_iter()
-        .enumerate()
-    {
-        agents.push(AgentInfo {
-            id: format!("rare-{i}"),
-            name: "rare".into(),
-            capabilities: vec!["common".into(), "rare".into()],
-            current_load: load,
-            max_load: max,
-            last_heartbeat: Utc::now(),
-            ..AgentInfo::default()
-        });
-    }
-    let tasks: Vec<Task> = (0..12)
-        .map(|i| Task {
-            id: format!("t{i}"),
-            labels: vec!["rare".into(), "common".into()],
-            priority: if i % 2 == 0 {
-                Priority::Medium
-            } else {
-                Priority::Critical
-            },
-        })
-        .collect();
-    sqlite_check(&agents, &tasks);
-    check(&MemoryRegistry::new(), &agents, &tasks);
-}
-
-/// A head of the routing order that is all offline: a task without labels
-/// still finds the online agent behind it.
-#[test]
-fn an_offline_head_of_the_routing_order_is_skipped() {
-    let mut agents: Vec<AgentInfo> = (0..400)
-        .map(|i| AgentInfo {
-            id: format!("gone-{i:03}"),
-            name: "gone".into(),
-            status: AgentStatus::Offline,
-            last_heartbeat: Utc::now(),
-            ..AgentInfo::default()
-        })
-        .collect();
-    agents.push(AgentInfo {
-        id: "alive".into(),
-        name: "alive".into(),
-        current_load: 3,
-        max_load: 4,
-        last_heartbeat: Utc::now(),
-        ..AgentInfo::default()
-    });
-    let tasks: Vec<Task> = [Priority::Low, Priority::Critical, Priority::High]
-        .into_iter()
-        .map(|priority| Task {
-            id: "t".into(),
-            labels: Vec::new(),
-            priority,
-        })
-        .collect();
-    sqlite_check(&agents, &tasks);
-    check(&MemoryRegistry::new(), &agents, &tasks);
-}
+roster::roster_conformance!(claims: memory_registry, MemoryRegistry::new());
+roster::roster_conformance!(claims: sqlite_registry, roster::testing::temporary_sqlite()?);
+roster::roster_conformance!(claims: sqlite_generic_path, sqlite_with_explicit_router()?);
+roster::roster_conformance!(
+    claims: memory_generic_path,
+    MemoryRegistry::with_router(DefaultRouter::new())
+);

@@ -1,7 +1,12 @@
 //! Never over-books: many claimers at once, on one registry or on many
 //! handles of one file, get exactly the free capacity and no more.
+//!
+//! The claimers wait at a barrier until all of them are ready, so that they
+//! really claim at the same time rather than one after another.
 
-use std::sync::Arc;
+mod common;
+
+use std::sync::{Arc, Barrier};
 use std::thread;
 
 use chrono::Utc;
@@ -25,6 +30,7 @@ fn fleet() -> Vec<AgentInfo> {
             last_heartbeat: Utc::now(),
             current_load: i % 2,
             max_load: 2 + i % 5,
+            ..AgentInfo::default()
         })
         .collect()
 }
@@ -47,7 +53,7 @@ fn claim_until_full(registry: &dyn AgentRegistry, thread: usize) -> u32 {
                 Priority::Medium
             },
         };
-        match registry.claim(&task) {
+        match registry.claim(&task, None).map(|claimed| claimed.agent) {
             Ok(agent) => {
                 assert!(agent.current_load <= agent.max_load, "{agent:?}");
                 claims += 1;
@@ -75,10 +81,14 @@ fn threads_on_one_memory_registry_never_over_book() {
     for agent in &agents {
         registry.register(agent.clone()).expect("register");
     }
+    let start = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
-            let registry = Arc::clone(&registry);
-            thread::spawn(move || claim_until_full(&*registry, t))
+            let (registry, start) = (Arc::clone(&registry), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                claim_until_full(&*registry, t)
+            })
         })
         .collect();
     let claims = handles.into_iter().map(|h| h.join().expect("thread")).sum();
@@ -87,24 +97,24 @@ fn threads_on_one_memory_registry_never_over_book() {
 
 #[test]
 fn many_sqlite_handles_on_one_file_never_over_book() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("shared.db");
+    let setup = common::TempRegistry::named("shared.db");
     let agents = fleet();
-    let setup = SqliteRegistry::open(&path).expect("open");
     for agent in &agents {
         setup.register(agent.clone()).expect("register");
     }
     // One handle per thread, each with its own pool, as separate processes
-    // would have.
+    // would have; all are open before any claims.
+    let start = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
-            let path = path.clone();
+            let (path, start) = (setup.path().to_owned(), Arc::clone(&start));
             thread::spawn(move || {
                 let registry = SqliteRegistry::open(&path).expect("open");
+                start.wait();
                 claim_until_full(&registry, t)
             })
         })
         .collect();
     let claims = handles.into_iter().map(|h| h.join().expect("thread")).sum();
-    assert_exactly_full(&setup, claims, free_capacity(&agents));
+    assert_exactly_full(&*setup, claims, free_capacity(&agents));
 }

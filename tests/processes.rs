@@ -1,89 +1,24 @@
 //! Many OS processes, crashes and restarts on one registry file.
 //!
-//! The children are this test binary run again: `child` below is an ignored
-//! test that does nothing unless `ROSTER_CHILD` names a role; the parent runs
-//! `<this binary> --ignored --exact child --nocapture` with that variable set.
-//! Children print their results as lines starting with `@`; everything else
-//! on their stdout is the test harness talking.
+//! The children are this test binary run again (`common::child`): `child`
+//! below is an ignored test that does nothing unless `ROSTER_CHILD` names a
+//! role. Children report on stdout with lines starting with `@` and take
+//! orders on stdin. Nothing here waits for time to pass: children that must
+//! start together say `ready` and wait for `go`; a child is killed after a
+//! random number of its acknowledgements, not after a random delay.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{TimeDelta, Utc};
+use common::child::{Orders, report};
+use common::{Rng, Running, TempRegistry};
 use roster::{
     AgentInfo, AgentRegistry, AgentStatus, Error, Priority, Result, SqliteRegistry, Task,
 };
 use rusqlite::Connection;
-
-/// A small deterministic generator (xorshift), seeded per process.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    fn seeded() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        Self::new(nanos ^ u64::from(std::process::id()) << 32)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("child needs {name}"))
-}
-
-fn child_command(role: &str, db: &Path) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args([
-        "--ignored",
-        "--exact",
-        "child",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("ROSTER_CHILD", role)
-    .env("ROSTER_DB", db)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    cmd
-}
-
-/// The `@` lines a child printed.
-fn reports(output: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(output)
-        .lines()
-        .filter_map(|line| line.strip_prefix('@'))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn expect_success(output: &Output, what: &str) -> Vec<String> {
-    assert!(
-        output.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    reports(&output.stdout)
-}
 
 fn worker_agent(id: &str, labels: &[&str], max_load: u32) -> AgentInfo {
     AgentInfo {
@@ -94,12 +29,14 @@ fn worker_agent(id: &str, labels: &[&str], max_load: u32) -> AgentInfo {
         last_heartbeat: Utc::now(),
         current_load: 0,
         max_load,
+        ..AgentInfo::default()
     }
 }
 
 fn task(labels: &[&str]) -> Task {
     Task {
-        id: "t".into(),
+        // The registry names each task.
+        id: String::new(),
         labels: labels.iter().map(|l| l.to_string()).collect(),
         priority: Priority::Medium,
     }
@@ -111,13 +48,10 @@ fn task(labels: &[&str]) -> Task {
 #[test]
 #[ignore = "helper: the process tests run it as a child process"]
 fn child() {
-    let Ok(role) = std::env::var("ROSTER_CHILD") else {
+    let Some(role) = common::child::role() else {
         return;
     };
-    let db = PathBuf::from(env("ROSTER_DB"));
-    // The harness has printed "test child ... " without a line break: start
-    // the reports on a line of their own.
-    println!();
+    let db = PathBuf::from(common::child::var(common::child::DB_VAR));
     match role.as_str() {
         "open-race" => open_race(&db),
         "mixed" => mixed(&db),
@@ -127,66 +61,71 @@ fn child() {
     }
 }
 
-/// Waits for the common start instant, opens the (perhaps missing) file and
+/// Says ready, waits for go, then opens the (perhaps missing) file and
 /// registers one agent.
 fn open_race(db: &Path) {
-    let start: u128 = env("ROSTER_START_MS").parse().expect("start");
-    while SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-        < start
-    {
-        thread::sleep(Duration::from_micros(200));
-    }
+    common::child::ready_then_wait_for_go();
     let registry = SqliteRegistry::open(db).expect("open");
     let id = format!("racer-{}", std::process::id());
     registry
         .register(worker_agent(&id, &["race"], 1))
         .expect("register");
-    println!("@registered {id}");
+    report(format_args!("registered {id}"));
 }
 
-/// A random mix of every operation for `ROSTER_SECONDS`; prints its claims
-/// and releases per agent. Any error other than the expected answers fails.
+/// A random mix of every operation, from `go` on: `ROSTER_OPS` operations
+/// when that is set, otherwise until stdin is closed (answering pings in
+/// between). Prints its claims and releases per agent and its operation
+/// count. Any error other than the expected answers fails.
 fn mixed(db: &Path) {
-    let seconds: u64 = env("ROSTER_SECONDS").parse().expect("seconds");
-    let agents: u64 = env("ROSTER_AGENTS").parse().expect("agents");
+    let agents: u64 = common::child::var("ROSTER_AGENTS").parse().expect("agents");
+    let limit: Option<u64> = std::env::var("ROSTER_OPS")
+        .ok()
+        .map(|n| n.parse().expect("ops"));
     let registry = SqliteRegistry::open(db).expect("open");
-    let mut rng = Rng::seeded();
+    let mut rng = Rng::from_env();
     let me = format!("temp-{}", std::process::id());
     let mut claims: BTreeMap<String, u64> = BTreeMap::new();
     let mut releases: BTreeMap<String, u64> = BTreeMap::new();
-    let mut held: Vec<String> = Vec::new();
+    let mut held: Vec<(String, roster::Claim)> = Vec::new();
     let mut ops = 0_u64;
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while Instant::now() < deadline {
+    common::child::ready_then_wait_for_go();
+    let mut orders = Orders::listen();
+    while limit.map_or(!orders.stopped(), |n| ops < n) {
+        orders.before_operation();
         let id = format!("agent-{:02}", rng.below(agents));
         let result: Result<()> = match rng.below(10) {
             0..=2 => registry.heartbeat(&id),
-            3..=4 => match registry.claim(&task(&[["x", "y"][rng.below(2) as usize]])) {
-                Ok(agent) => {
+            3..=4 => match registry.claim(&task(&[["x", "y"][rng.below(2) as usize]]), None) {
+                Ok(claimed) => {
+                    let agent = claimed.agent;
                     assert!(
                         agent.current_load <= agent.max_load,
                         "over-booked: {agent:?}"
                     );
                     *claims.entry(agent.id.clone()).or_default() += 1;
-                    held.push(agent.id);
+                    held.push((agent.id, claimed.claim));
                     Ok(())
                 }
                 Err(Error::NoEligibleAgent) => Ok(()),
                 Err(e) => Err(e),
             },
             5..=6 => match held.pop() {
-                Some(id) => registry.release(&id).map(|()| {
-                    *releases.entry(id).or_default() += 1;
-                }),
+                Some((id, claim)) => {
+                    registry
+                        .release(&claim.task_id, Some(claim.token))
+                        .map(|_| {
+                            *releases.entry(id).or_default() += 1;
+                        })
+                }
                 None => Ok(()),
             },
             7 => registry
                 .register(worker_agent(&me, &["temp"], 0))
                 .and_then(|()| registry.deregister(&me)),
-            8 => registry.reap(Duration::from_secs(3600)).map(drop),
+            8 => registry
+                .reap(std::time::Duration::from_secs(3600))
+                .map(drop),
             _ => registry.list().map(|all| {
                 for agent in all {
                     assert!(
@@ -200,20 +139,21 @@ fn mixed(db: &Path) {
             panic!("operation failed in process {}: {e}", std::process::id());
         }
         ops += 1;
+        orders.after_operation();
     }
     for (id, n) in &claims {
-        println!("@claim {id} {n}");
+        report(format_args!("claim {id} {n}"));
     }
     for (id, n) in &releases {
-        println!("@release {id} {n}");
+        report(format_args!("release {id} {n}"));
     }
-    println!("@ops {ops}");
+    report(format_args!("ops {ops}"));
 }
 
-/// Registers, claims and heartbeats agents in a loop, printing each id once
+/// Registers, claims and heartbeats agents in a loop, reporting each id once
 /// all three calls returned, until it is killed.
 fn writer(db: &Path) {
-    let round = env("ROSTER_ROUND");
+    let round = common::child::var("ROSTER_ROUND");
     let registry = SqliteRegistry::open(db).expect("open");
     for i in 0.. {
         let id = format!("crash-{round}-{i:04}");
@@ -221,18 +161,21 @@ fn writer(db: &Path) {
         registry
             .register(worker_agent(&id, &[&label, "crash"], 2))
             .expect("register");
-        let claimed = registry.claim(&task(&[&label])).expect("claim");
+        let claimed = registry
+            .claim(&task(&[&label]), None)
+            .map(|claimed| claimed.agent)
+            .expect("claim");
         assert_eq!(claimed.id, id);
         registry.heartbeat(&id).expect("heartbeat");
-        println!("@ack {id}");
+        report(format_args!("ack {id}"));
     }
 }
 
-/// Registers agents with exact, varied field values and prints each as JSON
-/// once `register` returned; then claims on them; until killed.
+/// Registers agents with exact, varied field values and reports each as JSON
+/// once `register` returned, until it is killed.
 fn steady(db: &Path) {
     let registry = SqliteRegistry::open(db).expect("open");
-    let mut rng = Rng::seeded();
+    let mut rng = Rng::from_env();
     for i in 0.. {
         let agent = AgentInfo {
             id: format!("steady-{}-{i:05}", std::process::id()),
@@ -244,41 +187,62 @@ fn steady(db: &Path) {
             last_heartbeat: Utc::now() - TimeDelta::nanoseconds(rng.below(1 << 40) as i64),
             current_load: 0,
             max_load: rng.below(4) as u32,
+            ..AgentInfo::default()
         };
         registry.register(agent.clone()).expect("register");
         // What `get` will return: duplicates dropped.
         let stored = agent.validated().expect("valid");
-        println!("@agent {}", serde_json::to_string(&stored).expect("json"));
+        report(format_args!(
+            "agent {}",
+            serde_json::to_string(&stored).expect("json")
+        ));
     }
 }
 
 // ------------------------------------------------------------------- tests
 
+/// Says `go` to every child once all of them said `ready`.
+fn start_together(children: &mut [Running]) {
+    for child in children.iter_mut() {
+        child.expect_report("ready");
+    }
+    for child in children.iter_mut() {
+        child.send("go");
+    }
+}
+
+/// The number of agents whose id starts with `prefix`.
+fn count_with_prefix(registry: &SqliteRegistry, prefix: &str) -> Result<usize> {
+    Ok(registry
+        .list()?
+        .iter()
+        .filter(|a| a.id.starts_with(prefix))
+        .count())
+}
+
 #[test]
 fn processes_racing_on_a_fresh_file_all_succeed() -> Result<()> {
+    let mut rng = Rng::from_env();
     // Three rounds, each on a file that does not exist yet.
     for round in 0..3 {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("fresh.db");
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_millis()
-            + 700;
-        let children: Vec<Child> = (0..8)
-            .map(|_| {
-                child_command("open-race", &db)
-                    .env("ROSTER_START_MS", start.to_string())
-                    .spawn()
-                    .expect("spawn")
-            })
+        let mut children: Vec<Running> = (0..8)
+            .map(|_| common::child::spawn("open-race", &db, &mut rng, &[]))
             .collect();
+        for child in &mut children {
+            child.expect_report("ready");
+        }
+        // Every child is up and none has touched the file yet.
+        assert!(!db.exists(), "round {round}: a child opened the file early");
+        for child in &mut children {
+            child.send("go");
+        }
         let mut registered = Vec::new();
         for child in children {
-            let output = child.wait_with_output().expect("wait");
-            registered.extend(expect_success(&output, "open-race child"));
+            registered.extend(child.finish().expect_success("open-race child").reports());
         }
-        assert_eq!(registered.len(), 8, "round {round}");
+        assert_eq!(registered.len(), 8, "round {round}: {registered:?}");
         let registry = SqliteRegistry::open(&db)?;
         assert_eq!(registry.list()?.len(), 8, "round {round}");
         let conn = Connection::open(&db).expect("open");
@@ -290,7 +254,11 @@ fn processes_racing_on_a_fresh_file_all_succeed() -> Result<()> {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .expect("pragmas");
-        assert_eq!((version, mode.as_str()), (3, "wal"), "round {round}");
+        assert_eq!(
+            (version, mode.as_str()),
+            (SqliteRegistry::SCHEMA_VERSION, "wal"),
+            "round {round}"
+        );
         common::assert_healthy(&db);
     }
     Ok(())
@@ -299,9 +267,10 @@ fn processes_racing_on_a_fresh_file_all_succeed() -> Result<()> {
 #[test]
 fn contending_processes_never_see_an_error_and_loads_add_up() -> Result<()> {
     const AGENTS: u32 = 20;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("contention.db");
-    let registry = SqliteRegistry::open(&db)?;
+    const PROCESSES: u64 = 4;
+    const OPS: u64 = 3000;
+    let mut rng = Rng::from_env();
+    let registry = TempRegistry::named("contention.db");
     for i in 0..AGENTS {
         let mut agent = worker_agent(
             &format!("agent-{i:02}"),
@@ -316,20 +285,24 @@ fn contending_processes_never_see_an_error_and_loads_add_up() -> Result<()> {
         .into_iter()
         .map(|a| (a.id, a.current_load))
         .collect();
-    let children: Vec<Child> = (0..4)
+    let mut children: Vec<Running> = (0..PROCESSES)
         .map(|_| {
-            child_command("mixed", &db)
-                .env("ROSTER_SECONDS", "8")
-                .env("ROSTER_AGENTS", AGENTS.to_string())
-                .spawn()
-                .expect("spawn")
+            common::child::spawn(
+                "mixed",
+                registry.path(),
+                &mut rng,
+                &[
+                    ("ROSTER_AGENTS", AGENTS.to_string()),
+                    ("ROSTER_OPS", OPS.to_string()),
+                ],
+            )
         })
         .collect();
+    start_together(&mut children);
     let mut net: BTreeMap<String, i64> = BTreeMap::new();
     let mut ops = 0;
     for child in children {
-        let output = child.wait_with_output().expect("wait");
-        for line in expect_success(&output, "mixed child") {
+        for line in child.finish().expect_success("mixed child").reports() {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts.as_slice() {
                 ["claim", id, n] => {
@@ -343,11 +316,7 @@ fn contending_processes_never_see_an_error_and_loads_add_up() -> Result<()> {
             }
         }
     }
-    eprintln!("4 processes ran {ops} operations");
-    assert!(
-        ops > 400,
-        "the processes did too little to prove anything: {ops} operations"
-    );
+    assert_eq!(ops, PROCESSES * OPS, "every process reports all its work");
     for agent in registry.list()? {
         let expected = i64::from(initial[&agent.id]) + net.get(&agent.id).copied().unwrap_or(0);
         assert_eq!(i64::from(agent.current_load), expected, "{}", agent.id);
@@ -358,76 +327,79 @@ fn contending_processes_never_see_an_error_and_loads_add_up() -> Result<()> {
         AGENTS as usize,
         "temporary agents are gone"
     );
-    common::assert_healthy(&db);
+    common::assert_healthy(registry.path());
     Ok(())
 }
 
 #[test]
 fn killed_writers_lose_nothing_they_acknowledged() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("crash.db");
-    SqliteRegistry::open(&db)?;
-    let mut rng = Rng::seeded();
+    const ROUNDS: usize = 20;
+    let mut rng = Rng::from_env();
+    // Created, then closed: the children and the last open find nobody else
+    // attached.
+    let registry = TempRegistry::named("crash.db").close();
     let mut acknowledged = Vec::new();
-    for round in 0..20 {
-        let mut child = child_command("writer", &db)
-            .env("ROSTER_ROUND", round.to_string())
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let reader = thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(std::io::Result::ok)
-                .filter_map(|line| line.strip_prefix("@ack ").map(str::to_owned))
-                .collect::<Vec<String>>()
-        });
-        // Let the child get going (opening, first writes) before the clock
-        // for the kill starts.
-        thread::sleep(Duration::from_millis(50 + rng.below(300)));
-        child.kill().expect("SIGKILL");
-        let status = child.wait().expect("wait");
-        assert!(
-            !status.success(),
-            "round {round}: the writer must have been killed"
+    for round in 0..ROUNDS {
+        let mut writer = common::child::spawn(
+            "writer",
+            registry.path(),
+            &mut rng,
+            &[("ROSTER_ROUND", round.to_string())],
         );
-        acknowledged.extend(reader.join().expect("reader"));
-        common::assert_healthy(&db);
+        // The kill lands somewhere in the writer's stream of work: after a
+        // random number of its acknowledgements, while it goes on writing.
+        let kill_after = 1 + rng.below(100);
+        for _ in 0..kill_after {
+            let report = writer.next_report("its acknowledgements");
+            let id = report.strip_prefix("ack ").expect("an ack");
+            acknowledged.push(id.to_owned());
+        }
+        let killed = writer.kill();
+        for report in killed.reports() {
+            let id = report.strip_prefix("ack ").expect("an ack");
+            acknowledged.push(id.to_owned());
+        }
+        common::assert_healthy(registry.path());
     }
     eprintln!(
-        "20 killed writers acknowledged {} agents",
+        "{ROUNDS} killed writers acknowledged {} agents",
         acknowledged.len()
     );
-    assert!(
-        acknowledged.len() >= 20,
-        "the writers acknowledged too little to prove anything: {}",
-        acknowledged.len()
-    );
-    let registry = SqliteRegistry::open(&db)?;
+    let reopened = SqliteRegistry::open(registry.path())?;
     for id in &acknowledged {
-        let agent = registry.get(id)?;
+        let agent = reopened.get(id)?;
         assert_eq!(agent.current_load, 1, "{id} lost its claim");
     }
+    // Each writer can have registered at most one agent it did not live to
+    // acknowledge.
+    let stored = count_with_prefix(&reopened, "crash-")?;
+    assert!(
+        (acknowledged.len()..=acknowledged.len() + ROUNDS).contains(&stored),
+        "{stored} agents stored for {} acknowledged",
+        acknowledged.len()
+    );
     Ok(())
 }
 
 #[test]
 fn hand_typed_sql_while_processes_work() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("shell.db");
-    let registry = SqliteRegistry::open(&db)?;
+    let mut rng = Rng::from_env();
+    let registry = TempRegistry::named("shell.db");
     for i in 0..20 {
         registry.register(worker_agent(&format!("agent-{i:02}"), &["x", "y"], 4))?;
     }
-    let children: Vec<Child> = (0..2)
+    // Two processes that work until told to stop.
+    let mut children: Vec<Running> = (0..2)
         .map(|_| {
-            child_command("mixed", &db)
-                .env("ROSTER_SECONDS", "4")
-                .env("ROSTER_AGENTS", "20")
-                .spawn()
-                .expect("spawn")
+            common::child::spawn(
+                "mixed",
+                registry.path(),
+                &mut rng,
+                &[("ROSTER_AGENTS", "20".to_owned())],
+            )
         })
         .collect();
+    start_together(&mut children);
     // Meanwhile, a person in the sqlite3 shell.
     let session = "\
 .timeout 10000
@@ -444,63 +416,81 @@ SELECT count(*) FROM agents WHERE id LIKE 'agent-%';
 ";
     let mut refused = 0;
     for _ in 0..10 {
-        let output = common::sqlite3(&db, session, common::OnError::GoOn);
+        let output = common::sqlite3(registry.path(), session, common::OnError::GoOn);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             !stderr.contains("locked"),
             "the shell waited too little: {stderr}"
         );
         refused += stderr.matches("constraint failed").count()
-            + stderr.matches("must be the id of a row in agents").count();
+            + stderr.matches("must be the id of a row in agents").count()
+            + stderr.matches("cannot drop below the claims").count();
         assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "20");
-        thread::sleep(Duration::from_millis(200));
+        // Between two sessions, each process completes an operation it
+        // began after this session ended.
+        for child in &mut children {
+            child.send("ping");
+            child.expect_report("pong");
+        }
     }
     assert_eq!(refused, 40, "each session has four impossible writes");
     for child in children {
-        let output = child.wait_with_output().expect("wait");
-        expect_success(&output, "mixed child");
+        let reports = child.finish().expect_success("mixed child").reports();
+        let ops = reports
+            .iter()
+            .find_map(|r| r.strip_prefix("ops "))
+            .expect("an ops report");
+        assert!(ops.parse::<u64>().expect("ops") >= 10, "{reports:?}");
     }
     assert_eq!(registry.get("agent-03")?.name, "renamed by hand");
     assert!(matches!(registry.get("by-hand"), Err(Error::NotFound(_))));
     for agent in registry.list()? {
         assert!(agent.current_load <= agent.max_load, "{agent:?}");
     }
-    common::assert_healthy(&db);
+    common::assert_healthy(registry.path());
     Ok(())
 }
 
 #[test]
 fn a_reopened_registry_shows_exactly_what_was_acknowledged() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("restart.db");
-    SqliteRegistry::open(&db)?;
-    let mut rng = Rng::new(0x5eed);
+    const ROUNDS: usize = 3;
+    const WRITERS: usize = 2;
+    let mut rng = Rng::from_env();
+    // Created, then closed: the children and the last open find nobody else
+    // attached.
+    let registry = TempRegistry::named("restart.db").close();
     let mut acknowledged: Vec<AgentInfo> = Vec::new();
-    for _ in 0..3 {
-        let mut children: Vec<Child> = (0..2)
-            .map(|_| child_command("steady", &db).spawn().expect("spawn"))
+    let read_agent = |report: &str| -> AgentInfo {
+        let json = report.strip_prefix("agent ").expect("agent report");
+        serde_json::from_str(json).expect("agent json")
+    };
+    for _ in 0..ROUNDS {
+        let mut children: Vec<Running> = (0..WRITERS)
+            .map(|_| common::child::spawn("steady", registry.path(), &mut rng, &[]))
             .collect();
-        thread::sleep(Duration::from_millis(300 + rng.below(200)));
+        // Both write at once; each is killed after a random number of its
+        // acknowledgements, while the other goes on.
         for child in &mut children {
-            child.kill().expect("SIGKILL");
-        }
-        for child in children {
-            let output = child.wait_with_output().expect("wait");
-            for line in reports(&output.stdout) {
-                let json = line.strip_prefix("agent ").expect("agent report");
-                acknowledged.push(serde_json::from_str(json).expect("agent json"));
+            for _ in 0..1 + rng.below(60) {
+                acknowledged.push(read_agent(&child.next_report("its acknowledgements")));
             }
         }
+        for child in children {
+            acknowledged.extend(child.kill().reports().iter().map(|r| read_agent(r)));
+        }
     }
+    let reopened = SqliteRegistry::open(registry.path())?;
+    for agent in &acknowledged {
+        assert_eq!(&reopened.get(&agent.id)?, agent);
+    }
+    // Each killed writer can have registered at most one agent it did not
+    // live to acknowledge.
+    let stored = count_with_prefix(&reopened, "steady-")?;
     assert!(
-        acknowledged.len() >= 10,
-        "too few acknowledged: {}",
+        (acknowledged.len()..=acknowledged.len() + ROUNDS * WRITERS).contains(&stored),
+        "{stored} agents stored for {} acknowledged",
         acknowledged.len()
     );
-    let registry = SqliteRegistry::open(&db)?;
-    for agent in &acknowledged {
-        assert_eq!(&registry.get(&agent.id)?, agent);
-    }
-    common::assert_healthy(&db);
+    common::assert_healthy(registry.path());
     Ok(())
 }

@@ -108,6 +108,7 @@ fn fleet() -> Result<Fleet> {
             last_heartbeat: seen,
             current_load: load,
             max_load: max,
+            ..AgentInfo::default()
         })?;
     }
     Ok(Fleet {
@@ -145,6 +146,44 @@ fn readme_queries_give_the_documented_answers() -> Result<()> {
             &readme_query("capabilities of one agent, in the order it gave them")
         ),
         "rust\nlinux\n"
+    );
+    // Claims and events: one claim with a lease on cpu-fresh, one released.
+    let held = fleet.registry.claim(
+        &roster::Task {
+            id: "build-1".into(),
+            labels: vec!["rust".into()],
+            ..roster::Task::default()
+        },
+        Some(std::time::Duration::from_secs(600)),
+    )?;
+    assert_eq!(held.claim.agent_id, "cpu-fresh");
+    let expiry = stored(held.claim.lease_expires_at.expect("a lease"));
+    assert_eq!(
+        shell_ok(
+            db,
+            &readme_query("claims held per agent, with their oldest lease")
+        ),
+        format!("cpu-fresh|1|{expiry}\n")
+    );
+    fleet.registry.release("build-1", Some(held.claim.token))?;
+    let last_three: Vec<String> = shell_ok(
+        db,
+        &readme_query("the last 20 things that happened, newest first"),
+    )
+    .lines()
+    .take(3)
+    .map(|line| {
+        let fields: Vec<&str> = line.split('|').collect();
+        format!("{}|{}|{}|{}", fields[0], fields[2], fields[3], fields[4])
+    })
+    .collect();
+    assert_eq!(
+        last_three,
+        [
+            "6|released|cpu-fresh|build-1",
+            "5|claimed|cpu-fresh|build-1",
+            "4|registered|old-gpu|"
+        ]
     );
     // The library's view agrees with the shell's.
     let stale: Vec<String> = fleet
@@ -186,7 +225,7 @@ fn hand_typed_sql_cannot_store_impossible_rows_or_orphans() -> Result<()> {
     shell_refused(
         db,
         "UPDATE agents SET current_load = -1 WHERE id = 'cpu-fresh';",
-        "CHECK constraint failed",
+        "agents.current_load cannot drop below the claims the agent holds",
     );
     shell_refused(
         db,
@@ -226,5 +265,426 @@ fn hand_typed_sql_cannot_store_impossible_rows_or_orphans() -> Result<()> {
     let ids: Vec<String> = fleet.registry.list()?.into_iter().map(|a| a.id).collect();
     assert_eq!(ids, ["builder-1", "cpu-fresh", "old-gpu"]);
     assert_eq!(fleet.registry.get("old-gpu")?.capabilities, ["gpu"]);
+    Ok(())
+}
+
+/// A file at schema version 2, built by typing the released migrations 1
+/// and 2 into the shell, as roster 0.1 left it.
+fn version_2_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("v2.db");
+    shell_ok(
+        &path,
+        concat!(
+            include_str!("../migrations/sqlite/0001_agents.sql"),
+            include_str!("../migrations/sqlite/0002_claim_indexes.sql"),
+            "PRAGMA user_version = 2; PRAGMA journal_mode = WAL;"
+        ),
+    );
+    path
+}
+
+const AGENT_A: &str =
+    "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('a', 'A', 'available', '2026-01-01 00:00:00.000000000', 0, 0);
+     INSERT INTO capabilities VALUES ('a', 0, 'gpu');";
+
+/// Hand-typed rows that schema version 2 stored and that broke every reader:
+/// each is refused by the current schema, through the real `sqlite3` shell
+/// (Debian's 3.40) and through the bundled SQLite of `roster sql --write`.
+const BREAKS_READERS: &[(&str, &str)] = &[
+    // Impossible times: datetime() returns NULL, and a CHECK passes on NULL.
+    (
+        "month 13",
+        "UPDATE agents SET last_heartbeat = '2026-13-01 00:00:00.000000000' WHERE id = 'a'",
+    ),
+    (
+        "day 32",
+        "UPDATE agents SET last_heartbeat = '2026-01-32 00:00:00.000000000' WHERE id = 'a'",
+    ),
+    (
+        "second 60",
+        "UPDATE agents SET last_heartbeat = '2026-01-01 00:00:60.000000000' WHERE id = 'a'",
+    ),
+    // datetime() normalises or echoes these, differently in 3.40 and 3.53.
+    (
+        "hour 24",
+        "UPDATE agents SET last_heartbeat = '2026-01-01 24:00:00.000000000' WHERE id = 'a'",
+    ),
+    (
+        "February 30",
+        "UPDATE agents SET last_heartbeat = '2026-02-30 00:00:00.000000000' WHERE id = 'a'",
+    ),
+    (
+        "February 29 of 2023",
+        "UPDATE agents SET last_heartbeat = '2023-02-29 00:00:00.000000000' WHERE id = 'a'",
+    ),
+    (
+        "February 29 of 1900",
+        "UPDATE agents SET last_heartbeat = '1900-02-29 00:00:00.000000000' WHERE id = 'a'",
+    ),
+    (
+        "a time followed by NUL and junk",
+        "UPDATE agents SET last_heartbeat = '2026-01-01 00:00:00.000000000' || char(0) || 'junk' WHERE id = 'a'",
+    ),
+    // NUL: length() and GLOB stop at it.
+    (
+        "NUL in an id",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('x' || char(0) || 'y', 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+    ),
+    (
+        "a 1 MB id behind a NUL",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('x' || char(0) || hex(zeroblob(500000)), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+    ),
+    (
+        "NUL in a name",
+        "UPDATE agents SET name = 'A' || char(0) || 'B' WHERE id = 'a'",
+    ),
+    (
+        "NUL in a capability",
+        "UPDATE capabilities SET capability = 'gpu' || char(0) WHERE agent_id = 'a'",
+    ),
+    // Invalid UTF-8.
+    (
+        "a lone 0xff as id",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES (CAST(x'ff' AS TEXT), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+    ),
+    (
+        "a truncated sequence in a name",
+        "UPDATE agents SET name = 'caf' || CAST(x'c3' AS TEXT) WHERE id = 'a'",
+    ),
+    (
+        "an overlong encoding in a capability",
+        "UPDATE capabilities SET capability = 'g' || CAST(x'c0af' AS TEXT) WHERE agent_id = 'a'",
+    ),
+    (
+        "a surrogate in a name",
+        "UPDATE agents SET name = CAST(x'eda080' AS TEXT) WHERE id = 'a'",
+    ),
+    // Look-alikes: format characters in ids and capabilities, bidi in names.
+    (
+        "a zero-width space in an id",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('a' || char(8203), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+    ),
+    (
+        "a BOM in a capability",
+        "UPDATE capabilities SET capability = 'gpu' || char(65279) WHERE agent_id = 'a'",
+    ),
+    (
+        "a soft hyphen in an id",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('a' || char(173) || 'b', 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+    ),
+    (
+        "a right-to-left override in a name",
+        "UPDATE agents SET name = 'evil' || char(8238) || 'txt' WHERE id = 'a'",
+    ),
+    (
+        "a tag character in an id",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('a' || char(917601), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+    ),
+];
+
+/// Hand-typed rows of the columns and table of version 4 that would break a
+/// reader: refused by the schema (version 2 had none of them).
+const BREAKS_READERS_V4: &[(&str, &str)] = &[
+    ("drained 2", "UPDATE agents SET drained = 2 WHERE id = 'a'"),
+    (
+        "drained NULL",
+        "UPDATE agents SET drained = NULL WHERE id = 'a'",
+    ),
+    (
+        "an empty host",
+        "UPDATE agents SET host = '' WHERE id = 'a'",
+    ),
+    (
+        "a NUL in a host",
+        "UPDATE agents SET host = 'h' || char(0) || 'x' WHERE id = 'a'",
+    ),
+    ("pid 0", "UPDATE agents SET pid = 0 WHERE id = 'a'"),
+    (
+        "a negative pid",
+        "UPDATE agents SET pid = -5 WHERE id = 'a'",
+    ),
+    (
+        "started_at on February 30",
+        "UPDATE agents SET started_at = '2026-02-30 00:00:00.000000000' WHERE id = 'a'",
+    ),
+    (
+        "started_at in another format",
+        "UPDATE agents SET started_at = datetime('now') WHERE id = 'a'",
+    ),
+    (
+        "metadata of nobody",
+        "INSERT INTO metadata VALUES ('ghost', 'k', 'v')",
+    ),
+    (
+        "an empty metadata key",
+        "INSERT INTO metadata VALUES ('a', '', 'v')",
+    ),
+    (
+        "a zero-width metadata key",
+        "INSERT INTO metadata VALUES ('a', 'k' || char(8203), 'v')",
+    ),
+    (
+        "a NUL in a metadata value",
+        "INSERT INTO metadata VALUES ('a', 'k', 'v' || char(0))",
+    ),
+    (
+        "invalid UTF-8 in a metadata value",
+        "INSERT INTO metadata VALUES ('a', 'k', CAST(x'ff' AS TEXT))",
+    ),
+];
+
+#[test]
+fn hand_typed_drain_and_metadata_rows_that_would_break_readers_are_refused() -> Result<()> {
+    for (what, sql) in BREAKS_READERS_V4 {
+        let fleet = fleet()?;
+        shell_ok(&fleet.path, AGENT_A);
+        let out = shell(&fleet.path, &format!("{sql};"));
+        assert!(
+            !out.status.success(),
+            "the sqlite3 shell stored {what}: {sql}"
+        );
+        assert!(
+            fleet
+                .registry
+                .query(sql, roster::SqlAccess::ReadWrite)
+                .is_err(),
+            "{what}"
+        );
+        assert_eq!(fleet.registry.list()?.len(), 5, "{what}");
+    }
+    // What a person may type: drain, metadata, and deleting the agent takes
+    // its metadata along even with the shell's foreign keys off.
+    let fleet = fleet()?;
+    shell_ok(
+        &fleet.path,
+        "UPDATE agents SET drained = 1, host = 'box-1', pid = 77,
+             started_at = strftime('%Y-%m-%d %H:%M:%f000000', 'now') WHERE id = 'old-gpu';
+         INSERT INTO metadata VALUES ('old-gpu', 'zone', 'eu'), ('old-gpu', 'owner', '');",
+    );
+    let agent = fleet.registry.get("old-gpu")?;
+    assert!(agent.drained);
+    assert_eq!(
+        (agent.host.as_deref(), agent.pid),
+        (Some("box-1"), Some(77))
+    );
+    assert!(agent.started_at.is_some());
+    assert_eq!(agent.metadata.len(), 2);
+    assert_eq!(agent.metadata["zone"], "eu");
+    assert!(matches!(
+        fleet
+            .registry
+            .claim(
+                &roster::Task {
+                    labels: vec!["gpu".into()],
+                    ..roster::Task::default()
+                },
+                None
+            )
+            .map(|claimed| claimed.agent),
+        Err(roster::Error::NoEligibleAgent)
+    ));
+    shell_ok(&fleet.path, "DELETE FROM agents WHERE id = 'old-gpu';");
+    assert_eq!(
+        shell_ok(&fleet.path, "SELECT count(*) FROM metadata;"),
+        "0\n"
+    );
+    common::assert_healthy(&fleet.path);
+    Ok(())
+}
+
+/// Values that look odd but are valid, and must stay accepted.
+const STILL_ACCEPTED: &[(&str, &str)] = &[
+    (
+        "an empty name",
+        "UPDATE agents SET name = '' WHERE id = 'a'",
+    ),
+    (
+        "U+FFFD in a name",
+        "UPDATE agents SET name = 'x' || char(65533) WHERE id = 'a'",
+    ),
+    (
+        "U+FFFD in an id",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES (char(65533), '', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+    ),
+    (
+        "an emoji sequence with a joiner in a name",
+        "UPDATE agents SET name = '👩' || char(8205) || '💻' WHERE id = 'a'",
+    ),
+    (
+        "U+2028 in a name",
+        "UPDATE agents SET name = 'a' || char(8232) || 'b' WHERE id = 'a'",
+    ),
+    (
+        "an emoji capability",
+        "UPDATE capabilities SET capability = '🦀' WHERE agent_id = 'a'",
+    ),
+    (
+        "year 0000",
+        "UPDATE agents SET last_heartbeat = '0000-01-01 00:00:00.000000000' WHERE id = 'a'",
+    ),
+    (
+        "Go's zero time",
+        "UPDATE agents SET last_heartbeat = '0001-01-01 00:00:00.000000000' WHERE id = 'a'",
+    ),
+    (
+        "the last nanosecond of a day",
+        "UPDATE agents SET last_heartbeat = '2026-12-31 23:59:59.999999999' WHERE id = 'a'",
+    ),
+    (
+        "February 29 of 2024",
+        "UPDATE agents SET last_heartbeat = '2024-02-29 12:00:00.000000000' WHERE id = 'a'",
+    ),
+    (
+        "February 29 of 2000",
+        "UPDATE agents SET last_heartbeat = '2000-02-29 12:00:00.000000000' WHERE id = 'a'",
+    ),
+];
+
+#[test]
+fn hand_typed_rows_that_broke_readers_are_refused() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (what, sql) in BREAKS_READERS {
+        // Version 2 stored it: the case is real.
+        let old = version_2_file(dir.path());
+        shell_ok(&old, AGENT_A);
+        shell_ok(&old, &format!("{sql};"));
+        std::fs::remove_file(&old).expect("remove");
+
+        // The shell refuses it now...
+        let fleet = fleet()?;
+        shell_ok(&fleet.path, AGENT_A);
+        let out = shell(&fleet.path, &format!("{sql};"));
+        assert!(
+            !out.status.success(),
+            "the sqlite3 shell stored {what}: {sql}"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("CHECK constraint failed"),
+            "{what}: {stderr}"
+        );
+        // ... and so does the bundled SQLite.
+        let err = fleet
+            .registry
+            .query(sql, roster::SqlAccess::ReadWrite)
+            .expect_err(what);
+        assert!(
+            err.to_string().contains("CHECK constraint failed"),
+            "{what}: {err}"
+        );
+        // Every reader still works.
+        assert_eq!(fleet.registry.list()?.len(), 5, "{what}");
+        assert_eq!(fleet.registry.get("a")?.capabilities, ["gpu"], "{what}");
+        fleet.registry.reap(std::time::Duration::from_secs(3600))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn odd_but_valid_values_stay_accepted_and_read_back() -> Result<()> {
+    for (what, sql) in STILL_ACCEPTED {
+        let typed = fleet()?;
+        shell_ok(&typed.path, AGENT_A);
+        shell_ok(&typed.path, &format!("{sql};"));
+        typed
+            .registry
+            .list()
+            .unwrap_or_else(|e| panic!("{what}: list fails: {e}"));
+        let fresh = fleet()?;
+        shell_ok(&fresh.path, AGENT_A);
+        fresh
+            .registry
+            .query(sql, roster::SqlAccess::ReadWrite)
+            .unwrap_or_else(|e| panic!("{what}: the bundled SQLite refuses it: {e}"));
+        fresh.registry.list()?;
+    }
+    Ok(())
+}
+
+/// Invalid UTF-8 that SQLite cannot tell in SQL (a lone continuation byte
+/// reads as U+0080..U+00BF) gets past the schema; a reader then fails with an
+/// error naming the table, the agent and the column, never skips the row in
+/// silence, and every other agent can still be read.
+#[test]
+fn an_unreadable_row_is_named_and_never_skipped() -> Result<()> {
+    let fleet = fleet()?;
+    shell_ok(
+        &fleet.path,
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('bad', 'x' || CAST(x'a9' AS TEXT), 'available', '2026-01-01 00:00:00.000000000', 0, 0);",
+    );
+    let err = fleet
+        .registry
+        .list()
+        .expect_err("list must not skip the row");
+    assert_eq!(err.kind(), roster::ErrorKind::Unusable);
+    assert_eq!(
+        err.to_string(),
+        "unreadable row in agents: agent id \"bad\", column name: not UTF-8 (invalid utf-8 sequence of 1 bytes from index 1); repair or delete the row in the sqlite3 shell"
+    );
+    assert!(matches!(
+        fleet.registry.get("bad"),
+        Err(roster::Error::Unreadable {
+            table: "agents",
+            column: "name",
+            ..
+        })
+    ));
+    for good in ["builder-1", "cpu-fresh", "new-gpu", "old-gpu"] {
+        fleet.registry.get(good)?;
+    }
+    // An id that cannot be decoded is shown escaped.
+    shell_ok(
+        &fleet.path,
+        "DELETE FROM agents WHERE id = 'bad';
+         INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('caf' || CAST(x'a9' AS TEXT), '', 'available', '2026-01-01 00:00:00.000000000', 0, 0);
+         INSERT INTO capabilities VALUES ('cpu-fresh', 1, 'x' || CAST(x'bf' AS TEXT));",
+    );
+    let err = fleet.registry.list().expect_err("list");
+    assert!(
+        err.to_string().contains(r#"agent id "caf\xa9", column id"#),
+        "{err}"
+    );
+    let err = fleet.registry.get("cpu-fresh").expect_err("get");
+    assert!(
+        err.to_string()
+            .contains(r#"unreadable row in capabilities: agent id "cpu-fresh", column capability"#),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// reap commits only once every id it returns has been read: an id it
+/// cannot decode rolls it back, so no agent goes offline unannounced.
+#[test]
+fn reap_loses_nothing_when_an_id_cannot_be_read() -> Result<()> {
+    let fleet = fleet()?;
+    shell_ok(
+        &fleet.path,
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('stale' || CAST(x'a9' AS TEXT), '', 'available', '2000-01-01 00:00:00.000000000', 0, 0);",
+    );
+    let before = shell_ok(
+        &fleet.path,
+        "SELECT hex(id), status FROM agents WHERE status <> 'offline' ORDER BY id;",
+    );
+    let err = fleet
+        .registry
+        .reap(std::time::Duration::from_secs(60))
+        .expect_err("reap must report the unreadable id");
+    assert!(
+        err.to_string()
+            .contains(r#"agent id "stale\xa9", column id"#),
+        "{err}"
+    );
+    let after = shell_ok(
+        &fleet.path,
+        "SELECT hex(id), status FROM agents WHERE status <> 'offline' ORDER BY id;",
+    );
+    assert_eq!(before, after, "the failed reap changed nothing");
+    // Once the row is repaired, the same reap takes both stale agents.
+    shell_ok(&fleet.path, "DELETE FROM agents WHERE id GLOB 'stale*';");
+    assert_eq!(
+        fleet.registry.reap(std::time::Duration::from_secs(60))?,
+        ["old-gpu"]
+    );
     Ok(())
 }

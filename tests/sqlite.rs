@@ -4,9 +4,10 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{TimeDelta, Utc};
+use common::TempRegistry;
 use roster::{
     AgentInfo, AgentRegistry, AgentStatus, Durability, Error, Result, SqliteOptions, SqliteRegistry,
 };
@@ -21,15 +22,8 @@ fn agent(id: &str, capabilities: &[&str]) -> AgentInfo {
         last_heartbeat: Utc::now(),
         current_load: 0,
         max_load: 2,
+        ..AgentInfo::default()
     }
-}
-
-/// A registry in a fresh file of a temporary directory, which must outlive it.
-fn registry_file(name: &str) -> Result<(tempfile::TempDir, PathBuf, SqliteRegistry)> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join(name);
-    let registry = SqliteRegistry::open(&path)?;
-    Ok((dir, path, registry))
 }
 
 fn raw(path: &Path) -> Connection {
@@ -61,8 +55,8 @@ fn state_survives_drop_and_reopen_field_for_field() -> Result<()> {
 
 #[test]
 fn two_handles_on_one_file_see_each_other_at_once() -> Result<()> {
-    let (_dir, path, one) = registry_file("r.db")?;
-    let two = SqliteRegistry::open(&path)?;
+    let one = TempRegistry::new();
+    let two = SqliteRegistry::open(one.path())?;
     one.register(agent("a", &["x"]))?;
     assert_eq!(two.get("a")?, one.get("a")?);
     two.heartbeat("a")?;
@@ -93,14 +87,14 @@ fn the_file_is_in_wal_mode_with_the_roster_identity() -> Result<()> {
         )
         .expect("identity");
     assert_eq!(app, 0x726f_7374, "application_id spells 'rost'");
-    assert_eq!(version, 3);
+    assert_eq!(version, SqliteRegistry::SCHEMA_VERSION);
     Ok(())
 }
 
 #[test]
 fn schema_contract_tables_and_columns() -> Result<()> {
-    let (_dir, path, _registry) = registry_file("r.db")?;
-    let conn = raw(&path);
+    let registry = TempRegistry::new();
+    let conn = raw(registry.path());
     let columns = |table: &str| -> Vec<(String, String, bool)> {
         let mut stmt = conn
             .prepare(&format!(
@@ -117,16 +111,28 @@ fn schema_contract_tables_and_columns() -> Result<()> {
             .map(|(n, t)| (n.to_string(), t.to_string(), true))
             .collect()
     };
+    let mut agents = owned(&[
+        ("id", "TEXT"),
+        ("name", "TEXT"),
+        ("status", "TEXT"),
+        ("last_heartbeat", "TEXT"),
+        ("current_load", "INTEGER"),
+        ("max_load", "INTEGER"),
+        ("drained", "INTEGER"),
+    ]);
+    // Optional: NULL when unknown.
+    for (name, kind) in [
+        ("host", "TEXT"),
+        ("pid", "INTEGER"),
+        ("started_at", "TEXT"),
+        ("registered_at", "TEXT"),
+    ] {
+        agents.push((name.into(), kind.into(), false));
+    }
+    assert_eq!(columns("agents"), agents);
     assert_eq!(
-        columns("agents"),
-        owned(&[
-            ("id", "TEXT"),
-            ("name", "TEXT"),
-            ("status", "TEXT"),
-            ("last_heartbeat", "TEXT"),
-            ("current_load", "INTEGER"),
-            ("max_load", "INTEGER"),
-        ])
+        columns("metadata"),
+        owned(&[("agent_id", "TEXT"), ("key", "TEXT"), ("value", "TEXT")])
     );
     assert_eq!(
         columns("capabilities"),
@@ -159,10 +165,11 @@ fn schema_contract_tables_and_columns() -> Result<()> {
 /// foreign keys off as in the sqlite3 shell.
 #[test]
 fn schema_contract_constraints_hold_without_foreign_keys() -> Result<()> {
-    let (_dir, path, registry) = registry_file("r.db")?;
+    let registry = TempRegistry::new();
+    let path = registry.path();
     registry.register(agent("a", &["x", "y"]))?;
     registry.register(agent("b", &["x"]))?;
-    let conn = raw(&path);
+    let conn = raw(path);
     conn.pragma_update(None, "foreign_keys", false)
         .expect("fk off");
     let refused = [
@@ -214,7 +221,7 @@ fn schema_contract_constraints_hold_without_foreign_keys() -> Result<()> {
     .expect("documented heartbeat");
     conn.execute("DELETE FROM agents WHERE id = 'a'", [])
         .expect("delete");
-    common::assert_healthy(&path);
+    common::assert_healthy(path);
     assert_eq!(registry.list()?.len(), 1);
     assert_eq!(registry.get("b")?.capabilities, ["x"]);
     assert!((Utc::now() - registry.get("b")?.last_heartbeat) < TimeDelta::seconds(60));
@@ -265,7 +272,7 @@ fn a_newer_schema_version_is_refused_untouched() -> Result<()> {
     match &err {
         Error::SchemaTooNew {
             found, supported, ..
-        } => assert_eq!((*found, *supported), (99, 3)),
+        } => assert_eq!((*found, *supported), (99, SqliteRegistry::SCHEMA_VERSION)),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     assert!(err.to_string().contains("upgrade roster"), "{err}");
@@ -293,12 +300,71 @@ fn a_missing_or_unusable_directory_is_a_clear_error() {
 }
 
 #[test]
-fn a_pool_of_zero_connections_is_refused() {
+fn options_out_of_range_are_refused_before_anything_is_created() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.db");
-    let err = SqliteOptions::new().pool_size(0).open(&path).unwrap_err();
-    assert_eq!(err.to_string(), "invalid pool_size: must be at least 1");
-    assert!(!path.exists());
+    let cases = [
+        (
+            SqliteOptions::new().pool_size(0),
+            "invalid pool_size: 0 connections: must be 1 to 1024",
+        ),
+        (
+            SqliteOptions::new().pool_size(u32::MAX),
+            "invalid pool_size: 4294967295 connections: must be 1 to 1024",
+        ),
+        (
+            SqliteOptions::new().busy_timeout(std::time::Duration::from_secs(25 * 86_400)),
+            "invalid busy_timeout: 2160000s is longer than SQLite can wait (2147483.647s, about 24.8 days)",
+        ),
+    ];
+    for (options, message) in cases {
+        let err = options.open(&path).unwrap_err();
+        assert_eq!(err.to_string(), message);
+        assert_eq!(err.kind(), roster::ErrorKind::InvalidInput);
+        assert!(!path.exists());
+    }
+    SqliteOptions::new()
+        .busy_timeout(roster::MAX_BUSY_TIMEOUT)
+        .pool_size(roster::MAX_POOL_SIZE)
+        .open(&path)
+        .expect("the limits themselves are fine");
+}
+
+#[test]
+fn a_reader_that_does_not_create_gets_no_registry_for_a_missing_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("typo.db");
+    let err = SqliteOptions::new().create(false).open(&path).unwrap_err();
+    assert!(matches!(&err, Error::NoRegistry { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("no registry at {}", path.display())
+    );
+    assert_eq!(err.kind(), roster::ErrorKind::Unusable);
+    assert!(!path.exists(), "nothing was created");
+    SqliteRegistry::open(&path).expect("create");
+    SqliteOptions::new()
+        .create(false)
+        .open(&path)
+        .expect("an existing registry opens");
+}
+
+#[test]
+fn databases_that_cannot_hold_a_wal_fail_at_once() {
+    for path in [":memory:", ""] {
+        let err = SqliteRegistry::open(path).unwrap_err();
+        assert_eq!(err.kind(), roster::ErrorKind::Unusable, "{path:?}: {err}");
+        assert!(
+            err.to_string().contains("write-ahead log"),
+            "{path:?}: {err}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = format!("file:{}?immutable=1", dir.path().join("x.db").display());
+    let err = SqliteRegistry::open(&uri).unwrap_err();
+    assert_eq!(err.kind(), roster::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("is an SQLite URI"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
 }
 
 #[test]
@@ -338,13 +404,18 @@ fn a_version_1_file_is_migrated_with_its_data() -> Result<()> {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, SqliteRegistry::SCHEMA_VERSION);
     // The claim indexes of version 2 work on the migrated rows.
-    let claimed = registry.claim(&roster::Task {
-        id: "t".into(),
-        labels: vec!["w".into()],
-        priority: roster::Priority::Medium,
-    })?;
+    let claimed = registry
+        .claim(
+            &roster::Task {
+                id: "t".into(),
+                labels: vec!["w".into()],
+                priority: roster::Priority::Medium,
+            },
+            None,
+        )?
+        .agent;
     assert_eq!((claimed.id.as_str(), claimed.current_load), ("old", 2));
     Ok(())
 }
@@ -353,12 +424,12 @@ fn a_version_1_file_is_migrated_with_its_data() -> Result<()> {
 /// while it reads; once it is gone, the file is cut back to the limit.
 #[test]
 fn the_wal_file_shrinks_back_after_a_long_reader() -> Result<()> {
-    let (dir, path, registry) = registry_file("wal.db")?;
+    let registry = TempRegistry::named("wal.db");
     for i in 0..50 {
         registry.register(agent(&format!("a{i:02}"), &["x"]))?;
     }
-    let wal = dir.path().join("wal.db-wal");
-    let reader = raw(&path);
+    let wal = registry.dir().join("wal.db-wal");
+    let reader = raw(registry.path());
     reader
         .execute_batch("BEGIN; SELECT count(*) FROM agents;")
         .expect("long read");
@@ -385,7 +456,7 @@ fn the_wal_file_shrinks_back_after_a_long_reader() -> Result<()> {
 #[test]
 fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
     use roster::{SqlAccess, SqlValue};
-    let (_dir, path, registry) = registry_file("adhoc.db")?;
+    let registry = TempRegistry::named("adhoc.db");
     registry.register(agent("a", &["x"]))?;
     for writes in [
         "DELETE FROM agents",
@@ -404,10 +475,10 @@ fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
             other => panic!("{bad:?}: expected invalid sql, got {other:?}"),
         }
     }
-    let version: i64 = raw(&path)
+    let version: i64 = raw(registry.path())
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, SqliteRegistry::SCHEMA_VERSION);
     assert_eq!(registry.get("a")?.name, "agent a");
     let changed = registry.query(
         "UPDATE agents SET name = 'renamed' RETURNING id, name",
@@ -423,4 +494,43 @@ fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
     let left = registry.query("SELECT count(*) FROM capabilities", SqlAccess::ReadOnly)?;
     assert_eq!(left.rows, [[SqlValue::Integer(0)]]);
     Ok(())
+}
+
+#[test]
+fn a_user_version_changed_by_hand_is_named_not_index_already_exists() {
+    let file = TempRegistry::new().close();
+    let path = file.path().to_owned();
+    let out = common::sqlite3(&path, "PRAGMA user_version = 1;", common::OnError::Stop);
+    assert!(out.status.success());
+    let err = SqliteRegistry::open(&path).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains(
+            "the file's PRAGMA user_version (1) is older than its tables; was it changed by hand?"
+        ),
+        "{message}"
+    );
+    assert_eq!(err.kind(), roster::ErrorKind::Unusable);
+    // Nothing was changed: setting it back makes the file work again.
+    let out = common::sqlite3(
+        &path,
+        &format!("PRAGMA user_version = {};", SqliteRegistry::SCHEMA_VERSION),
+        common::OnError::Stop,
+    );
+    assert!(out.status.success());
+    SqliteRegistry::open(&path).expect("the repaired file opens");
+}
+
+#[test]
+fn another_programs_database_is_described_in_good_english() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("other.db");
+    let out = common::sqlite3(&path, "CREATE TABLE t (x);", common::OnError::Stop);
+    assert!(out.status.success());
+    let err = SqliteRegistry::open(&path).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("it holds 1 schema object and user_version 0 but no roster application_id"),
+        "{err}"
+    );
 }

@@ -1,9 +1,12 @@
 //! `roster demo`: what roster is for, in under 30 seconds.
 //!
 //! Agent processes (this binary's `agent` subcommand) heartbeat into a fresh
-//! file; this process dispatches tasks to them; one agent is killed with
-//! SIGKILL and a reaper process marks it offline; a new process reads the
-//! same state back; the timeline ends with a query to type into `sqlite3`.
+//! file; this process dispatches tasks to them, each claim a row with a
+//! fencing token; one agent is killed with SIGKILL while it runs a task, and
+//! a reaper process marks it offline and takes the task back; the agent
+//! restarts and the task is dispatched again, while the dead run's token is
+//! refused; a new process reads the same state back; the timeline ends with
+//! a query to type into `sqlite3`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,11 +20,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use roster::{
-    AgentInfo, AgentRegistry, AgentStatus, Error, Priority, SqlAccess, SqliteRegistry, Task,
+    AgentInfo, AgentRegistry, AgentStatus, Claim, Claimed, Error, Priority, SqlAccess,
+    SqliteRegistry, Task,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use super::{Failure, Outcome, output, print_json};
+use super::exit::{Exit, Failure, Outcome};
+use super::output;
+use super::printer::Printer;
 
 const DEFAULT_FILE: &str = "roster-demo.db";
 
@@ -92,28 +98,58 @@ impl Drop for Processes {
 }
 
 /// Prints timeline lines with the time since the demo started.
-struct Timeline {
+struct Timeline<'a> {
     start: Instant,
     stop: Arc<AtomicBool>,
+    out: &'a mut Printer,
 }
 
-impl Timeline {
-    fn say(&self, text: impl AsRef<str>) {
-        println!(
-            "[{:5.1}s] {}",
-            self.start.elapsed().as_secs_f64(),
-            text.as_ref()
-        );
+impl Timeline<'_> {
+    /// A step, with the time since the start; with `--json`, one line
+    /// `{"elapsed_s": 1.2, "step": "..."}`.
+    fn say(&mut self, text: impl AsRef<str>) -> Outcome {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        if self.out.json {
+            let elapsed = (elapsed * 1000.0).round() / 1000.0;
+            self.out
+                .json(&serde_json::json!({ "elapsed_s": elapsed, "step": text.as_ref() }))?;
+        } else {
+            self.out
+                .line(format_args!("[{elapsed:5.1}s] {}", text.as_ref()))?;
+        }
+        self.out.flush()
     }
 
-    fn detail(&self, text: impl AsRef<str>) {
-        println!("         {}", text.as_ref());
+    /// A detail of the last step; with `--json`, `{"detail": "..."}`.
+    fn detail(&mut self, text: impl AsRef<str>) -> Outcome {
+        if self.out.json {
+            self.out
+                .json(&serde_json::json!({ "detail": text.as_ref().trim() }))?;
+        } else {
+            self.out.line(format_args!("         {}", text.as_ref()))?;
+        }
+        self.out.flush()
+    }
+
+    /// Text without a time; with `--json`, `{"note": "..."}`, and nothing
+    /// for an empty line.
+    fn plain(&mut self, text: impl AsRef<str>) -> Outcome {
+        let text = text.as_ref();
+        if self.out.json {
+            if !text.is_empty() {
+                self.out.json(&serde_json::json!({ "note": text.trim() }))?;
+            }
+        } else {
+            self.out.line(text)?;
+        }
+        self.out.flush()
     }
 
     fn check_interrupted(&self) -> Outcome {
         if self.stop.load(Ordering::Relaxed) {
             return Err(Failure::new(
-                1,
+                Exit::Failure,
+                "interrupted",
                 "demo interrupted; its processes were stopped",
             ));
         }
@@ -131,13 +167,10 @@ fn roster_command(db: &Path) -> Result<Command, Failure> {
 /// must not exist yet, so that the demo never touches a real registry.
 fn fresh_file(named: Option<&Path>) -> Result<PathBuf, Failure> {
     match named {
-        Some(path) if path.exists() => Err(Failure::new(
-            2,
-            format!(
-                "the demo needs a fresh file and {} exists; remove it or pass another --db",
-                path.display()
-            ),
-        )),
+        Some(path) if path.exists() => Err(Failure::bad_input(format!(
+            "the demo needs a fresh file and {} exists; remove it or pass another --db",
+            path.display()
+        ))),
         Some(path) => Ok(path.to_owned()),
         None => {
             for suffix in ["", "-wal", "-shm"] {
@@ -151,68 +184,56 @@ fn fresh_file(named: Option<&Path>) -> Result<PathBuf, Failure> {
     }
 }
 
-pub fn run(named: Option<&Path>, json: bool) -> Outcome {
+/// `roster demo` on the file `named`, or on a fresh `roster-demo.db`.
+pub(crate) fn run(named: Option<&Path>, out: &mut Printer) -> Outcome {
+    let json = out.json;
     let db = fresh_file(named)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    let timeline = Timeline {
+    let mut timeline = Timeline {
         start: Instant::now(),
         stop,
+        out,
     };
     let mut processes = Processes {
         children: Vec::new(),
     };
-    println!(
+    timeline.plain(format!(
         "roster demo: one registry file, {}, shared by every process below",
         db.display()
-    );
-    println!();
+    ))?;
+    timeline.plain("")?;
     let registry = SqliteRegistry::open(&db)?;
 
     // 1. Agent processes register and heartbeat.
-    timeline.say("starting 4 agent processes: roster agent ID --cap ... --every 500ms");
+    timeline.say("starting 4 agent processes: roster agent ID --cap ... --every 500ms")?;
     for (id, caps, max_load) in FLEET {
-        let mut command = roster_command(&db)?;
-        command.args([
-            "agent",
-            id,
-            "--every",
-            "500ms",
-            "--max-load",
-            &max_load.to_string(),
-        ]);
-        for cap in caps {
-            command.args(["--cap", cap]);
-        }
-        let child = command
-            .env("ROSTER_EXIT_WITH_PARENT", "1")
-            .stdout(Stdio::null())
-            .spawn()?;
+        let child = agent_process(&db, id, caps, max_load)?;
         processes.children.push((id.to_owned(), child));
         timeline.detail(format!(
             "{id:<10} {:<12} max load {max_load}",
             caps.join(",")
-        ));
+        ))?;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while registry.list()?.len() < FLEET.len() {
         timeline.check_interrupted()?;
         if Instant::now() > deadline {
-            return Err(Failure::new(
-                1,
+            return Err(Failure::io(
                 "the agent processes did not register within 10 s",
             ));
         }
         thread::sleep(Duration::from_millis(20));
     }
-    timeline.say("all 4 registered");
+    timeline.say("all 4 registered")?;
 
     // 2. A dispatcher claims slots for a stream of tasks.
-    timeline
-        .say("dispatching 9 tasks: each claim picks the best agent and takes a slot atomically");
-    let mut running: Vec<(String, String)> = Vec::new();
+    timeline.say(
+        "dispatching 9 tasks: each claim picks the best agent, takes a slot and records the task with a fencing token, atomically",
+    )?;
+    let mut running: Vec<Claim> = Vec::new();
     for (task_id, labels, priority) in TASKS {
         let task = Task {
             id: task_id.to_owned(),
@@ -220,36 +241,47 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
             priority,
         };
         let wanted = format!("{task_id} [{}] {priority}", labels.join(","));
-        match registry.claim(&task) {
-            Ok(agent) => {
+        match registry.claim(&task, None) {
+            Ok(Claimed { claim, agent }) => {
                 timeline.detail(format!(
-                    "{wanted:<30} -> {} (load {})",
+                    "{wanted:<30} -> {} (load {}, token {})",
                     agent.id,
-                    output::load(&agent)
-                ));
-                running.push((task_id.to_owned(), agent.id));
+                    output::load(&agent),
+                    claim.token
+                ))?;
+                running.push(claim);
             }
             Err(Error::NoEligibleAgent) => {
-                timeline.detail(format!("{wanted:<30} -> waits: no eligible agent (offline, full, or nobody has the labels)"));
+                timeline.detail(format!("{wanted:<30} -> waits: no eligible agent (offline, full, or nobody has the labels)"))?;
             }
             Err(e) => return Err(e.into()),
         }
         thread::sleep(Duration::from_millis(60));
     }
-    for (task_id, agent) in running.iter().filter(|(t, _)| t.starts_with("build")) {
-        registry.release(agent)?;
-        timeline.detail(format!("{task_id} finished: released its slot on {agent}"));
+    for claim in running.iter().filter(|c| c.task_id.starts_with("build")) {
+        registry.release(&claim.task_id, Some(claim.token))?;
+        timeline.detail(format!(
+            "{} finished: released its slot on {} (token {})",
+            claim.task_id, claim.agent_id, claim.token
+        ))?;
     }
     timeline.check_interrupted()?;
+    let Some(lost) = running.iter().find(|c| c.agent_id == "gpu-1").cloned() else {
+        return Err(Failure::io("no task went to gpu-1"));
+    };
 
-    // 3. One agent dies; the reaper notices.
+    // 3. One agent dies with its task; the reaper notices and takes the
+    // task back.
     let Some(mut gpu) = processes.take("gpu-1") else {
-        return Err(Failure::new(1, "the gpu-1 process is missing"));
+        return Err(Failure::io("the gpu-1 process is missing"));
     };
     gpu.kill()?;
     gpu.wait()?;
     let killed = Instant::now();
-    timeline.say("killed the gpu-1 process with SIGKILL: its heartbeats stop");
+    timeline.say(format!(
+        "killed the gpu-1 process with SIGKILL while it ran {}: its heartbeats stop",
+        lost.task_id
+    ))?;
     let mut reaper = roster_command(&db)?
         .args(["reaper", "--ttl", TTL, "--every", "250ms"])
         .env("ROSTER_EXIT_WITH_PARENT", "1")
@@ -258,69 +290,122 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
     let lines = reaper.stdout.take();
     processes.children.push(("reaper".to_owned(), reaper));
     timeline.say(format!(
-        "started a reaper process: roster reaper --ttl {TTL} --every 250ms"
-    ));
-    let (sender, offline) = mpsc::channel();
+        "started a reaper process: roster reaper --ttl {TTL} --every 250ms (it reaps, then recovers)"
+    ))?;
+    let (sender, reports) = mpsc::channel();
     if let Some(lines) = lines {
         thread::spawn(move || {
             for line in BufReader::new(lines).lines().map_while(Result::ok) {
-                if line.ends_with("went offline") && sender.send(line).is_err() {
+                let wanted = line.ends_with("went offline") || line.contains(" taken back from ");
+                if wanted && sender.send(line).is_err() {
                     return;
                 }
             }
         });
     }
+    let taken_back = format!("task {} taken back from gpu-1", lost.task_id);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         timeline.check_interrupted()?;
-        match offline.recv_timeout(Duration::from_millis(100)) {
+        match reports.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => {
-                timeline.say(format!(
-                    "reaper: {} ({:.1}s after the kill; TTL {TTL})",
-                    line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest),
-                    killed.elapsed().as_secs_f64()
-                ));
-                if line.contains("gpu-1") {
+                let said = line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest);
+                if line.contains(&taken_back) {
+                    timeline.say(format!("reaper: {said}"))?;
                     break;
                 }
+                timeline.say(format!(
+                    "reaper: {said} ({:.1}s after the kill; TTL {TTL})",
+                    killed.elapsed().as_secs_f64()
+                ))?;
             }
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
             Err(_) => {
-                return Err(Failure::new(
-                    1,
-                    "the reaper did not mark gpu-1 offline within 10 s",
-                ));
+                return Err(Failure::io(format!(
+                    "the reaper did not take {} back from gpu-1 within 10 s",
+                    lost.task_id
+                )));
             }
         }
     }
-    let retry = Task {
-        id: "train-3".into(),
+    let again = Task {
+        id: lost.task_id.clone(),
         labels: vec!["cuda".into()],
         priority: Priority::High,
     };
-    match registry.claim(&retry) {
+    match registry.claim(&again, None) {
         Err(Error::NoEligibleAgent) => {
-            timeline.say("train-3 [cuda] -> waits: the only cuda agent is offline");
+            timeline.say(format!(
+                "{} [cuda] -> waits: the only cuda agent is offline",
+                lost.task_id
+            ))?;
         }
-        Ok(agent) => {
-            return Err(Failure::new(
-                1,
-                format!("train-3 went to {} although gpu-1 is offline", agent.id),
+        Ok(claimed) => {
+            return Err(Failure::io(format!(
+                "{} went to {} although gpu-1 is offline",
+                lost.task_id, claimed.agent.id
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    // 4. The agent comes back; the task is dispatched again, and the dead
+    // holder's token no longer counts.
+    let (id, caps, max_load) = FLEET[2];
+    let child = agent_process(&db, id, caps, max_load)?;
+    let pid = child.id();
+    processes.children.push((id.to_owned(), child));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry.get(id)?.pid != Some(pid) {
+        timeline.check_interrupted()?;
+        if Instant::now() > deadline {
+            return Err(Failure::io("gpu-1 did not register again within 10 s"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    timeline.say("restarted the gpu-1 process: it registers again and heartbeats")?;
+    let claimed = registry.claim(&again, None)?;
+    timeline.say(format!(
+        "{} dispatched again -> {} (load {}, token {})",
+        lost.task_id,
+        claimed.agent.id,
+        output::load(&claimed.agent),
+        claimed.claim.token
+    ))?;
+    match registry.release(&lost.task_id, Some(lost.token)) {
+        Err(Error::StaleClaim { .. }) => timeline.say(format!(
+            "the crashed run's token {} is stale: its late release of {} is refused, the new claim stands",
+            lost.token, lost.task_id
+        ))?,
+        Ok(_) => {
+            return Err(Failure::io(
+                "a release with a stale token was accepted".to_owned(),
             ));
         }
         Err(e) => return Err(e.into()),
     }
 
-    // 4. Everything stops; a new process reads the same state.
+    // 5. Everything stops; a new process reads the same state.
+    if let Some(mut reaper) = processes.take("reaper") {
+        let _ = reaper.kill();
+        reaper.wait()?;
+    }
     processes.stop_all();
-    timeline.say("stopped the agents (SIGTERM) and the reaper");
-    let before = registry.list()?;
+    timeline.say("stopped the reaper, then the agents (SIGTERM: each marks itself offline)")?;
+    let before = (registry.list()?, registry.claims(None)?);
     drop(registry);
-    let output = roster_command(&db)?.args(["--json", "list"]).output()?;
-    let after: Vec<AgentInfo> = serde_json::from_slice(&output.stdout)
-        .map_err(|e| Failure::new(1, format!("could not read `roster --json list`: {e}")))?;
-    if after != before {
-        return Err(Failure::new(1, "a new process read a different state"));
+    let agents = roster_command(&db)?.args(["--json", "list"]).output()?;
+    let claims = roster_command(&db)?.args(["--json", "claims"]).output()?;
+    let after: Vec<AgentInfo> = serde_json::from_slice(&agents.stdout)
+        .map_err(|e| Failure::io(format!("could not read `roster --json list`: {e}")))?;
+    let held: Vec<serde_json::Value> = serde_json::from_slice(&claims.stdout)
+        .map_err(|e| Failure::io(format!("could not read `roster --json claims`: {e}")))?;
+    let same_claims = held.len() == before.1.len()
+        && held.iter().zip(&before.1).all(|(read, had)| {
+            read["task_id"] == had.task_id.as_str() && read["token"] == had.token
+        });
+    if after != before.0 || !same_claims {
+        return Err(Failure::io("a new process read a different state"));
     }
     let offline = after
         .iter()
@@ -328,20 +413,28 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
         .count();
     let load: u32 = after.iter().map(|a| a.current_load).sum();
     timeline.say(format!(
-        "a new process (roster --json list) reads exactly the same state: {} agents, {offline} offline, {load} slots taken",
-        after.len()
-    ));
+        "a new process (roster --json list, roster --json claims) reads exactly the same state: {} agents, {offline} offline, {load} slots taken by {} claims",
+        after.len(),
+        held.len()
+    ))?;
+    timeline.detail(
+        "(their agents are offline: the next `roster recover` or reaper takes them back)",
+    )?;
 
-    // 5. The file is plain SQL.
-    let query = "SELECT id, status, current_load, max_load FROM agents ORDER BY id;";
-    println!();
-    println!("Query it yourself:");
-    println!("  sqlite3 {} \"{query}\"", db.display());
-    println!();
+    // 6. The file is plain SQL.
+    let query = "SELECT a.id, a.status, a.current_load, a.max_load, group_concat(c.task_id) AS tasks FROM agents AS a LEFT JOIN claims AS c ON c.agent_id = a.id GROUP BY a.id ORDER BY a.id;";
+    timeline.plain("")?;
+    timeline.plain("Query it yourself:")?;
+    timeline.plain(format!("  sqlite3 {} \"{query}\"", db.display()))?;
+    timeline.plain("")?;
     let registry = SqliteRegistry::open(&db)?;
     let result = registry.query(query, SqlAccess::ReadOnly)?;
     if json {
-        return print_json(&result);
+        return timeline.out.json(&serde_json::json!({
+            "query": query,
+            "columns": result.columns,
+            "rows": result.rows,
+        }));
     }
     let header: Vec<&str> = result.columns.iter().map(String::as_str).collect();
     let rows: Vec<Vec<String>> = result
@@ -349,6 +442,26 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
         .iter()
         .map(|row| row.iter().map(ToString::to_string).collect())
         .collect();
-    output::table(&header, &rows);
-    Ok(())
+    output::table(timeline.out, &header, &rows)
+}
+
+/// Starts `roster agent ID` for one agent of the fleet, heartbeating every
+/// 500 ms, stopped with the demo.
+fn agent_process(db: &Path, id: &str, caps: &[&str], max_load: u32) -> Result<Child, Failure> {
+    let mut command = roster_command(db)?;
+    command.args([
+        "agent",
+        id,
+        "--every",
+        "500ms",
+        "--max-load",
+        &max_load.to_string(),
+    ]);
+    for cap in caps {
+        command.args(["--cap", cap]);
+    }
+    Ok(command
+        .env("ROSTER_EXIT_WITH_PARENT", "1")
+        .stdout(Stdio::null())
+        .spawn()?)
 }

@@ -1,5 +1,11 @@
-//! Ad-hoc SQL against the registry file: [`SqliteRegistry::query`].
+//! Ad-hoc SQL against the registry file: [`SqliteRegistry::query`] and
+//! [`SqliteRegistry::query_each`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use serde::Serialize;
@@ -9,16 +15,78 @@ use crate::sqlite::SqliteRegistry;
 use crate::sqlite::conn::{self, Settings};
 use crate::sqlite::retry::classify;
 
+/// How long ad-hoc SQL may run unless told otherwise
+/// ([`SqlOptions::timeout`]).
+pub const DEFAULT_SQL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Whether ad-hoc SQL may change the registry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SqlAccess {
-    /// Only statements that do not write are run (the default); the
-    /// connection is opened read-only as well.
+    /// The statement runs on a read-only connection (the default): anything
+    /// that would write is refused with
+    /// [`Error::WriteRefused`](crate::Error::WriteRefused) and changes
+    /// nothing; everything that only reads runs, `PRAGMA journal_mode` and
+    /// `EXPLAIN QUERY PLAN UPDATE ...` included.
     #[default]
     ReadOnly,
     /// Statements may write. The schema's constraints and triggers still
-    /// refuse impossible rows, and foreign keys are on.
+    /// refuse impossible rows, foreign keys are on, and the pragmas that
+    /// roster itself owns (`journal_mode`, `user_version`, `application_id`,
+    /// `writable_schema`, `locking_mode`) cannot be set.
     ReadWrite,
+}
+
+/// How [`SqliteRegistry::query_each`] runs a statement: access, time limit,
+/// cancellation.
+#[derive(Clone, Debug)]
+pub struct SqlOptions {
+    access: SqlAccess,
+    timeout: Option<Duration>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        Self::new(SqlAccess::ReadOnly)
+    }
+}
+
+impl SqlOptions {
+    /// `access`, a time limit of [`DEFAULT_SQL_TIMEOUT`], no cancellation.
+    pub fn new(access: SqlAccess) -> Self {
+        Self {
+            access,
+            timeout: Some(DEFAULT_SQL_TIMEOUT),
+            cancel: None,
+        }
+    }
+
+    /// Interrupts the statement once it has run this long (`None`: never).
+    /// An interrupted statement changes nothing.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Interrupts the statement as soon as `cancel` becomes `true` (for
+    /// example from a Ctrl-C handler).
+    pub fn cancel(mut self, cancel: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+}
+
+/// What [`SqliteRegistry::query_each`] ran: the columns, how many rows it
+/// returned, how many rows it changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SqlSummary {
+    /// The names of the result columns, in order.
+    pub columns: Vec<String>,
+    /// How many rows the statement returned.
+    pub rows: u64,
+    /// How many rows an `INSERT`, `UPDATE` or `DELETE` changed (0 for other
+    /// statements).
+    pub changes: u64,
 }
 
 /// One value of a result row, as SQLite stored it.
@@ -65,12 +133,9 @@ pub struct SqlRows {
 
 impl SqliteRegistry {
     /// Runs one SQL statement typed by a person against the registry file
-    /// and returns its rows, as the `sqlite3` shell would.
-    ///
-    /// The statement runs on a connection of its own, with the registry's
-    /// busy timeout and foreign keys on. With [`SqlAccess::ReadOnly`] that
-    /// connection is read-only and a statement that would write is refused
-    /// before it runs.
+    /// and returns all its rows, as the `sqlite3` shell would, within
+    /// [`DEFAULT_SQL_TIMEOUT`]. [`query_each`](Self::query_each) hands rows
+    /// over one by one instead, for results of any size.
     ///
     /// ```
     /// use roster::{AgentInfo, AgentRegistry, SqlAccess, SqlValue, SqliteRegistry};
@@ -85,60 +150,229 @@ impl SqliteRegistry {
     ///
     /// # Errors
     ///
+    /// As [`query_each`](Self::query_each).
+    pub fn query(&self, sql: &str, access: SqlAccess) -> Result<SqlRows> {
+        let mut rows = Vec::new();
+        let summary = self.query_each(sql, &SqlOptions::new(access), |_, row| {
+            rows.push(row.to_vec());
+            Ok(())
+        })?;
+        Ok(SqlRows {
+            columns: summary.columns,
+            rows,
+        })
+    }
+
+    /// Runs one SQL statement typed by a person and calls `on_row` with the
+    /// column names and each row as it comes, without collecting them.
+    ///
+    /// The statement runs on a connection of its own, with the registry's
+    /// busy timeout and foreign keys on; read-only unless `options` says
+    /// otherwise. An error returned by `on_row` stops the statement and is
+    /// returned as it is.
+    ///
+    /// ```
+    /// use roster::{SqlAccess, SqlOptions, SqliteRegistry};
+    /// # let dir = tempfile::tempdir().expect("temporary directory");
+    /// # let registry = SqliteRegistry::open(dir.path().join("agents.db"))?;
+    /// let mut seen = 0;
+    /// let summary = registry.query_each(
+    ///     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 100000) SELECT i FROM n",
+    ///     &SqlOptions::new(SqlAccess::ReadOnly),
+    ///     |_columns, _row| {
+    ///         seen += 1;
+    ///         Ok(())
+    ///     },
+    /// )?;
+    /// assert_eq!((summary.rows, seen), (100_000, 100_000));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
     /// - [`Error::WriteRefused`] for a statement that writes under
-    ///   [`SqlAccess::ReadOnly`];
-    /// - [`Error::Invalid`] naming `sql` for a statement SQLite rejects:
-    ///   a syntax error, an unknown table, a constraint the schema enforces,
-    ///   more than one statement, or none;
+    ///   [`SqlAccess::ReadOnly`]; nothing is changed;
+    /// - [`Error::Invalid`] naming `sql` for no statement at all (empty, a
+    ///   comment, `;`), more than one, a syntax error, an unknown table, a
+    ///   constraint the schema enforces, or a pragma roster owns;
+    /// - [`Error::Interrupted`] when the time limit passed or `cancel` was
+    ///   set; nothing is changed;
     /// - [`Error::Busy`] when other writers hold the lock past the busy
     ///   timeout;
     /// - [`Error::Database`] for a failure of the storage (a full disk, an
     ///   I/O error, a corrupt file), with its [kind](crate::ErrorKind).
-    pub fn query(&self, sql: &str, access: SqlAccess) -> Result<SqlRows> {
-        let flags = match access {
+    pub fn query_each(
+        &self,
+        sql: &str,
+        options: &SqlOptions,
+        mut on_row: impl FnMut(&[String], &[SqlValue]) -> Result<()>,
+    ) -> Result<SqlSummary> {
+        let flags = match options.access {
             SqlAccess::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
             SqlAccess::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
         };
         let settings = Settings::of(&self.options);
         let conn =
             conn::open(self.path(), flags, settings).map_err(|e| classify(e, self.busy_timeout))?;
-        run_query(&conn, sql, access).map_err(|e| match e {
-            QueryError::Refused => Error::WriteRefused,
-            QueryError::Sql(e) if is_mistake(&e) => Error::invalid("sql", e.to_string()),
-            QueryError::Sql(e) => classify(e, self.busy_timeout),
+        let refused_pragma = guard(&conn, options).map_err(|e| classify(e, self.busy_timeout))?;
+        let started = Instant::now();
+        let outcome = run(&conn, sql, &mut on_row);
+        // The progress handler and the authorizer hold no borrow past here.
+        let interrupted = |why: String| Error::Interrupted { why };
+        outcome.map_err(|e| match e {
+            QueryError::Roster(e) => e,
+            QueryError::Sql(e) => match e.sqlite_error_code() {
+                Some(ErrorCode::OperationInterrupted) => {
+                    if options.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                        interrupted("the statement was cancelled".to_owned())
+                    } else {
+                        interrupted(format!(
+                            "the statement ran for more than {:?} (stopped after {:?})",
+                            options.timeout.unwrap_or_default(),
+                            started.elapsed()
+                        ))
+                    }
+                }
+                Some(ErrorCode::ReadOnly) if options.access == SqlAccess::ReadOnly => {
+                    Error::WriteRefused
+                }
+                Some(ErrorCode::AuthorizationForStatementDenied)
+                    if options.access == SqlAccess::ReadOnly =>
+                {
+                    Error::WriteRefused
+                }
+                Some(ErrorCode::AuthorizationForStatementDenied) => {
+                    let pragma = refused_pragma
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take()
+                        .unwrap_or_default();
+                    Error::invalid(
+                        "sql",
+                        format!(
+                            "PRAGMA {pragma} belongs to roster and cannot be set by hand: the registry must stay in WAL mode at the schema version roster wrote"
+                        ),
+                    )
+                }
+                _ if is_mistake(&e) => Error::invalid("sql", e.to_string()),
+                _ => classify(e, self.busy_timeout),
+            },
         })
     }
 }
 
-fn run_query(conn: &Connection, sql: &str, access: SqlAccess) -> Result<SqlRows, QueryError> {
-    if sql.trim().is_empty() {
-        return Err(QueryError::Sql(rusqlite::Error::InvalidQuery));
+/// Arms `conn` for one ad-hoc statement: the progress handler that enforces
+/// the time limit and the cancel flag, and the authorizer that refuses
+/// setting the pragmas roster owns (on a read-only connection SQLite would
+/// answer "database is locked" for some of them, which points the wrong way). Returns where
+/// the authorizer notes the pragma it refused.
+fn guard(conn: &Connection, options: &SqlOptions) -> rusqlite::Result<Arc<Mutex<Option<String>>>> {
+    if options.access == SqlAccess::ReadOnly {
+        conn.pragma_update(None, "query_only", true)?;
+    }
+    let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
+    let cancel = options.cancel.clone();
+    if deadline.is_some() || cancel.is_some() {
+        conn.progress_handler(
+            1000,
+            Some(move || {
+                deadline.is_some_and(|d| Instant::now() >= d)
+                    || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+            }),
+        )?;
+    }
+    let refused = Arc::new(Mutex::new(None));
+    let noted = Arc::clone(&refused);
+    conn.authorizer(Some(move |context: AuthContext<'_>| match context.action {
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value: Some(value),
+        } if OWNED_PRAGMAS.contains(&pragma_name.to_ascii_lowercase().as_str())
+            && !(pragma_name.eq_ignore_ascii_case("journal_mode")
+                && value.eq_ignore_ascii_case("wal")) =>
+        {
+            *noted.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(format!("{pragma_name} = {value}"));
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }))?;
+    Ok(refused)
+}
+
+/// The pragmas that describe the file as roster wrote it; setting them by
+/// hand would break every process (a journal mode other than WAL, a schema
+/// version that does not match the tables).
+const OWNED_PRAGMAS: &[&str] = &[
+    "journal_mode",
+    "user_version",
+    "application_id",
+    "writable_schema",
+    "locking_mode",
+];
+
+fn run(
+    conn: &Connection,
+    sql: &str,
+    on_row: &mut impl FnMut(&[String], &[SqlValue]) -> Result<()>,
+) -> Result<SqlSummary, QueryError> {
+    if is_blank(sql) {
+        return Err(QueryError::Roster(Error::invalid(
+            "sql",
+            "no SQL statement to run (the text is empty, a comment or only semicolons)",
+        )));
     }
     let mut stmt = conn.prepare(sql)?;
-    if access == SqlAccess::ReadOnly && !stmt.readonly() {
-        return Err(QueryError::Refused);
+    if stmt.parameter_count() > 0 {
+        return Err(QueryError::Roster(Error::invalid(
+            "sql",
+            "the statement has parameters (?, :name), and ad-hoc SQL binds none: write the values in",
+        )));
     }
     let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
-    let mut rows = stmt.query([])?;
-    let mut result = SqlRows {
+    let mut summary = SqlSummary {
         columns,
-        rows: Vec::new(),
+        rows: 0,
+        changes: 0,
     };
+    let mut rows = stmt.query([])?;
+    let mut values = Vec::with_capacity(summary.columns.len());
     while let Some(row) = rows.next()? {
-        let values = (0..result.columns.len())
-            .map(|i| {
-                Ok(match row.get_ref(i)? {
-                    ValueRef::Null => SqlValue::Null,
-                    ValueRef::Integer(v) => SqlValue::Integer(v),
-                    ValueRef::Real(v) => SqlValue::Real(v),
-                    ValueRef::Text(v) => SqlValue::Text(String::from_utf8_lossy(v).into_owned()),
-                    ValueRef::Blob(v) => SqlValue::Blob(v.to_vec()),
-                })
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        result.rows.push(values);
+        values.clear();
+        for i in 0..summary.columns.len() {
+            values.push(match row.get_ref(i)? {
+                ValueRef::Null => SqlValue::Null,
+                ValueRef::Integer(v) => SqlValue::Integer(v),
+                ValueRef::Real(v) => SqlValue::Real(v),
+                ValueRef::Text(v) => SqlValue::Text(String::from_utf8_lossy(v).into_owned()),
+                ValueRef::Blob(v) => SqlValue::Blob(v.to_vec()),
+            });
+        }
+        summary.rows += 1;
+        on_row(&summary.columns, &values).map_err(QueryError::Roster)?;
     }
-    Ok(result)
+    drop(rows);
+    if !stmt.readonly() {
+        summary.changes = conn.changes();
+    }
+    Ok(summary)
+}
+
+/// Whether `sql` holds nothing but white space, `--` and `/* */` comments
+/// and semicolons: no statement for SQLite to prepare.
+fn is_blank(sql: &str) -> bool {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ';');
+        if let Some(comment) = rest.strip_prefix("--") {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            // An unterminated block comment runs to the end, as in SQLite.
+            rest = comment.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            return rest.is_empty();
+        }
+    }
 }
 
 /// Whether the statement itself is at fault (syntax, unknown names, a
@@ -154,14 +388,14 @@ fn is_mistake(error: &rusqlite::Error) -> bool {
             | ErrorCode::TooBig,
         ) => true,
         Some(_) => false,
-        // Errors that rusqlite raises itself: several statements, none...
+        // Errors that rusqlite raises itself: several statements...
         None => true,
     }
 }
 
 enum QueryError {
-    Refused,
     Sql(rusqlite::Error),
+    Roster(Error),
 }
 
 impl From<rusqlite::Error> for QueryError {

@@ -72,7 +72,7 @@ macro_rules! order {
     ($index:literal, $key:expr) => {
         Order {
             walk: concat!(
-                "SELECT a.id, a.status <> 'offline' AND ",
+                "SELECT a.id, a.status <> 'offline' AND a.drained = 0 AND ",
                 holds_labels!(),
                 " FROM agents AS a INDEXED BY ",
                 $index,
@@ -87,13 +87,13 @@ macro_rules! order {
                 $index,
                 " WHERE ",
                 has_slot!(),
-                " AND a.status <> 'offline' ORDER BY ",
+                " AND a.status <> 'offline' AND a.drained = 0 ORDER BY ",
                 $key,
                 ", a.id LIMIT 1"
             ),
             by_rarest_label: concat!(
                 "SELECT a.id FROM capabilities AS driver JOIN agents AS a ON a.id = driver.agent_id \
-                 WHERE driver.capability = ?2 AND a.status <> 'offline' AND ",
+                 WHERE driver.capability = ?2 AND a.status <> 'offline' AND a.drained = 0 AND ",
                 has_slot!(),
                 " AND ",
                 holds_labels!(),
@@ -115,7 +115,7 @@ const RAREST_LABEL: &str = "SELECT l.value, \
 
 /// Every eligible agent, for a router other than DefaultRouter.
 const ELIGIBLE: &str = select_agents!(
-    "WHERE a.status <> 'offline' \
+    "WHERE a.status <> 'offline' AND a.drained = 0 \
      AND a.current_load < (CASE a.max_load WHEN 0 THEN 4294967295 ELSE a.max_load END) \
      AND NOT EXISTS (SELECT 1 FROM rarray(?1) AS l WHERE NOT EXISTS \
          (SELECT 1 FROM capabilities AS c2 WHERE c2.capability = l.value AND c2.agent_id = a.id)) \
@@ -253,6 +253,7 @@ mod tests {
             last_heartbeat: Utc::now(),
             current_load: load,
             max_load: max,
+            ..AgentInfo::default()
         }
     }
 
@@ -286,11 +287,11 @@ mod tests {
                 labels: labels.iter().map(|l| (*l).to_owned()).collect(),
                 priority: Priority::Medium,
             };
-            let claimed = registry.claim(&task)?;
-            registry.release(&claimed.id)?;
+            let claimed = registry.claim(&task, None)?;
+            registry.release(&claimed.claim.task_id, None)?;
             let seen = router.0.lock().expect("lock").pop().unwrap_or_default();
             assert_eq!(seen, offered, "labels {labels:?}");
-            assert_eq!(Some(claimed.id.as_str()), offered.last().copied());
+            assert_eq!(Some(claimed.agent.id.as_str()), offered.last().copied());
         }
         // Nobody holds w: the router is not asked.
         let task = Task {
@@ -298,7 +299,10 @@ mod tests {
             labels: vec!["x".to_owned(), "w".to_owned()],
             priority: Priority::Critical,
         };
-        assert!(matches!(registry.claim(&task), Err(Error::NoEligibleAgent)));
+        assert!(matches!(
+            registry.claim(&task, None),
+            Err(Error::NoEligibleAgent)
+        ));
         assert!(router.0.lock().expect("lock").is_empty());
         Ok(())
     }

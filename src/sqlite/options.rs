@@ -35,7 +35,15 @@ impl Durability {
     }
 }
 
-/// How to open a [`SqliteRegistry`]: pool size, busy timeout, durability.
+/// The most connections one handle may keep ([`SqliteOptions::pool_size`]).
+pub const MAX_POOL_SIZE: u32 = 1024;
+
+/// The longest busy timeout SQLite can take: `i32::MAX` milliseconds, about
+/// 24.8 days ([`SqliteOptions::busy_timeout`]).
+pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// How to open a [`SqliteRegistry`]: pool size, busy timeout, durability,
+/// whether a missing file is created, the router of `claim`.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -53,6 +61,7 @@ pub struct SqliteOptions {
     pub(crate) pool_size: u32,
     pub(crate) busy_timeout: Duration,
     pub(crate) durability: Durability,
+    pub(crate) create: bool,
     /// `None`: [`DefaultRouter`](crate::DefaultRouter), evaluated in SQL.
     pub(crate) router: Option<Arc<dyn TaskRouter>>,
 }
@@ -63,6 +72,7 @@ impl Default for SqliteOptions {
             pool_size: 4,
             busy_timeout: Duration::from_secs(5),
             durability: Durability::Normal,
+            create: true,
             router: None,
         }
     }
@@ -74,6 +84,7 @@ impl fmt::Debug for SqliteOptions {
             .field("pool_size", &self.pool_size)
             .field("busy_timeout", &self.busy_timeout)
             .field("durability", &self.durability)
+            .field("create", &self.create)
             .field("custom_router", &self.router.is_some())
             .finish()
     }
@@ -86,15 +97,16 @@ impl SqliteOptions {
         Self::default()
     }
 
-    /// How many connections this handle (and its clones) keeps open at most
-    /// (at least 1).
+    /// How many connections this handle (and its clones) keeps open at most:
+    /// 1 to [`MAX_POOL_SIZE`]; [`open`](Self::open) refuses anything else.
     pub fn pool_size(mut self, connections: u32) -> Self {
         self.pool_size = connections;
         self
     }
 
     /// How long a call waits for other connections and processes to release
-    /// the database before it fails with [`Error::Busy`](crate::Error::Busy).
+    /// the database before it fails with [`Error::Busy`](crate::Error::Busy):
+    /// at most [`MAX_BUSY_TIMEOUT`]; [`open`](Self::open) refuses more.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
@@ -103,6 +115,15 @@ impl SqliteOptions {
     /// How much a commit survives; see [`Durability`].
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Whether [`open`](Self::open) creates the file when it does not exist
+    /// (the default). A program that only reads passes `false`, so that a
+    /// mistyped path is [`Error::NoRegistry`](crate::Error::NoRegistry)
+    /// instead of a new, empty registry.
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
         self
     }
 
@@ -124,9 +145,14 @@ impl SqliteOptions {
     ///
     /// # Errors
     ///
-    /// - [`Error::Invalid`](crate::Error::Invalid) for a pool size of 0;
+    /// - [`Error::Invalid`](crate::Error::Invalid) for a pool size or a busy
+    ///   timeout out of range, and for an SQLite `file:` URI: roster takes a
+    ///   plain path and chooses its own open flags;
+    /// - [`Error::NoRegistry`](crate::Error::NoRegistry) when the file does
+    ///   not exist and [`create`](Self::create) is `false`;
     /// - [`Error::Open`](crate::Error::Open) when the file cannot be opened
-    ///   or created, for example because its directory does not exist;
+    ///   or created, for example because its directory does not exist, or
+    ///   cannot hold a write-ahead log (`:memory:`, an empty path);
     /// - [`Error::NotADatabase`](crate::Error::NotADatabase) for a file that
     ///   is not an SQLite database,
     ///   [`Error::NotARegistry`](crate::Error::NotARegistry) for another

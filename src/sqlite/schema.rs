@@ -16,6 +16,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_agents.sql"),
     include_str!("../../migrations/sqlite/0002_claim_indexes.sql"),
     include_str!("../../migrations/sqlite/0003_text_rules.sql"),
+    include_str!("../../migrations/sqlite/0004_drain_and_metadata.sql"),
+    include_str!("../../migrations/sqlite/0005_claims.sql"),
+    include_str!("../../migrations/sqlite/0006_events.sql"),
 ];
 
 /// A line of a migration where roster checks, before going on, that every
@@ -65,8 +68,10 @@ fn check_identity(path: &Path, found: &Identity) -> Result<()> {
         0 => Err(Error::NotARegistry {
             path: path.to_owned(),
             reason: format!(
-                "it holds {} schema objects and user_version {} but no roster application_id",
-                found.objects, found.user_version
+                "it holds {} schema object{} and user_version {} but no roster application_id",
+                found.objects,
+                if found.objects == 1 { "" } else { "s" },
+                found.user_version
             ),
         }),
         other => Err(Error::NotARegistry {
@@ -183,6 +188,16 @@ fn apply(path: &Path, conn: &mut Connection, patience: Duration) -> Result<()> {
                     ErrorKind::Unusable,
                     format!("migration {version} failed: {msg}"),
                 )),
+                // The file says it is older than its tables are.
+                rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.contains("already exists") => {
+                    Error::Database(DatabaseError::new(
+                        ErrorKind::Unusable,
+                        format!(
+                            "migration {version} failed: {msg}: the file's PRAGMA user_version ({}) is older than its tables; was it changed by hand? Set it back to the version roster wrote (this build writes {LATEST_VERSION}) in the sqlite3 shell; nothing was changed",
+                            found.user_version
+                        ),
+                    ))
+                }
                 other => fail(other),
             })
         };
@@ -211,6 +226,25 @@ fn apply(path: &Path, conn: &mut Connection, patience: Duration) -> Result<()> {
     tx.commit().map_err(fail)
 }
 
+/// The constraint named in a refused insert, or the whole message.
+fn rule_name(error: &rusqlite::Error) -> String {
+    let message = error.to_string();
+    message
+        .strip_prefix("CHECK constraint failed: ")
+        .map_or(message.clone(), str::to_owned)
+}
+
+/// `text` as an SQL literal a person can paste: quoted when it is printable
+/// UTF-8, `CAST(X'..' AS TEXT)` otherwise.
+fn sql_text(text: &[u8], hex: &str) -> String {
+    match std::str::from_utf8(text) {
+        Ok(text) if !text.chars().any(char::is_control) => {
+            format!("'{}'", text.replace('\'', "''"))
+        }
+        _ => format!("CAST(X'{hex}' AS TEXT)"),
+    }
+}
+
 /// After a rebuild has copied the rows it accepts into `agents_v3` and
 /// `capabilities_v3` (with `INSERT OR IGNORE`), refuses the upgrade if any
 /// row was left behind, naming each and the rule it breaks.
@@ -232,10 +266,11 @@ fn check_copied(tx: &Transaction<'_>, path: &Path, version: i64) -> Result<(), F
                 [&id],
             )
             .err()
-            .map_or_else(|| "a rule".to_owned(), |e| e.to_string());
+            .map_or_else(|| "a rule".to_owned(), |e| rule_name(&e));
         refused.push(format!(
-            "agents row with id {} breaks {rule}; to delete it: DELETE FROM agents WHERE id = CAST(X'{hex}' AS TEXT);",
-            escape_bytes(&id)
+            "agents row with id {} breaks {rule} (to delete it: DELETE FROM agents WHERE id = {})",
+            escape_bytes(&id),
+            sql_text(&id, &hex)
         ));
     }
     let mut left = tx.prepare(
@@ -261,10 +296,11 @@ fn check_copied(tx: &Transaction<'_>, path: &Path, version: i64) -> Result<(), F
                 rusqlite::params![id, position],
             )
             .err()
-            .map_or_else(|| "a rule".to_owned(), |e| e.to_string());
+            .map_or_else(|| "a rule".to_owned(), |e| rule_name(&e));
         refused.push(format!(
-            "capabilities row of agent {} at position {position} breaks {rule}; to delete it: DELETE FROM capabilities WHERE agent_id = CAST(X'{hex}' AS TEXT) AND position = {position};",
-            escape_bytes(&id)
+            "capabilities row of agent {} at position {position} breaks {rule} (to delete it: DELETE FROM capabilities WHERE agent_id = {} AND position = {position})",
+            escape_bytes(&id),
+            sql_text(&id, &hex)
         ));
     }
     if refused.is_empty() {
@@ -290,6 +326,47 @@ mod tests {
         assert_eq!(found.application_id, APPLICATION_ID);
         // Applying again is a no-op, not an error.
         migrate(Path::new(":memory:"), &mut conn, Duration::ZERO)?;
+        Ok(())
+    }
+
+    /// The schema's GLOB classes refuse exactly what the Rust rules refuse,
+    /// at both ends of every range and one past them.
+    #[test]
+    fn the_schema_and_the_rust_rules_agree_on_every_range() -> Result<()> {
+        use crate::text::{BIDI_CONTROLS, FORMAT_CHARACTERS, Refuses, check_text};
+        let mut conn = Connection::open_in_memory().map_err(|e| classify(e, Duration::ZERO))?;
+        migrate(Path::new(":memory:"), &mut conn, Duration::ZERO)?;
+        let mut points: Vec<u32> = vec![0x20, 0x41, 0x7E, 0xA0, 0xFFFD, 0x1F980, 0x10FFFF];
+        for &(low, high) in FORMAT_CHARACTERS.iter().chain(BIDI_CONTROLS) {
+            let (low, high) = (u32::from(low), u32::from(high));
+            points.extend([low - 1, low, high, high + 1]);
+        }
+        points.extend(1..0x20);
+        points.extend(0x7F..0xA0);
+        for point in points.into_iter().filter_map(char::from_u32) {
+            let text = format!("a{point}b");
+            for (sql, refuses) in [
+                (
+                    "INSERT INTO agents (id, name, last_heartbeat) VALUES (?1, '', '2026-01-01 00:00:00.000000000')",
+                    Refuses::FormatCharacters,
+                ),
+                (
+                    "INSERT INTO agents (id, name, last_heartbeat) VALUES ('x', ?1, '2026-01-01 00:00:00.000000000')",
+                    Refuses::BidiControls,
+                ),
+            ] {
+                let stored = conn.execute(sql, [&text]).is_ok();
+                let valid = check_text("text", &text, 128, refuses).is_ok();
+                assert_eq!(
+                    stored,
+                    valid,
+                    "U+{:04X} under {refuses:?}",
+                    u32::from(point)
+                );
+                conn.execute("DELETE FROM agents", [])
+                    .map_err(|e| classify(e, Duration::ZERO))?;
+            }
+        }
         Ok(())
     }
 
