@@ -90,7 +90,8 @@ CREATE TABLE events (
 
     CONSTRAINT events_kind_valid CHECK (kind IN ('registered', 'updated', 'deregistered',
         'status', 'drained', 'undrained', 'claimed', 'released', 'renewed', 'recovered')),
-    -- What a reader decodes is checked as agents' and claims' columns are.
+    -- What a reader decodes is checked: a time in the stored format, text
+    -- without NUL or control characters and valid as far as SQLite can tell.
     CONSTRAINT events_at_valid CHECK (
         at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-5][0-9].[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]'
         AND length(CAST(at AS BLOB)) = 29

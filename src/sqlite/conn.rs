@@ -120,7 +120,7 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(1);
 /// The deadline is the one [`Deadline`] set on this thread; without one
 /// the handler gives up at once (pool connections are only used inside
 /// `SqliteRegistry::run`, which sets it).
-fn wait_for_lock(tries: i32) -> bool {
+pub(crate) fn wait_for_lock(tries: i32) -> bool {
     let Some(deadline) = DEADLINE.with(Cell::get) else {
         return false;
     };

@@ -21,8 +21,8 @@ use crate::text::escape_bytes;
 /// `-wal` file (every commit writes to it): every [`POLL_BUSY`] for
 /// [`BUSY_SPELL`] after the call began (a watcher that just got events is
 /// back at once), every [`POLL_IDLE`] after that. Each look wakes the
-/// thread, about 20 us of CPU on a small virtual machine: an idle watcher
-/// costs about 0.5 % of a core.
+/// thread, about 20 us of CPU on a small virtual machine: an idle `roster
+/// watch` measured 0.63 % of a core (BENCHMARKS.md, "Change feed").
 const POLL_BUSY: Duration = Duration::from_millis(1);
 const POLL_IDLE: Duration = Duration::from_millis(4);
 const BUSY_SPELL: Duration = Duration::from_millis(250);
@@ -93,8 +93,9 @@ pub(super) fn read(conn: &Connection, after: u64, limit: usize) -> Result<Vec<Ev
     Ok(page)
 }
 
-/// Waits for events after `after` on a connection of its own, polling
-/// `PRAGMA data_version`, which changes when another connection commits.
+/// Waits for events after `after` on a connection of its own: a `stat` of
+/// the `-wal` file says something may have changed, `PRAGMA data_version`
+/// (which changes when another connection commits) whether it did.
 pub(super) fn watch(
     registry: &SqliteRegistry,
     after: u64,
@@ -105,9 +106,10 @@ pub(super) fn watch(
     let settings = Settings::of(&registry.options);
     let mut conn = conn::open(registry.path(), OpenFlags::SQLITE_OPEN_READ_WRITE, settings)
         .map_err(|e| classify(e, busy))?;
-    // A watcher that looks while a writer commits meets its locks: short
-    // pauses, not SQLite's 1, 2, 5, 10 ms steps.
-    conn.busy_handler(Some(reader_busy_handler))
+    // A watcher that looks while a writer commits meets its locks: the
+    // pool's short pauses, not SQLite's 1, 2, 5, 10 ms steps, each read
+    // bounded by the registry's busy timeout.
+    conn.busy_handler(Some(conn::wait_for_lock))
         .map_err(|e| classify(e, busy))?;
     let started = Instant::now();
     let deadline = started.checked_add(timeout);
@@ -116,8 +118,8 @@ pub(super) fn watch(
     let wal = std::path::PathBuf::from(wal);
     loop {
         let stamp = wal_stamp(&wal);
-        let version = data_version(&conn).map_err(|e| classify(e, busy))?;
-        let page = read_once(&mut conn, after, limit).map_err(|e| e.into_error(busy))?;
+        let version = data_version(&conn, busy).map_err(|e| classify(e, busy))?;
+        let page = read_once(&mut conn, after, limit, busy).map_err(|e| e.into_error(busy))?;
         if !page.is_empty() {
             return Ok(page);
         }
@@ -135,33 +137,28 @@ pub(super) fn watch(
                 continue;
             }
             asked = Instant::now();
-            if data_version(&conn).map_err(|e| classify(e, busy))? != version {
+            if data_version(&conn, busy).map_err(|e| classify(e, busy))? != version {
                 break;
             }
         }
     }
 }
 
-/// Waits for a writer's lock in 50 us pauses for the first 10 ms, then in
-/// 1 ms pauses, about 5 s in all: a reader of a WAL file waits only for a
-/// commit or a checkpoint in progress, which take far less.
-fn reader_busy_handler(tries: i32) -> bool {
-    if tries < 200 {
-        thread::sleep(Duration::from_micros(50));
-    } else {
-        thread::sleep(Duration::from_millis(1));
-    }
-    tries < 200 + 5000
-}
-
-fn read_once(conn: &mut Connection, after: u64, limit: usize) -> Result<Vec<Event>> {
+fn read_once(
+    conn: &mut Connection,
+    after: u64,
+    limit: usize,
+    busy: Duration,
+) -> Result<Vec<Event>> {
+    let _deadline = conn::Deadline::start(Instant::now() + busy);
     let tx = conn.transaction()?;
     let page = read(&tx, after, limit)?;
     tx.commit()?;
     Ok(page)
 }
 
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+fn data_version(conn: &Connection, busy: Duration) -> rusqlite::Result<i64> {
+    let _deadline = conn::Deadline::start(Instant::now() + busy);
     conn.prepare_cached("PRAGMA data_version")?
         .query_row([], |row| row.get(0))
 }
