@@ -30,6 +30,8 @@
 mod agent;
 mod error;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod registry;
 mod route;
 mod sqlite;
@@ -43,6 +45,8 @@ pub use agent::{
 };
 pub use error::{DatabaseError, Error, ErrorKind, Result};
 pub use memory::MemoryRegistry;
+#[cfg(feature = "postgres")]
+pub use postgres::{MAX_PG_POOL_SIZE, MAX_PG_TIMEOUT, PostgresOptions, PostgresRegistry};
 pub use registry::{AgentRegistry, now};
 pub use route::{DefaultRouter, TaskRouter};
 pub use sqlite::{

@@ -1,0 +1,248 @@
+//! [`PostgresRegistry`]: the registry kept in a PostgreSQL database, shared
+//! by every process on every host that reaches the server. Compiled with
+//! the cargo feature `postgres`.
+//!
+//! One file per concern, as in `src/sqlite/`: `options` (what a caller
+//! chooses), `conn` (the URL, TLS, the pool, prepared statements), `retry`
+//! (lost races, SQLSTATEs to roster errors), `schema` (recognising and
+//! migrating a schema), `row` (column types), `claim` (all of claim's SQL).
+//! This file holds the handle and the queries of the other trait methods.
+//!
+//! The database's clock decides: `heartbeat` writes the server's `now()`
+//! and `reap` compares with it, so hosts whose clocks differ agree on who is
+//! alive. `register` keeps the `last_heartbeat` the caller gives.
+//!
+//! # From async code
+//!
+//! The `postgres` client is synchronous: each connection drives its own
+//! small tokio runtime, and blocking on it from inside another runtime's
+//! worker thread panics ("Cannot start a runtime from within a runtime").
+//! Call the registry from a blocking thread instead:
+//!
+//! ```ignore
+//! let registry = std::sync::Arc::new(roster::PostgresRegistry::open(url)?);
+//! let handle = std::sync::Arc::clone(&registry);
+//! let agent = tokio::task::spawn_blocking(move || handle.get("builder-1")).await??;
+//! ```
+
+mod claim;
+mod conn;
+mod options;
+mod retry;
+mod row;
+mod schema;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use r2d2::Pool;
+
+use crate::agent::AgentInfo;
+use crate::error::{Error, Result};
+use crate::registry::{AgentRegistry, now, reap_cutoff};
+use crate::task::Task;
+use conn::{Manager, Session, Target};
+pub use options::{MAX_PG_POOL_SIZE, MAX_PG_TIMEOUT, PostgresOptions};
+use row::agent_columns;
+
+/// An [`AgentRegistry`] kept in a PostgreSQL database.
+///
+/// Any number of processes, on any hosts, may open the same database at
+/// once: each call is one statement or one transaction, waiting for rows
+/// other transactions hold happens in the server up to the busy timeout, and
+/// transactions that lose a deadlock are retried inside roster. The schema
+/// is a public interface documented in the README, to be queried with psql.
+///
+/// A handle is cheap to clone and to share between threads (`&self`
+/// everywhere): clones share one pool of connections.
+#[derive(Clone)]
+pub struct PostgresRegistry {
+    pool: Pool<Manager>,
+    target: Target,
+    options: PostgresOptions,
+}
+
+impl fmt::Debug for PostgresRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresRegistry")
+            .field("url", &self.target.shown)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresRegistry {
+    /// Opens the registry in the database `url` names with the default
+    /// [`PostgresOptions`], creating its tables if there are none.
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresOptions::open`].
+    pub fn open(url: &str) -> Result<Self> {
+        PostgresOptions::new().open(url)
+    }
+
+    fn open_with(url: &str, options: PostgresOptions) -> Result<Self> {
+        let target = Target::parse(url, &options)?;
+        let mut setup = schema::connect(&target, &options)?;
+        schema::prepare(&mut setup, &target, &options)?;
+        drop(setup);
+        Ok(Self {
+            pool: conn::pool(&target, &options)?,
+            target,
+            options,
+        })
+    }
+
+    /// The database, as `postgres://user@host:port/dbname` (never the
+    /// password).
+    pub fn url(&self) -> &str {
+        &self.target.shown
+    }
+}
+
+/// One agent with its capabilities in order, if it exists.
+const GET: &str = concat!(
+    "SELECT ",
+    agent_columns!("a"),
+    " FROM agents AS a WHERE a.id = $1"
+);
+
+const LIST: &str = concat!("SELECT ", agent_columns!("a"), " FROM agents AS a ORDER BY a.id");
+
+impl AgentRegistry for PostgresRegistry {
+    fn register(&self, agent: AgentInfo) -> Result<()> {
+        let agent = agent.validated()?;
+        let current_load = i64::from(agent.current_load);
+        let max_load = i64::from(agent.max_load);
+        self.write(|tx| {
+            // drained, host, pid, started_at and metadata are not the
+            // caller's to give here: an operator's drain survives.
+            tx.execute(
+                "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET
+                     name = excluded.name, status = excluded.status,
+                     last_heartbeat = excluded.last_heartbeat,
+                     current_load = excluded.current_load, max_load = excluded.max_load",
+                &[
+                    &agent.id,
+                    &agent.name,
+                    &agent.status.as_str(),
+                    &agent.last_heartbeat,
+                    &current_load,
+                    &max_load,
+                ],
+            )?;
+            tx.execute("DELETE FROM capabilities WHERE agent_id = $1", &[&agent.id])?;
+            if !agent.capabilities.is_empty() {
+                tx.execute(
+                    "INSERT INTO capabilities (agent_id, position, capability)
+                     SELECT $1::text, (c.position - 1)::integer, c.capability
+                     FROM unnest($2::text[]) WITH ORDINALITY AS c (capability, position)",
+                    &[&agent.id, &agent.capabilities],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn deregister(&self, id: &str) -> Result<()> {
+        let deleted = self.run(|conn| Ok(conn.execute("DELETE FROM agents WHERE id = $1", &[&id])?))?;
+        if deleted == 0 {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<AgentInfo> {
+        self.run(|conn| conn.query_opt(GET, &[&id])?.as_ref().map(row::agent).transpose())?
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    fn list(&self) -> Result<Vec<AgentInfo>> {
+        self.run(|conn| row::agents(&conn.query(LIST, &[])?))
+    }
+
+    fn heartbeat(&self, id: &str) -> Result<()> {
+        // The server's clock, not this host's.
+        let updated = self.run(|conn| {
+            Ok(conn.execute(
+                "UPDATE agents SET last_heartbeat = now(),
+                     status = CASE status WHEN 'offline' THEN 'available' ELSE status END
+                 WHERE id = $1",
+                &[&id],
+            )?)
+        })?;
+        if updated == 0 {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn reap(&self, ttl: Duration) -> Result<Vec<String>> {
+        // The same refusal as every registry for a ttl that reaches before
+        // the year 0000; the cutoff itself is the server's now() - ttl.
+        reap_cutoff(now(), ttl)?;
+        let micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+        // One UPDATE ... RETURNING: ids are text, which always decodes, so
+        // nothing can fail between its commit and the caller.
+        let mut reaped: Vec<String> = self.run(|conn| {
+            conn.query(
+                "UPDATE agents SET status = 'offline'
+                 WHERE status <> 'offline'
+                   AND last_heartbeat < now() - $1::bigint * interval '1 microsecond'
+                 RETURNING id",
+                &[&micros],
+            )?
+            .iter()
+            .map(|row| Ok(row.try_get::<_, String>(0)?))
+            .collect()
+        })?;
+        // RETURNING gives rows in no particular order.
+        reaped.sort_unstable();
+        Ok(reaped)
+    }
+
+    fn claim(&self, task: &Task) -> Result<AgentInfo> {
+        let labels = task.checked_labels()?;
+        let Some(router) = &self.options.router else {
+            return self
+                .write(|tx| claim::choose(tx, &labels, task.priority))?
+                .ok_or(Error::NoEligibleAgent);
+        };
+        let deadline = Instant::now() + self.options.busy_timeout;
+        loop {
+            match self.write(|tx| claim::route(tx, router.as_ref(), task, &labels))? {
+                claim::Routed::Taken(agent) => return Ok(agent),
+                claim::Routed::Nobody => return Err(Error::NoEligibleAgent),
+                claim::Routed::Lost if Instant::now() < deadline => {}
+                claim::Routed::Lost => return Err(Error::Busy(self.options.busy_timeout)),
+            }
+        }
+    }
+
+    fn release(&self, id: &str) -> Result<()> {
+        // One statement: whether a slot was given back, and whether the
+        // agent exists, in the same snapshot.
+        let (released, exists): (bool, bool) = self.run(|conn| {
+            let row = conn
+                .query_opt(
+                    "WITH released AS (
+                         UPDATE agents SET current_load = current_load - 1
+                         WHERE id = $1 AND current_load > 0
+                         RETURNING id)
+                     SELECT EXISTS (SELECT 1 FROM released),
+                            EXISTS (SELECT 1 FROM agents WHERE id = $1)",
+                    &[&id],
+                )?
+                .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        })?;
+        match (released, exists) {
+            (true, _) => Ok(()),
+            (false, true) => Err(Error::NothingToRelease(id.to_owned())),
+            (false, false) => Err(Error::NotFound(id.to_owned())),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The contract of `roster::testing` (conformance cases, model check, claim
+//! property) against PostgreSQL: a real server, the one `ROSTER_PG_URL`
+//! names or a throwaway cluster the tests start, each registry in a fresh
+//! schema. PostgreSQL keeps times to the microsecond.
+
+mod common;
+
+roster::roster_conformance!(
+    postgres,
+    crate::common::pg::fresh()?,
+    precision = roster::testing::Precision::Microseconds
+);
