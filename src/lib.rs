@@ -29,6 +29,7 @@
 
 mod agent;
 mod error;
+mod json;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -41,9 +42,11 @@ pub mod testing;
 mod text;
 
 pub use agent::{
-    AgentInfo, AgentStatus, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS,
+    AgentInfo, AgentStatus, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS, MAX_HOST_CHARS, MAX_ID_CHARS,
+    MAX_METADATA, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS, MAX_NAME_CHARS,
 };
 pub use error::{DatabaseError, Error, ErrorKind, Result};
+pub use json::{ZERO_TIME, to_json, to_json_writer};
 pub use memory::MemoryRegistry;
 #[cfg(feature = "postgres")]
 pub use postgres::{MAX_PG_POOL_SIZE, MAX_PG_TIMEOUT, PostgresOptions, PostgresRegistry};

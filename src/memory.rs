@@ -61,8 +61,12 @@ impl MemoryRegistry {
 
 impl AgentRegistry for MemoryRegistry {
     fn register(&self, agent: AgentInfo) -> Result<()> {
-        let agent = agent.validated()?;
-        self.write().insert(agent.id.clone(), agent);
+        let mut agent = agent.validated()?;
+        let mut agents = self.write();
+        // An operator's drain survives a re-register; a new agent starts
+        // undrained.
+        agent.drained = agents.get(&agent.id).is_some_and(|old| old.drained);
+        agents.insert(agent.id.clone(), agent);
         Ok(())
     }
 
@@ -93,6 +97,24 @@ impl AgentRegistry for MemoryRegistry {
         if agent.status == AgentStatus::Offline {
             agent.status = AgentStatus::Available;
         }
+        Ok(())
+    }
+
+    fn set_status(&self, id: &str, status: AgentStatus) -> Result<()> {
+        let mut agents = self.write();
+        let agent = agents
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        agent.status = status;
+        Ok(())
+    }
+
+    fn drain(&self, id: &str, drained: bool) -> Result<()> {
+        let mut agents = self.write();
+        let agent = agents
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        agent.drained = drained;
         Ok(())
     }
 

@@ -15,8 +15,12 @@ use crate::task::Task;
 /// `Arc<dyn AgentRegistry>` and choose the implementation at run time.
 pub trait AgentRegistry: Send + Sync {
     /// Adds the agent, or replaces every field of the one with the same id
-    /// (capabilities are replaced, not merged). The registry stores a copy,
-    /// with duplicate capabilities dropped.
+    /// (capabilities and metadata are replaced, not merged). The registry
+    /// stores a copy, with duplicate capabilities dropped.
+    ///
+    /// What the registry knows better survives: `drained` is never taken
+    /// from the caller (a new agent is not drained; an existing one keeps
+    /// what an operator set with [`drain`](AgentRegistry::drain)).
     ///
     /// # Errors
     ///
@@ -54,6 +58,24 @@ pub trait AgentRegistry: Send + Sync {
     /// [`Error::NotFound`](crate::Error::NotFound) if no agent has this id.
     fn heartbeat(&self, id: &str) -> Result<()>;
 
+    /// Sets the agent's status, whatever it was: for example `Offline` when
+    /// its process stops cleanly, so that nobody waits for the reaper. Only
+    /// the status changes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) if no agent has this id.
+    fn set_status(&self, id: &str, status: crate::AgentStatus) -> Result<()>;
+
+    /// Drains the agent (`drained = true`: it gets no new claims, keeps
+    /// heartbeating and keeps what it holds, like `kubectl cordon`) or
+    /// undrains it. Only `drained` changes; draining twice is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) if no agent has this id.
+    fn drain(&self, id: &str, drained: bool) -> Result<()>;
+
     /// Marks offline every agent that is not offline yet and whose
     /// `last_heartbeat` is older than now minus `ttl`, and returns their ids
     /// in ascending order. Agents that were already offline are not
@@ -65,8 +87,9 @@ pub trait AgentRegistry: Send + Sync {
     /// subtract from now; otherwise only errors of the storage underneath.
     fn reap(&self, ttl: Duration) -> Result<Vec<String>>;
 
-    /// Chooses the agent that [`DefaultRouter`](crate::DefaultRouter) would
-    /// choose for `task` among the agents registered at this instant, adds
+    /// Chooses the agent that [`DefaultRouter`](crate::DefaultRouter) (or
+    /// the registry's own router) would choose for `task` among the agents
+    /// registered at this instant (drained agents are never chosen), adds
     /// one to its `current_load`, and returns it with the new load, all as
     /// one atomic step: two claims, from any threads or processes, never take
     /// the same last slot.

@@ -29,9 +29,9 @@ pub trait TaskRouter: Send + Sync {
 
 /// roster's routing policy.
 ///
-/// An agent is *eligible* for a task when it is not offline, has a free slot
-/// (`max_load` 0, or `current_load` below `max_load`) and holds every label
-/// of the task among its capabilities. Among the eligible agents:
+/// An agent is *eligible* for a task when it is not offline, not drained,
+/// has a free slot (`max_load` 0, or `current_load` below `max_load`) and
+/// holds every label of the task among its capabilities. Among the eligible agents:
 ///
 /// - a [`Critical`](Priority::Critical) task goes to the lowest
 ///   `current_load`;
@@ -79,10 +79,11 @@ pub(crate) fn choose<'a>(
     best.ok_or(Error::NoEligibleAgent)
 }
 
-/// Whether `agent` can take a task with these (checked) labels: online,
-/// a free slot, every label among its capabilities.
+/// Whether `agent` can take a task with these (checked) labels: online, not
+/// drained, a free slot, every label among its capabilities.
 pub(crate) fn eligible(agent: &AgentInfo, labels: &[&str]) -> bool {
-    agent.has_capacity()
+    !agent.drained
+        && agent.has_capacity()
         && labels
             .iter()
             .all(|label| agent.capabilities.iter().any(|c| c == label))

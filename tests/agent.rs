@@ -1,7 +1,7 @@
 //! `AgentInfo` and `AgentStatus` as values: JSON, text forms, validation.
 
-use chrono::{DateTime, Utc};
-use roster::{AgentInfo, AgentStatus, Error, Priority, Result, Task};
+use chrono::{DateTime, TimeDelta, Utc};
+use roster::{AgentInfo, AgentStatus, Error, Priority, Result, Task, ZERO_TIME, to_json};
 
 #[test]
 fn status_text_forms_agree() -> Result<()> {
@@ -39,6 +39,7 @@ fn json_uses_the_go_field_names() {
             .with_timezone(&Utc),
         current_load: 2,
         max_load: 5,
+        ..AgentInfo::default()
     };
     let json = serde_json::to_value(&agent).expect("serialise");
     assert_eq!(
@@ -87,6 +88,175 @@ fn a_document_written_by_the_go_registry_decodes() {
     let bare = r#"{"id":"b","name":"B","status":"available","last_heartbeat":"0001-01-01T00:00:00Z","current_load":0,"max_load":0}"#;
     let agent: AgentInfo = serde_json::from_str(bare).expect("decode Go JSON");
     assert!(agent.capabilities.is_empty());
+}
+
+#[test]
+fn the_default_agent_is_go_zero_value() -> serde_json::Result<()> {
+    let zero = AgentInfo::default();
+    assert_eq!(zero.last_heartbeat, ZERO_TIME);
+    assert_eq!(ZERO_TIME.to_rfc3339(), "0001-01-01T00:00:00+00:00");
+    assert_eq!(
+        to_json(&zero)?,
+        r#"{"id":"","name":"","status":"available","last_heartbeat":"0001-01-01T00:00:00Z","current_load":0,"max_load":0}"#
+    );
+    assert_eq!(serde_json::from_str::<AgentInfo>("{}")?, zero);
+    // An agent that never sent a heartbeat is a valid agent.
+    let never = AgentInfo {
+        id: "a".into(),
+        name: "A".into(),
+        ..AgentInfo::default()
+    };
+    assert_eq!(never.clone().validated().ok(), Some(never));
+    Ok(())
+}
+
+#[test]
+fn heartbeats_are_written_as_go_writes_them() -> serde_json::Result<()> {
+    let base = DateTime::parse_from_rfc3339("2026-02-20T07:16:53Z")
+        .expect("time")
+        .with_timezone(&Utc);
+    for (nanos, go) in [
+        (0, "2026-02-20T07:16:53Z"),
+        (100_000_000, "2026-02-20T07:16:53.1Z"),
+        (120_000_000, "2026-02-20T07:16:53.12Z"),
+        (1, "2026-02-20T07:16:53.000000001Z"),
+        (123_456_789, "2026-02-20T07:16:53.123456789Z"),
+        (500_000, "2026-02-20T07:16:53.0005Z"),
+    ] {
+        let agent = AgentInfo {
+            id: "a".into(),
+            last_heartbeat: base + TimeDelta::nanoseconds(nanos),
+            ..AgentInfo::default()
+        };
+        let expected = format!(
+            r#"{{"id":"a","name":"","status":"available","last_heartbeat":"{go}","current_load":0,"max_load":0}}"#
+        );
+        assert_eq!(to_json(&agent)?, expected);
+        assert_eq!(serde_json::to_string(&agent)?, expected);
+        assert_eq!(serde_json::from_str::<AgentInfo>(&expected)?, agent);
+    }
+    Ok(())
+}
+
+#[test]
+fn to_json_differs_from_serde_json_only_in_go_escapes() -> serde_json::Result<()> {
+    let agent = AgentInfo {
+        id: "x<y>&z".into(),
+        name: "a\u{2028}b\u{2029}c \"q\" 🦀 漢字".into(),
+        capabilities: vec!["<>".into()],
+        ..AgentInfo::default()
+    };
+    assert_eq!(
+        serde_json::to_string(&agent)?,
+        "{\"id\":\"x<y>&z\",\"name\":\"a\u{2028}b\u{2029}c \\\"q\\\" 🦀 漢字\",\"capabilities\":[\"<>\"],\"status\":\"available\",\"last_heartbeat\":\"0001-01-01T00:00:00Z\",\"current_load\":0,\"max_load\":0}"
+    );
+    assert_eq!(
+        to_json(&agent)?,
+        r#"{"id":"x\u003cy\u003e\u0026z","name":"a\u2028b\u2029c \"q\" 🦀 漢字","capabilities":["\u003c\u003e"],"status":"available","last_heartbeat":"0001-01-01T00:00:00Z","current_load":0,"max_load":0}"#
+    );
+    let mut out = Vec::new();
+    roster::to_json_writer(&mut out, &[&agent, &agent])?;
+    assert_eq!(out, format!("[{0},{0}]", to_json(&agent)?).into_bytes());
+    Ok(())
+}
+
+#[test]
+fn go_shaped_documents_decode_to_the_zero_values() -> serde_json::Result<()> {
+    let agent: AgentInfo = serde_json::from_str(
+        r#"{"id":"a","name":"A","capabilities":null,"status":"busy","current_load":1,"max_load":2}"#,
+    )?;
+    assert!(agent.capabilities.is_empty());
+    assert_eq!(agent.last_heartbeat, ZERO_TIME, "a missing heartbeat");
+    let agent: AgentInfo = serde_json::from_str(r#"{"id":"a","last_heartbeat":null}"#)?;
+    assert_eq!(agent.last_heartbeat, ZERO_TIME, "a null heartbeat");
+    let agent: AgentInfo = serde_json::from_str(r#"{"id":"a","status":""}"#)?;
+    assert_eq!(agent.status, AgentStatus::Available, "Go's zero status");
+    let agent: AgentInfo = serde_json::from_str(
+        r#"{"ID":"a","Max_Load":3,"max_load":4,"last_heartbeat":"2026-02-20T09:16:53.5+02:00"}"#,
+    )?;
+    assert_eq!(agent.id, "a");
+    assert_eq!(agent.max_load, 4, "the last of a repeated key");
+    assert_eq!(
+        agent.last_heartbeat.to_rfc3339(),
+        "2026-02-20T07:16:53.500+00:00"
+    );
+    Ok(())
+}
+
+#[test]
+fn what_roster_types_cannot_hold_is_refused_clearly() {
+    for (doc, message) in [
+        (
+            r#"{"id":"a","current_load":-1}"#,
+            "invalid value: integer `-1`, expected u32",
+        ),
+        (
+            r#"{"id":"a","max_load":4294967296}"#,
+            "invalid value: integer `4294967296`, expected u32",
+        ),
+        (
+            r#"{"id":"a","status":"sleeping"}"#,
+            "unknown variant `sleeping`, expected one of `available`, `busy`, `offline`",
+        ),
+        (
+            r#"{"id":"a","status":"Busy"}"#,
+            "unknown variant `Busy`, expected one of `available`, `busy`, `offline`",
+        ),
+        (
+            r#"{"id":"a","last_heartbeat":1771571813}"#,
+            "invalid type: integer `1771571813`, expected an RFC 3339 time string",
+        ),
+        (
+            r#"{"id":"a","capabilities":"rust"}"#,
+            "invalid type: string \"rust\", expected an array",
+        ),
+        (
+            r#"[{"id":"a"}]"#,
+            "invalid type: sequence, expected an object (AgentInfo)",
+        ),
+    ] {
+        let err = serde_json::from_str::<AgentInfo>(doc).expect_err(doc);
+        assert!(err.to_string().starts_with(message), "{doc}: {err}");
+    }
+}
+
+#[test]
+fn times_are_read_as_strictly_as_go_reads_them_today() {
+    // Go 1.19 accepted these three; Go 1.20 and later refuse them, as roster does.
+    for (time, reason) in [
+        ("2026-02-20T7:16:53Z", "not in the form"),
+        ("2026-02-20T07:16:53,5Z", "expected Z or an offset"),
+        ("2026-02-20T07:16:53+24:00", "offset out of range"),
+        ("2026-02-20 07:16:53Z", "not in the form"),
+    ] {
+        let doc = format!(r#"{{"id":"a","last_heartbeat":"{time}"}}"#);
+        let err = serde_json::from_str::<AgentInfo>(&doc).expect_err(&doc);
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("invalid time {time:?}: {reason}")),
+            "{message}"
+        );
+        assert!(message.contains("expected RFC 3339"), "{message}");
+    }
+}
+
+#[test]
+fn a_heartbeat_go_could_not_write_is_an_error() {
+    let late = AgentInfo {
+        id: "a".into(),
+        last_heartbeat: DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+            .expect("time")
+            .with_timezone(&Utc)
+            + TimeDelta::seconds(1),
+        ..AgentInfo::default()
+    };
+    let err = to_json(&late).expect_err("year 10000");
+    assert!(
+        err.to_string()
+            .contains("cannot be written as JSON: year 10000 is outside 0000..=9999"),
+        "{err}"
+    );
+    assert!(serde_json::to_string(&late).is_err());
 }
 
 #[test]

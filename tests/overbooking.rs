@@ -30,6 +30,7 @@ fn fleet() -> Vec<AgentInfo> {
             last_heartbeat: Utc::now(),
             current_load: i % 2,
             max_load: 2 + i % 5,
+            ..AgentInfo::default()
         })
         .collect()
 }

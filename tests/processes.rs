@@ -29,6 +29,7 @@ fn worker_agent(id: &str, labels: &[&str], max_load: u32) -> AgentInfo {
         last_heartbeat: Utc::now(),
         current_load: 0,
         max_load,
+        ..AgentInfo::default()
     }
 }
 
@@ -177,6 +178,7 @@ fn steady(db: &Path) {
             last_heartbeat: Utc::now() - TimeDelta::nanoseconds(rng.below(1 << 40) as i64),
             current_load: 0,
             max_load: rng.below(4) as u32,
+            ..AgentInfo::default()
         };
         registry.register(agent.clone()).expect("register");
         // What `get` will return: duplicates dropped.
@@ -243,7 +245,11 @@ fn processes_racing_on_a_fresh_file_all_succeed() -> Result<()> {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .expect("pragmas");
-        assert_eq!((version, mode.as_str()), (3, "wal"), "round {round}");
+        assert_eq!(
+            (version, mode.as_str()),
+            (SqliteRegistry::SCHEMA_VERSION, "wal"),
+            "round {round}"
+        );
         common::assert_healthy(&db);
     }
     Ok(())

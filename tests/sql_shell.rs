@@ -108,6 +108,7 @@ fn fleet() -> Result<Fleet> {
             last_heartbeat: seen,
             current_load: load,
             max_load: max,
+            ..AgentInfo::default()
         })?;
     }
     Ok(Fleet {
@@ -245,7 +246,7 @@ fn version_2_file(dir: &Path) -> std::path::PathBuf {
 }
 
 const AGENT_A: &str =
-    "INSERT INTO agents VALUES ('a', 'A', 'available', '2026-01-01 00:00:00.000000000', 0, 0);
+    "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('a', 'A', 'available', '2026-01-01 00:00:00.000000000', 0, 0);
      INSERT INTO capabilities VALUES ('a', 0, 'gpu');";
 
 /// Hand-typed rows that schema version 2 stored and that broke every reader:
@@ -289,11 +290,11 @@ const BREAKS_READERS: &[(&str, &str)] = &[
     // NUL: length() and GLOB stop at it.
     (
         "NUL in an id",
-        "INSERT INTO agents VALUES ('x' || char(0) || 'y', 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('x' || char(0) || 'y', 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
     ),
     (
         "a 1 MB id behind a NUL",
-        "INSERT INTO agents VALUES ('x' || char(0) || hex(zeroblob(500000)), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('x' || char(0) || hex(zeroblob(500000)), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
     ),
     (
         "NUL in a name",
@@ -306,7 +307,7 @@ const BREAKS_READERS: &[(&str, &str)] = &[
     // Invalid UTF-8.
     (
         "a lone 0xff as id",
-        "INSERT INTO agents VALUES (CAST(x'ff' AS TEXT), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES (CAST(x'ff' AS TEXT), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
     ),
     (
         "a truncated sequence in a name",
@@ -323,7 +324,7 @@ const BREAKS_READERS: &[(&str, &str)] = &[
     // Look-alikes: format characters in ids and capabilities, bidi in names.
     (
         "a zero-width space in an id",
-        "INSERT INTO agents VALUES ('a' || char(8203), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('a' || char(8203), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
     ),
     (
         "a BOM in a capability",
@@ -331,7 +332,7 @@ const BREAKS_READERS: &[(&str, &str)] = &[
     ),
     (
         "a soft hyphen in an id",
-        "INSERT INTO agents VALUES ('a' || char(173) || 'b', 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('a' || char(173) || 'b', 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
     ),
     (
         "a right-to-left override in a name",
@@ -339,9 +340,113 @@ const BREAKS_READERS: &[(&str, &str)] = &[
     ),
     (
         "a tag character in an id",
-        "INSERT INTO agents VALUES ('a' || char(917601), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('a' || char(917601), 'n', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
     ),
 ];
+
+/// Hand-typed rows of the columns and table of version 4 that would break a
+/// reader: refused by the schema (version 2 had none of them).
+const BREAKS_READERS_V4: &[(&str, &str)] = &[
+    ("drained 2", "UPDATE agents SET drained = 2 WHERE id = 'a'"),
+    (
+        "drained NULL",
+        "UPDATE agents SET drained = NULL WHERE id = 'a'",
+    ),
+    (
+        "an empty host",
+        "UPDATE agents SET host = '' WHERE id = 'a'",
+    ),
+    (
+        "a NUL in a host",
+        "UPDATE agents SET host = 'h' || char(0) || 'x' WHERE id = 'a'",
+    ),
+    ("pid 0", "UPDATE agents SET pid = 0 WHERE id = 'a'"),
+    (
+        "a negative pid",
+        "UPDATE agents SET pid = -5 WHERE id = 'a'",
+    ),
+    (
+        "started_at on February 30",
+        "UPDATE agents SET started_at = '2026-02-30 00:00:00.000000000' WHERE id = 'a'",
+    ),
+    (
+        "started_at in another format",
+        "UPDATE agents SET started_at = datetime('now') WHERE id = 'a'",
+    ),
+    (
+        "metadata of nobody",
+        "INSERT INTO metadata VALUES ('ghost', 'k', 'v')",
+    ),
+    (
+        "an empty metadata key",
+        "INSERT INTO metadata VALUES ('a', '', 'v')",
+    ),
+    (
+        "a zero-width metadata key",
+        "INSERT INTO metadata VALUES ('a', 'k' || char(8203), 'v')",
+    ),
+    (
+        "a NUL in a metadata value",
+        "INSERT INTO metadata VALUES ('a', 'k', 'v' || char(0))",
+    ),
+    (
+        "invalid UTF-8 in a metadata value",
+        "INSERT INTO metadata VALUES ('a', 'k', CAST(x'ff' AS TEXT))",
+    ),
+];
+
+#[test]
+fn hand_typed_drain_and_metadata_rows_that_would_break_readers_are_refused() -> Result<()> {
+    for (what, sql) in BREAKS_READERS_V4 {
+        let fleet = fleet()?;
+        shell_ok(&fleet.path, AGENT_A);
+        let out = shell(&fleet.path, &format!("{sql};"));
+        assert!(
+            !out.status.success(),
+            "the sqlite3 shell stored {what}: {sql}"
+        );
+        assert!(
+            fleet
+                .registry
+                .query(sql, roster::SqlAccess::ReadWrite)
+                .is_err(),
+            "{what}"
+        );
+        assert_eq!(fleet.registry.list()?.len(), 5, "{what}");
+    }
+    // What a person may type: drain, metadata, and deleting the agent takes
+    // its metadata along even with the shell's foreign keys off.
+    let fleet = fleet()?;
+    shell_ok(
+        &fleet.path,
+        "UPDATE agents SET drained = 1, host = 'box-1', pid = 77,
+             started_at = strftime('%Y-%m-%d %H:%M:%f000000', 'now') WHERE id = 'old-gpu';
+         INSERT INTO metadata VALUES ('old-gpu', 'zone', 'eu'), ('old-gpu', 'owner', '');",
+    );
+    let agent = fleet.registry.get("old-gpu")?;
+    assert!(agent.drained);
+    assert_eq!(
+        (agent.host.as_deref(), agent.pid),
+        (Some("box-1"), Some(77))
+    );
+    assert!(agent.started_at.is_some());
+    assert_eq!(agent.metadata.len(), 2);
+    assert_eq!(agent.metadata["zone"], "eu");
+    assert!(matches!(
+        fleet.registry.claim(&roster::Task {
+            labels: vec!["gpu".into()],
+            ..roster::Task::default()
+        }),
+        Err(roster::Error::NoEligibleAgent)
+    ));
+    shell_ok(&fleet.path, "DELETE FROM agents WHERE id = 'old-gpu';");
+    assert_eq!(
+        shell_ok(&fleet.path, "SELECT count(*) FROM metadata;"),
+        "0\n"
+    );
+    common::assert_healthy(&fleet.path);
+    Ok(())
+}
 
 /// Values that look odd but are valid, and must stay accepted.
 const STILL_ACCEPTED: &[(&str, &str)] = &[
@@ -355,7 +460,7 @@ const STILL_ACCEPTED: &[(&str, &str)] = &[
     ),
     (
         "U+FFFD in an id",
-        "INSERT INTO agents VALUES (char(65533), '', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES (char(65533), '', 'available', '2026-01-01 00:00:00.000000000', 0, 0)",
     ),
     (
         "an emoji sequence with a joiner in a name",
@@ -461,7 +566,7 @@ fn an_unreadable_row_is_named_and_never_skipped() -> Result<()> {
     let fleet = fleet()?;
     shell_ok(
         &fleet.path,
-        "INSERT INTO agents VALUES ('bad', 'x' || CAST(x'a9' AS TEXT), 'available', '2026-01-01 00:00:00.000000000', 0, 0);",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('bad', 'x' || CAST(x'a9' AS TEXT), 'available', '2026-01-01 00:00:00.000000000', 0, 0);",
     );
     let err = fleet
         .registry
@@ -487,7 +592,7 @@ fn an_unreadable_row_is_named_and_never_skipped() -> Result<()> {
     shell_ok(
         &fleet.path,
         "DELETE FROM agents WHERE id = 'bad';
-         INSERT INTO agents VALUES ('caf' || CAST(x'a9' AS TEXT), '', 'available', '2026-01-01 00:00:00.000000000', 0, 0);
+         INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('caf' || CAST(x'a9' AS TEXT), '', 'available', '2026-01-01 00:00:00.000000000', 0, 0);
          INSERT INTO capabilities VALUES ('cpu-fresh', 1, 'x' || CAST(x'bf' AS TEXT));",
     );
     let err = fleet.registry.list().expect_err("list");
@@ -511,7 +616,7 @@ fn reap_loses_nothing_when_an_id_cannot_be_read() -> Result<()> {
     let fleet = fleet()?;
     shell_ok(
         &fleet.path,
-        "INSERT INTO agents VALUES ('stale' || CAST(x'a9' AS TEXT), '', 'available', '2000-01-01 00:00:00.000000000', 0, 0);",
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('stale' || CAST(x'a9' AS TEXT), '', 'available', '2000-01-01 00:00:00.000000000', 0, 0);",
     );
     let before = shell_ok(
         &fleet.path,

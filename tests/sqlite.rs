@@ -22,6 +22,7 @@ fn agent(id: &str, capabilities: &[&str]) -> AgentInfo {
         last_heartbeat: Utc::now(),
         current_load: 0,
         max_load: 2,
+        ..AgentInfo::default()
     }
 }
 
@@ -86,7 +87,7 @@ fn the_file_is_in_wal_mode_with_the_roster_identity() -> Result<()> {
         )
         .expect("identity");
     assert_eq!(app, 0x726f_7374, "application_id spells 'rost'");
-    assert_eq!(version, 3);
+    assert_eq!(version, SqliteRegistry::SCHEMA_VERSION);
     Ok(())
 }
 
@@ -110,16 +111,23 @@ fn schema_contract_tables_and_columns() -> Result<()> {
             .map(|(n, t)| (n.to_string(), t.to_string(), true))
             .collect()
     };
+    let mut agents = owned(&[
+        ("id", "TEXT"),
+        ("name", "TEXT"),
+        ("status", "TEXT"),
+        ("last_heartbeat", "TEXT"),
+        ("current_load", "INTEGER"),
+        ("max_load", "INTEGER"),
+        ("drained", "INTEGER"),
+    ]);
+    // Optional: NULL when unknown.
+    for (name, kind) in [("host", "TEXT"), ("pid", "INTEGER"), ("started_at", "TEXT")] {
+        agents.push((name.into(), kind.into(), false));
+    }
+    assert_eq!(columns("agents"), agents);
     assert_eq!(
-        columns("agents"),
-        owned(&[
-            ("id", "TEXT"),
-            ("name", "TEXT"),
-            ("status", "TEXT"),
-            ("last_heartbeat", "TEXT"),
-            ("current_load", "INTEGER"),
-            ("max_load", "INTEGER"),
-        ])
+        columns("metadata"),
+        owned(&[("agent_id", "TEXT"), ("key", "TEXT"), ("value", "TEXT")])
     );
     assert_eq!(
         columns("capabilities"),
@@ -259,7 +267,7 @@ fn a_newer_schema_version_is_refused_untouched() -> Result<()> {
     match &err {
         Error::SchemaTooNew {
             found, supported, ..
-        } => assert_eq!((*found, *supported), (99, 3)),
+        } => assert_eq!((*found, *supported), (99, SqliteRegistry::SCHEMA_VERSION)),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     assert!(err.to_string().contains("upgrade roster"), "{err}");
@@ -391,7 +399,7 @@ fn a_version_1_file_is_migrated_with_its_data() -> Result<()> {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, SqliteRegistry::SCHEMA_VERSION);
     // The claim indexes of version 2 work on the migrated rows.
     let claimed = registry.claim(&roster::Task {
         id: "t".into(),
@@ -460,7 +468,7 @@ fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
     let version: i64 = raw(registry.path())
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, SqliteRegistry::SCHEMA_VERSION);
     assert_eq!(registry.get("a")?.name, "agent a");
     let changed = registry.query(
         "UPDATE agents SET name = 'renamed' RETURNING id, name",

@@ -90,6 +90,7 @@ pub fn fleet(n: usize, seed: u64) -> Vec<AgentInfo> {
                 last_heartbeat: now,
                 current_load,
                 max_load,
+                ..AgentInfo::default()
             }
         })
         .collect()

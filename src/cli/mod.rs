@@ -184,6 +184,7 @@ impl AgentArgs {
             last_heartbeat: Utc::now(),
             current_load: self.load,
             max_load: self.max_load,
+            ..AgentInfo::default()
         }
     }
 }
@@ -268,7 +269,7 @@ pub fn main() -> ExitCode {
 
 /// Prints `value` as one JSON document.
 pub(crate) fn print_json(value: &impl Serialize) -> Outcome {
-    let text = serde_json::to_string(value).map_err(|e| Failure::new(1, e.to_string()))?;
+    let text = roster::to_json(value).map_err(|e| Failure::new(1, e.to_string()))?;
     println!("{text}");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Human output: aligned tables, "3s ago", loads at a glance.
 
 use chrono::{DateTime, Utc};
-use roster::AgentInfo;
+use roster::{AgentInfo, ZERO_TIME};
 
 /// Prints rows as a table: a header, then left-aligned columns two spaces
 /// apart, widths counted in characters.
@@ -29,8 +29,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 /// How long ago `time` was, in the largest whole unit: "now", "3s ago",
-/// "5m ago", "2h ago", "4d ago"; "in 3s" for a time in the future.
+/// "5m ago", "2h ago", "4d ago"; "in 3s" for a time in the future; "never"
+/// for [`ZERO_TIME`], the heartbeat of an agent that never sent one.
 pub fn ago(time: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    if time == ZERO_TIME {
+        return "never".to_owned();
+    }
     let seconds = (now - time).num_seconds();
     let (amount, future) = (seconds.unsigned_abs(), seconds < 0);
     let span = match amount {
@@ -92,17 +96,23 @@ pub fn agent(agent: &AgentInfo) {
         ("status", agent.status.to_string()),
         ("load", load(agent)),
         ("capabilities", capabilities),
-        (
-            "last heartbeat",
-            format!(
-                "{} ({})",
-                ago(agent.last_heartbeat, now),
-                agent.last_heartbeat.format("%Y-%m-%d %H:%M:%S%.3f UTC")
-            ),
-        ),
+        ("last heartbeat", last_heartbeat(agent.last_heartbeat, now)),
     ] {
         println!("{field:<15}{value}");
     }
+}
+
+/// `get`'s "last heartbeat" line: "3s ago (2026-02-20 07:16:53.123 UTC)", or
+/// "never" for [`ZERO_TIME`].
+fn last_heartbeat(time: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    if time == ZERO_TIME {
+        return ago(time, now);
+    }
+    format!(
+        "{} ({})",
+        ago(time, now),
+        time.format("%Y-%m-%d %H:%M:%S%.3f UTC")
+    )
 }
 
 #[cfg(test)]
@@ -124,6 +134,23 @@ mod tests {
         ] {
             assert_eq!(ago(now - TimeDelta::seconds(seconds), now), text);
         }
+    }
+
+    #[test]
+    fn the_zero_time_is_never() {
+        let now = Utc::now();
+        assert_eq!(ago(ZERO_TIME, now), "never");
+        assert_eq!(ago(AgentInfo::default().last_heartbeat, now), "never");
+        assert_eq!(last_heartbeat(ZERO_TIME, now), "never");
+        // A second later is a time like any other.
+        let after = ZERO_TIME + TimeDelta::seconds(1);
+        assert_eq!(ago(after, after + TimeDelta::seconds(3)), "3s ago");
+        assert_eq!(
+            last_heartbeat(after, after + TimeDelta::days(2)),
+            "2d ago (0001-01-01 00:00:01.000 UTC)"
+        );
+        let past = ago(after, now);
+        assert!(past.ends_with("d ago"), "{past}");
     }
 
     #[test]

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use r2d2::Pool;
 
-use crate::agent::AgentInfo;
+use crate::agent::{AgentInfo, AgentStatus};
 use crate::error::{Error, Result};
 use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::task::Task;
@@ -115,16 +115,24 @@ impl AgentRegistry for PostgresRegistry {
         let agent = agent.validated()?;
         let current_load = i64::from(agent.current_load);
         let max_load = i64::from(agent.max_load);
+        let pid = agent.pid.map(i64::from);
+        let (keys, values): (Vec<&str>, Vec<&str>) = agent
+            .metadata
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .unzip();
         self.write(|tx| {
-            // drained, host, pid, started_at and metadata are not the
-            // caller's to give here: an operator's drain survives.
+            // drained is left out: a new agent starts undrained, an existing
+            // one keeps what an operator set.
             tx.execute(
-                "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load,
+                                     host, pid, started_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (id) DO UPDATE SET
                      name = excluded.name, status = excluded.status,
                      last_heartbeat = excluded.last_heartbeat,
-                     current_load = excluded.current_load, max_load = excluded.max_load",
+                     current_load = excluded.current_load, max_load = excluded.max_load,
+                     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at",
                 &[
                     &agent.id,
                     &agent.name,
@@ -132,6 +140,9 @@ impl AgentRegistry for PostgresRegistry {
                     &agent.last_heartbeat,
                     &current_load,
                     &max_load,
+                    &agent.host,
+                    &pid,
+                    &agent.started_at,
                 ],
             )?;
             tx.execute("DELETE FROM capabilities WHERE agent_id = $1", &[&agent.id])?;
@@ -141,6 +152,15 @@ impl AgentRegistry for PostgresRegistry {
                      SELECT $1::text, (c.position - 1)::integer, c.capability
                      FROM unnest($2::text[]) WITH ORDINALITY AS c (capability, position)",
                     &[&agent.id, &agent.capabilities],
+                )?;
+            }
+            tx.execute("DELETE FROM metadata WHERE agent_id = $1", &[&agent.id])?;
+            if !keys.is_empty() {
+                tx.execute(
+                    "INSERT INTO metadata (agent_id, key, value)
+                     SELECT $1::text, m.key, m.value
+                     FROM unnest($2::text[], $3::text[]) AS m (key, value)",
+                    &[&agent.id, &keys, &values],
                 )?;
             }
             Ok(())
@@ -172,6 +192,32 @@ impl AgentRegistry for PostgresRegistry {
                      status = CASE status WHEN 'offline' THEN 'available' ELSE status END
                  WHERE id = $1",
                 &[&id],
+            )?)
+        })?;
+        if updated == 0 {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn set_status(&self, id: &str, status: AgentStatus) -> Result<()> {
+        let updated = self.run(|conn| {
+            Ok(conn.execute(
+                "UPDATE agents SET status = $1 WHERE id = $2",
+                &[&status.as_str(), &id],
+            )?)
+        })?;
+        if updated == 0 {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn drain(&self, id: &str, drained: bool) -> Result<()> {
+        let updated = self.run(|conn| {
+            Ok(conn.execute(
+                "UPDATE agents SET drained = $1 WHERE id = $2",
+                &[&drained, &id],
             )?)
         })?;
         if updated == 0 {

@@ -12,21 +12,26 @@ use crate::postgres::retry::{Failure, Result};
 use crate::text::escape_bytes;
 
 /// The columns of an agent, as [`agent`] reads them, for the table alias
-/// `$t`: its fields, then its capabilities in order as `text[]`.
+/// `$t`: its fields, its capabilities in order as `text[]`, then its
+/// metadata keys and values, by key, as two `text[]`. One statement, so one
+/// snapshot for all of them.
 macro_rules! agent_columns {
     ($t:literal) => {
         concat!(
             $t, ".id, ", $t, ".name, ", $t, ".status, ", $t, ".last_heartbeat, ",
             $t, ".current_load, ", $t, ".max_load, ",
             "ARRAY(SELECT c.capability FROM capabilities AS c WHERE c.agent_id = ",
-            $t, ".id ORDER BY c.position)"
+            $t, ".id ORDER BY c.position), ",
+            $t, ".drained, ", $t, ".host, ", $t, ".pid, ", $t, ".started_at, ",
+            "ARRAY(SELECT m.key FROM metadata AS m WHERE m.agent_id = ", $t, ".id ORDER BY m.key), ",
+            "ARRAY(SELECT m.value FROM metadata AS m WHERE m.agent_id = ", $t, ".id ORDER BY m.key)"
         )
     };
 }
 pub(crate) use agent_columns;
 
 /// The columns of [`agent_columns!`], by position.
-const COLUMNS: [&str; 7] = [
+const COLUMNS: [&str; 13] = [
     "id",
     "name",
     "status",
@@ -34,12 +39,22 @@ const COLUMNS: [&str; 7] = [
     "current_load",
     "max_load",
     "capability",
+    "drained",
+    "host",
+    "pid",
+    "started_at",
+    "key",
+    "value",
 ];
 
 fn unreadable(row: &Row, column: usize, reason: String) -> Failure {
     let id = row.try_get::<_, &str>(0).unwrap_or("?");
     Failure::Roster(Error::Unreadable {
-        table: if column == 6 { "capabilities" } else { "agents" },
+        table: match column {
+            6 => "capabilities",
+            11 | 12 => "metadata",
+            _ => "agents",
+        },
         id: escape_bytes(id.as_bytes()),
         column: COLUMNS[column],
         reason,
@@ -69,6 +84,15 @@ pub(crate) fn agent(row: &Row) -> Result<AgentInfo> {
         .parse::<AgentStatus>()
         .map_err(|_| unreadable(row, 2, format!("unknown status {status:?}")))?;
     let last_heartbeat: DateTime<Utc> = get(row, 3)?;
+    let pid = match get::<Option<i64>>(row, 9)? {
+        None => None,
+        Some(pid) => Some(
+            u32::try_from(pid)
+                .map_err(|_| unreadable(row, 9, format!("pid {pid} is out of range")))?,
+        ),
+    };
+    let keys: Vec<String> = get(row, 11)?;
+    let values: Vec<String> = get(row, 12)?;
     Ok(AgentInfo {
         id: get(row, 0)?,
         name: get(row, 1)?,
@@ -77,6 +101,11 @@ pub(crate) fn agent(row: &Row) -> Result<AgentInfo> {
         last_heartbeat,
         current_load: load(row, 4)?,
         max_load: load(row, 5)?,
+        drained: get(row, 7)?,
+        host: get(row, 8)?,
+        pid,
+        started_at: get(row, 10)?,
+        metadata: keys.into_iter().zip(values).collect(),
     })
 }
 

@@ -62,7 +62,7 @@ macro_rules! order {
     ($index:literal, $key:expr) => {
         Order {
             walk: concat!(
-                "SELECT a.id, a.status <> 'offline' AND ",
+                "SELECT a.id, a.status <> 'offline' AND a.drained = 0 AND ",
                 holds_labels!(),
                 " FROM agents AS a INDEXED BY ",
                 $index,
@@ -77,13 +77,13 @@ macro_rules! order {
                 $index,
                 " WHERE ",
                 has_slot!(),
-                " AND a.status <> 'offline' ORDER BY ",
+                " AND a.status <> 'offline' AND a.drained = 0 ORDER BY ",
                 $key,
                 ", a.id LIMIT 1"
             ),
             by_rarest_label: concat!(
                 "SELECT a.id FROM capabilities AS driver JOIN agents AS a ON a.id = driver.agent_id \
-                 WHERE driver.capability = ?3 AND a.status <> 'offline' AND ",
+                 WHERE driver.capability = ?3 AND a.status <> 'offline' AND a.drained = 0 AND ",
                 has_slot!(),
                 " AND ",
                 holds_labels!(),
@@ -105,7 +105,7 @@ const RAREST_LABEL: &str = "SELECT l.value, \
 
 /// Every eligible agent, for a router other than DefaultRouter.
 const ELIGIBLE: &str = select_agents!(
-    "WHERE a.status <> 'offline' \
+    "WHERE a.status <> 'offline' AND a.drained = 0 \
      AND a.current_load < (CASE a.max_load WHEN 0 THEN 4294967295 ELSE a.max_load END) \
      AND (?2 = 0 OR (SELECT count(*) FROM capabilities AS c2 \
           WHERE c2.agent_id = a.id AND c2.capability IN (SELECT value FROM json_each(?1))) = ?2) \

@@ -23,7 +23,7 @@ use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, params};
 
-use crate::agent::AgentInfo;
+use crate::agent::{AgentInfo, AgentStatus};
 use crate::error::{DatabaseError, Error, Result};
 use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::task::Task;
@@ -60,6 +60,10 @@ impl fmt::Debug for SqliteRegistry {
 }
 
 impl SqliteRegistry {
+    /// The schema version this build writes (`PRAGMA user_version`): the
+    /// number of migrations in `migrations/sqlite/`.
+    pub const SCHEMA_VERSION: i64 = schema::LATEST_VERSION;
+
     /// Opens the registry at `path` with the default [`SqliteOptions`],
     /// creating the file if it does not exist.
     ///
@@ -137,14 +141,19 @@ impl AgentRegistry for SqliteRegistry {
     fn register(&self, agent: AgentInfo) -> Result<()> {
         let agent = agent.validated()?;
         let last_heartbeat = encode_time(&agent.last_heartbeat);
+        let started_at = agent.started_at.as_ref().map(encode_time);
         self.write(|tx| {
+            // drained is left out: a new agent starts undrained, an existing
+            // one keeps what an operator set.
             tx.prepare_cached(
-                "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load,
+                                     host, pid, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (id) DO UPDATE SET
                      name = excluded.name, status = excluded.status,
                      last_heartbeat = excluded.last_heartbeat,
-                     current_load = excluded.current_load, max_load = excluded.max_load",
+                     current_load = excluded.current_load, max_load = excluded.max_load,
+                     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at",
             )?
             .execute(params![
                 agent.id,
@@ -152,7 +161,10 @@ impl AgentRegistry for SqliteRegistry {
                 agent.status.as_str(),
                 last_heartbeat,
                 agent.current_load,
-                agent.max_load
+                agent.max_load,
+                agent.host,
+                agent.pid,
+                started_at,
             ])?;
             tx.prepare_cached("DELETE FROM capabilities WHERE agent_id = ?1")?
                 .execute([&agent.id])?;
@@ -161,6 +173,14 @@ impl AgentRegistry for SqliteRegistry {
             )?;
             for (position, capability) in (0_i64..).zip(&agent.capabilities) {
                 insert.execute(params![agent.id, position, capability])?;
+            }
+            tx.prepare_cached("DELETE FROM metadata WHERE agent_id = ?1")?
+                .execute([&agent.id])?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO metadata (agent_id, key, value) VALUES (?1, ?2, ?3)",
+            )?;
+            for (key, value) in &agent.metadata {
+                insert.execute(params![agent.id, key, value])?;
             }
             Ok(())
         })
@@ -179,14 +199,26 @@ impl AgentRegistry for SqliteRegistry {
     }
 
     fn get(&self, id: &str) -> Result<AgentInfo> {
-        self.run(|conn| read_agent(conn, id))?
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
+        self.run(|conn| {
+            // One snapshot for the agent and its metadata.
+            let tx = conn.transaction()?;
+            let agent = read_agent(&tx, id)?;
+            tx.commit()?;
+            Ok(agent)
+        })?
+        .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     fn list(&self) -> Result<Vec<AgentInfo>> {
         self.run(|conn| {
-            let mut stmt = conn.prepare_cached(select_agents!("ORDER BY a.id, c.position"))?;
-            query_agents(&mut stmt, [])
+            let tx = conn.transaction()?;
+            let mut agents = {
+                let mut stmt = tx.prepare_cached(select_agents!("ORDER BY a.id, c.position"))?;
+                query_agents(&mut stmt, [])?
+            };
+            row::fill_metadata(&tx, &mut agents)?;
+            tx.commit()?;
+            Ok(agents)
         })
     }
 
@@ -202,6 +234,30 @@ impl AgentRegistry for SqliteRegistry {
                      WHERE id = ?2",
                 )?
                 .execute([&now, id])?)
+        })?;
+        if updated == 0 {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn set_status(&self, id: &str, status: AgentStatus) -> Result<()> {
+        let updated = self.run(|conn| {
+            Ok(conn
+                .prepare_cached("UPDATE agents SET status = ?1 WHERE id = ?2")?
+                .execute([status.as_str(), id])?)
+        })?;
+        if updated == 0 {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn drain(&self, id: &str, drained: bool) -> Result<()> {
+        let updated = self.run(|conn| {
+            Ok(conn
+                .prepare_cached("UPDATE agents SET drained = ?1 WHERE id = ?2")?
+                .execute(params![drained, id])?)
         })?;
         if updated == 0 {
             return Err(Error::NotFound(id.to_owned()));
@@ -273,8 +329,12 @@ impl AgentRegistry for SqliteRegistry {
     }
 }
 
-/// One agent with its capabilities in order, if it exists.
+/// One agent with its capabilities in order and its metadata, if it exists.
 fn read_agent(conn: &Connection, id: &str) -> retry::Result<Option<AgentInfo>> {
     let mut stmt = conn.prepare_cached(select_agents!("WHERE a.id = ?1 ORDER BY c.position"))?;
-    Ok(query_agents(&mut stmt, [id])?.pop())
+    let Some(mut agent) = query_agents(&mut stmt, [id])?.pop() else {
+        return Ok(None);
+    };
+    agent.metadata = row::read_metadata(conn, id)?;
+    Ok(Some(agent))
 }

@@ -1,11 +1,12 @@
 //! Encoding of agents into rows and back: the one place that knows the
 //! column formats.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use rusqlite::types::ValueRef;
-use rusqlite::{Params, Row, Statement};
+use rusqlite::{Connection, Params, Row, Statement};
 
 use crate::agent::{AgentInfo, AgentStatus};
 use crate::error::Error;
@@ -75,6 +76,7 @@ macro_rules! select_agents {
     ($rest:literal) => {
         concat!(
             "SELECT a.id, a.name, a.status, a.last_heartbeat, a.current_load, a.max_load, \
+             a.drained, a.host, a.pid, a.started_at, \
              c.capability FROM agents AS a LEFT JOIN capabilities AS c ON c.agent_id = a.id ",
             $rest
         )
@@ -83,15 +85,22 @@ macro_rules! select_agents {
 pub(crate) use select_agents;
 
 /// The columns of [`select_agents!`], by position.
-const COLUMNS: [&str; 7] = [
+const COLUMNS: [&str; 11] = [
     "id",
     "name",
     "status",
     "last_heartbeat",
     "current_load",
     "max_load",
+    "drained",
+    "host",
+    "pid",
+    "started_at",
     "capability",
 ];
+
+/// Where the capability is in [`select_agents!`].
+const CAPABILITY: usize = 10;
 
 /// The error for a value of agent `id` (raw bytes) that cannot be read.
 fn unreadable(table: &'static str, id: &[u8], column: usize, reason: String) -> Failure {
@@ -156,15 +165,24 @@ fn new_agent(row: &Row<'_>) -> Result<AgentInfo> {
             format!("unknown status {status:?}"),
         )
     })?;
-    let heartbeat = text(row, 3, "agents")?;
-    let last_heartbeat = decode_time(heartbeat.as_bytes()).ok_or_else(|| {
-        unreadable(
-            "agents",
-            id.as_bytes(),
-            3,
-            format!("{heartbeat:?} is not a time in the format YYYY-MM-DD HH:MM:SS.fffffffff"),
-        )
-    })?;
+    let last_heartbeat = time(row, 3, id)?
+        .ok_or_else(|| unreadable("agents", id.as_bytes(), 3, "NULL is not a time".to_owned()))?;
+    let drained: i64 = row.get(6)?;
+    let host = match row.get_ref(7)? {
+        ValueRef::Null => None,
+        _ => Some(text(row, 7, "agents")?.to_owned()),
+    };
+    let pid = match row.get::<_, Option<i64>>(8)? {
+        None => None,
+        Some(pid) => Some(u32::try_from(pid).map_err(|_| {
+            unreadable(
+                "agents",
+                id.as_bytes(),
+                8,
+                format!("pid {pid} is out of range"),
+            )
+        })?),
+    };
     Ok(AgentInfo {
         id: id.to_owned(),
         name: name.to_owned(),
@@ -173,7 +191,84 @@ fn new_agent(row: &Row<'_>) -> Result<AgentInfo> {
         last_heartbeat,
         current_load: load(row, 4)?,
         max_load: load(row, 5)?,
+        drained: drained != 0,
+        host,
+        pid,
+        started_at: time(row, 9, id)?,
+        metadata: BTreeMap::new(),
     })
+}
+
+/// A time column in the stored format, `None` for NULL.
+fn time(row: &Row<'_>, column: usize, id: &str) -> Result<Option<DateTime<Utc>>> {
+    if let ValueRef::Null = row.get_ref(column)? {
+        return Ok(None);
+    }
+    let text = text(row, column, "agents")?;
+    decode_time(text.as_bytes()).map(Some).ok_or_else(|| {
+        unreadable(
+            "agents",
+            id.as_bytes(),
+            column,
+            format!("{text:?} is not a time in the format YYYY-MM-DD HH:MM:SS.fffffffff"),
+        )
+    })
+}
+
+/// The metadata pairs of one agent, sorted by key.
+pub(crate) fn read_metadata(conn: &Connection, id: &str) -> Result<BTreeMap<String, String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT key, value FROM metadata WHERE agent_id = ?1 ORDER BY key")?;
+    let mut rows = stmt.query([id])?;
+    let mut pairs = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let key = metadata_text(row, 0, id, "key")?;
+        let value = metadata_text(row, 1, id, "value")?;
+        pairs.insert(key, value);
+    }
+    Ok(pairs)
+}
+
+/// Fills in the metadata of `agents` (sorted by id) from one pass over the
+/// metadata table.
+pub(crate) fn fill_metadata(conn: &Connection, agents: &mut [AgentInfo]) -> Result<()> {
+    let mut stmt =
+        conn.prepare_cached("SELECT agent_id, key, value FROM metadata ORDER BY agent_id, key")?;
+    let mut rows = stmt.query([])?;
+    let mut at = 0;
+    while let Some(row) = rows.next()? {
+        let owner = bytes(row, 0)?;
+        while at < agents.len() && agents[at].id.as_bytes() < owner {
+            at += 1;
+        }
+        let Some(agent) = agents.get_mut(at).filter(|a| a.id.as_bytes() == owner) else {
+            continue;
+        };
+        let key = metadata_text(row, 1, &agent.id, "key")?;
+        let value = metadata_text(row, 2, &agent.id, "value")?;
+        agent.metadata.insert(key, value);
+    }
+    Ok(())
+}
+
+fn metadata_text(row: &Row<'_>, column: usize, id: &str, name: &'static str) -> Result<String> {
+    let unreadable = |reason: String| {
+        Failure::Roster(Error::Unreadable {
+            table: "metadata",
+            id: escape_bytes(id.as_bytes()),
+            column: name,
+            reason,
+        })
+    };
+    match row.get_ref(column)? {
+        ValueRef::Text(value) => std::str::from_utf8(value)
+            .map(str::to_owned)
+            .map_err(|e| unreadable(format!("not UTF-8 ({e})"))),
+        other => Err(unreadable(format!(
+            "expected text, found {:?}",
+            other.data_type()
+        ))),
+    }
 }
 
 /// Runs a [`select_agents!`] statement and folds its rows into agents,
@@ -194,8 +289,8 @@ pub(crate) fn query_agents(
         if agents.last().is_none_or(|last| last.id.as_bytes() != id) {
             agents.push(new_agent(row)?);
         }
-        if let (ValueRef::Text(_), Some(agent)) = (row.get_ref(6)?, agents.last_mut()) {
-            let capability = text(row, 6, "capabilities")?;
+        if let (ValueRef::Text(_), Some(agent)) = (row.get_ref(CAPABILITY)?, agents.last_mut()) {
+            let capability = text(row, CAPABILITY, "capabilities")?;
             agent.capabilities.push(capability.to_owned());
         }
     }

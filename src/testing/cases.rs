@@ -34,6 +34,7 @@ fn agent(id: &str) -> AgentInfo {
         last_heartbeat: Utc::now(),
         current_load: 1,
         max_load: 4,
+        ..AgentInfo::default()
     }
 }
 
@@ -60,6 +61,7 @@ fn worker(id: &str, caps: &[&str], status: AgentStatus, load: u32, max: u32) -> 
         last_heartbeat: Utc::now(),
         current_load: load,
         max_load: max,
+        ..AgentInfo::default()
     }
 }
 
@@ -113,6 +115,14 @@ pub fn get_returns_exactly_what_was_registered(registry: &Subject) -> Result<()>
         last_heartbeat: at("2026-11-24T15:04:05.123456789Z"),
         current_load: 3,
         max_load: 3,
+        drained: false,
+        host: Some("build-host.example".into()),
+        pid: Some(4242),
+        started_at: Some(at("2026-11-24T15:00:00.000001Z")),
+        metadata: [("zone", "eu-1"), ("owner", "ci <team>"), ("empty", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
     };
     registry.register(original.clone())?;
     assert_kept(registry, registry.get("a-1")?, &original);
@@ -133,7 +143,12 @@ pub fn duplicate_capabilities_are_dropped_in_order(registry: &Subject) -> Result
 /// [`AgentRegistry::register`]: "Adds the agent, or replaces every field of
 /// the one with the same id (capabilities are replaced, not merged)."
 pub fn register_replaces_everything_including_capabilities(registry: &Subject) -> Result<()> {
-    registry.register(agent("x"))?;
+    registry.register(AgentInfo {
+        host: Some("old-host".into()),
+        pid: Some(7),
+        metadata: [("zone".to_owned(), "a".to_owned())].into_iter().collect(),
+        ..agent("x")
+    })?;
     let replacement = AgentInfo {
         id: "x".into(),
         name: "renamed".into(),
@@ -142,6 +157,8 @@ pub fn register_replaces_everything_including_capabilities(registry: &Subject) -
         last_heartbeat: at("2020-01-01T00:00:00Z"),
         current_load: 0,
         max_load: 0,
+        metadata: [("v".to_owned(), "2".to_owned())].into_iter().collect(),
+        ..AgentInfo::default()
     };
     registry.register(replacement.clone())?;
     assert_eq!(registry.get("x")?, replacement);
@@ -699,5 +716,197 @@ pub fn release_refuses_what_it_cannot_do(registry: &Subject) -> Result<()> {
     }
     assert_eq!(registry.get("idle")?.current_load, 0);
     assert_eq!(registry.list()?.len(), 1);
+    Ok(())
+}
+
+/// Documents as a Go program sends them (an offset, `"capabilities":
+/// null`, no `last_heartbeat`), and the bytes Go's `json.Marshal` writes
+/// for what the registry then returns. Times are whole microseconds, so
+/// every precision keeps them.
+const GO_DOCUMENTS: [(&str, &str); 3] = [
+    (
+        r#"{"id":"go-1","name":"Go <one> & \u2028 two","capabilities":null,"status":"busy","last_heartbeat":"2026-02-20T09:16:53.1+02:00","current_load":1,"max_load":3}"#,
+        r#"{"id":"go-1","name":"Go \u003cone\u003e \u0026 \u2028 two","status":"busy","last_heartbeat":"2026-02-20T07:16:53.1Z","current_load":1,"max_load":3}"#,
+    ),
+    (
+        r#"{"id":"go-2","name":"漢字 🦀","capabilities":["go","testing"],"status":"available","current_load":0,"max_load":0}"#,
+        r#"{"id":"go-2","name":"漢字 🦀","capabilities":["go","testing"],"status":"available","last_heartbeat":"0001-01-01T00:00:00Z","current_load":0,"max_load":0}"#,
+    ),
+    (
+        r#"{"id":"go-3","name":"","status":"offline","last_heartbeat":"2026-02-20T07:16:53.000001Z","current_load":0,"max_load":4294967295}"#,
+        r#"{"id":"go-3","name":"","status":"offline","last_heartbeat":"2026-02-20T07:16:53.000001Z","current_load":0,"max_load":4294967295}"#,
+    ),
+];
+
+/// README, JSON: "`AgentInfo` serialises as the Go registry it descends
+/// from did, byte for byte through `roster::to_json`", and reads what Go's
+/// decoder reads (`"capabilities": null`, a missing `last_heartbeat`).
+pub fn json_from_go_round_trips_exactly(registry: &Subject) -> Result<()> {
+    for (document, _) in GO_DOCUMENTS {
+        let agent: AgentInfo = serde_json::from_str(document).expect("a Go document");
+        registry.register(agent)?;
+    }
+    for (document, go_bytes) in GO_DOCUMENTS {
+        let sent: AgentInfo = serde_json::from_str(document).expect("a Go document");
+        let stored = registry.get(&sent.id)?;
+        assert_eq!(stored, sent);
+        assert_eq!(crate::to_json(&stored).expect("to_json"), go_bytes);
+    }
+    let list = crate::to_json(&registry.list()?).expect("to_json");
+    let go_list = format!("[{}]", GO_DOCUMENTS.map(|(_, go_bytes)| go_bytes).join(","));
+    assert_eq!(list, go_list);
+    Ok(())
+}
+
+/// [`AgentRegistry::reap`]: "Marks offline every agent that is not offline
+/// yet and whose `last_heartbeat` is older than now minus `ttl`", Go's zero
+/// time included (an agent registered without a heartbeat).
+pub fn an_agent_never_seen_is_reaped(registry: &Subject) -> Result<()> {
+    let agent: AgentInfo =
+        serde_json::from_str(r#"{"id":"silent","name":"Silent"}"#).expect("a Go document");
+    registry.register(agent)?;
+    assert_eq!(registry.get("silent")?.last_heartbeat, crate::ZERO_TIME);
+    assert_eq!(registry.reap(Duration::from_secs(30))?, ["silent"]);
+    registry.heartbeat("silent")?;
+    let revived = registry.get("silent")?;
+    assert_ne!(revived.last_heartbeat, crate::ZERO_TIME);
+    assert!(
+        crate::to_json(&revived)
+            .expect("to_json")
+            .contains(r#""status":"available""#)
+    );
+    Ok(())
+}
+
+/// [`AgentRegistry::drain`]: "the agent gets no new claims, keeps
+/// heartbeating and keeps what it holds"; [`AgentRegistry::register`]:
+/// "`drained` is never taken from the caller".
+pub fn drained_agents_get_no_claims_and_register_keeps_the_drain(registry: &Subject) -> Result<()> {
+    registry.register(worker("busy-one", &["x"], Available, 1, 4))?;
+    registry.register(worker("idle-one", &["x"], Available, 0, 4))?;
+    registry.drain("idle-one", true)?;
+    registry.drain("idle-one", true)?;
+    assert!(registry.get("idle-one")?.drained);
+    // The drained agent would win on usage; it is skipped.
+    let claimed = registry.claim(&task(&["x"], Priority::Critical))?;
+    assert_eq!(claimed.id, "busy-one");
+    registry.drain("busy-one", true)?;
+    assert!(matches!(
+        registry.claim(&task(&["x"], Priority::Medium)),
+        Err(Error::NoEligibleAgent)
+    ));
+    // It keeps heartbeating and keeps its load.
+    registry.heartbeat("busy-one")?;
+    let busy = registry.get("busy-one")?;
+    assert_eq!((busy.current_load, busy.drained), (2, true));
+    // A sidecar's re-register does not undo the operator's drain, whatever
+    // it sends; a new agent starts undrained.
+    registry.register(AgentInfo {
+        drained: false,
+        ..worker("idle-one", &["x"], Available, 0, 4)
+    })?;
+    assert!(registry.get("idle-one")?.drained);
+    registry.register(AgentInfo {
+        drained: true,
+        ..worker("fresh", &["x"], Available, 0, 4)
+    })?;
+    assert!(!registry.get("fresh")?.drained);
+    registry.drain("idle-one", false)?;
+    assert_eq!(
+        registry.claim(&task(&["x"], Priority::Critical))?.id,
+        "fresh"
+    );
+    assert!(matches!(registry.drain("ghost", true), Err(Error::NotFound(id)) if id == "ghost"));
+    Ok(())
+}
+
+/// [`AgentRegistry::set_status`]: "Sets the agent's status, whatever it
+/// was ... Only the status changes."
+pub fn set_status_changes_only_the_status(registry: &Subject) -> Result<()> {
+    let original = worker("w", &["x"], Busy, 2, 4);
+    registry.register(original.clone())?;
+    for status in [Offline, Available, Busy, Offline] {
+        registry.set_status("w", status)?;
+        let got = registry.get("w")?;
+        assert_kept(
+            registry,
+            got,
+            &AgentInfo {
+                status,
+                ..original.clone()
+            },
+        );
+    }
+    assert!(matches!(
+        registry.claim(&task(&["x"], Priority::Medium)),
+        Err(Error::NoEligibleAgent)
+    ));
+    assert!(matches!(
+        registry.set_status("ghost", Available),
+        Err(Error::NotFound(id)) if id == "ghost"
+    ));
+    Ok(())
+}
+
+/// [`AgentInfo` rules](AgentInfo#rules): "`host`, when given: 1 to
+/// [`MAX_HOST_CHARS`](crate::MAX_HOST_CHARS) characters, no control or format
+/// characters; `pid`, when given: not 0; `metadata`: at most
+/// [`MAX_METADATA`](crate::MAX_METADATA) pairs ...".
+pub fn bad_metadata_is_refused(registry: &Subject) -> Result<()> {
+    let with = |key: &str, value: &str| AgentInfo {
+        metadata: [(key.to_owned(), value.to_owned())].into_iter().collect(),
+        ..agent("m")
+    };
+    for bad in [
+        with("", "v"),
+        with("k\u{200B}", "v"),
+        with(&"k".repeat(crate::MAX_METADATA_KEY_CHARS + 1), "v"),
+        with("k", "line\nbreak"),
+        with("k", "\u{202E}"),
+        with("k", &"v".repeat(crate::MAX_METADATA_VALUE_CHARS + 1)),
+        AgentInfo {
+            metadata: (0..=crate::MAX_METADATA)
+                .map(|i| (format!("k{i}"), String::new()))
+                .collect(),
+            ..agent("m")
+        },
+    ] {
+        expect_invalid(registry, bad, "metadata");
+    }
+    for host in ["", "tab\there", "zero\u{200B}width"] {
+        expect_invalid(
+            registry,
+            AgentInfo {
+                host: Some(host.into()),
+                ..agent("m")
+            },
+            "host",
+        );
+    }
+    expect_invalid(
+        registry,
+        AgentInfo {
+            pid: Some(0),
+            ..agent("m")
+        },
+        "pid",
+    );
+    assert!(registry.list()?.is_empty());
+    // The limits themselves are fine.
+    let most = AgentInfo {
+        host: Some("h".repeat(crate::MAX_HOST_CHARS)),
+        pid: Some(u32::MAX),
+        metadata: (0..crate::MAX_METADATA)
+            .map(|i| {
+                (
+                    format!("k{i:02}"),
+                    "v".repeat(crate::MAX_METADATA_VALUE_CHARS),
+                )
+            })
+            .collect(),
+        ..agent("m")
+    };
+    registry.register(most.clone())?;
+    assert_kept(registry, registry.get("m")?, &most);
     Ok(())
 }

@@ -47,16 +47,22 @@ fn agent(vocabulary: usize) -> impl Strategy<Value = AgentInfo> {
         subsequence(&VOCABULARY[..vocabulary], 0..=vocabulary),
         status(),
         load(),
+        // One agent in eight is drained (by `drain`, after register).
+        proptest::bool::weighted(0.125),
     )
-        .prop_map(|(id, caps, status, (current_load, max_load))| AgentInfo {
-            name: format!("agent {id}"),
-            id,
-            capabilities: caps.into_iter().map(String::from).collect(),
-            status,
-            last_heartbeat: Utc::now(),
-            current_load,
-            max_load,
-        })
+        .prop_map(
+            |(id, caps, status, (current_load, max_load), drained)| AgentInfo {
+                name: format!("agent {id}"),
+                id,
+                capabilities: caps.into_iter().map(String::from).collect(),
+                status,
+                last_heartbeat: Utc::now(),
+                current_load,
+                max_load,
+                drained,
+                ..AgentInfo::default()
+            },
+        )
 }
 
 fn task() -> impl Strategy<Value = Task> {
@@ -76,6 +82,7 @@ fn task() -> impl Strategy<Value = Task> {
 fn check(registry: &dyn AgentRegistry, agents: &[AgentInfo], tasks: &[Task]) {
     for agent in agents {
         registry.register(agent.clone()).expect("register");
+        registry.drain(&agent.id, agent.drained).expect("drain");
     }
     let router = DefaultRouter::new();
     for (step, task) in tasks.iter().enumerate() {

@@ -282,6 +282,14 @@ impl AgentRegistry for Subject<'_> {
         self.registry.heartbeat(id)
     }
 
+    fn set_status(&self, id: &str, status: crate::AgentStatus) -> crate::Result<()> {
+        self.registry.set_status(id, status)
+    }
+
+    fn drain(&self, id: &str, drained: bool) -> crate::Result<()> {
+        self.registry.drain(id, drained)
+    }
+
     fn reap(&self, ttl: Duration) -> crate::Result<Vec<String>> {
         self.registry.reap(ttl)
     }
@@ -540,6 +548,11 @@ macro_rules! roster_conformance {
             claim_agrees_with_the_router,
             release_gives_a_slot_back,
             release_refuses_what_it_cannot_do,
+            json_from_go_round_trips_exactly,
+            an_agent_never_seen_is_reaped,
+            drained_agents_get_no_claims_and_register_keeps_the_drain,
+            set_status_changes_only_the_status,
+            bad_metadata_is_refused,
         }
     };
     (@case tests; $($case:ident),* $(,)?) => {

@@ -77,11 +77,17 @@ fn not_found(id: &str) -> Error {
 
 impl AgentRegistry for Model {
     fn register(&self, agent: AgentInfo) -> Result<()> {
-        let agent = agent.validated()?;
+        let mut agent = agent.validated()?;
         let mut agents = self.agents();
         match agents.iter_mut().find(|a| a.id == agent.id) {
-            Some(old) => *old = agent,
-            None => agents.push(agent),
+            Some(old) => {
+                agent.drained = old.drained;
+                *old = agent;
+            }
+            None => {
+                agent.drained = false;
+                agents.push(agent);
+            }
         }
         Ok(())
     }
@@ -121,6 +127,26 @@ impl AgentRegistry for Model {
         if agent.status == AgentStatus::Offline {
             agent.status = AgentStatus::Available;
         }
+        Ok(())
+    }
+
+    fn set_status(&self, id: &str, status: AgentStatus) -> Result<()> {
+        let mut agents = self.agents();
+        let agent = agents
+            .iter_mut()
+            .find(|a| a.id == id)
+            .ok_or_else(|| not_found(id))?;
+        agent.status = status;
+        Ok(())
+    }
+
+    fn drain(&self, id: &str, drained: bool) -> Result<()> {
+        let mut agents = self.agents();
+        let agent = agents
+            .iter_mut()
+            .find(|a| a.id == id)
+            .ok_or_else(|| not_found(id))?;
+        agent.drained = drained;
         Ok(())
     }
 
@@ -171,6 +197,8 @@ enum Op {
     Reap(Duration),
     Claim(Task),
     Release(String),
+    Drain(String, bool),
+    SetStatus(String, AgentStatus),
     List,
 }
 
@@ -194,20 +222,37 @@ fn agent() -> impl Strategy<Value = AgentInfo> {
         any::<bool>(),
         0_u32..5,
         0_u32..4,
+        (
+            any::<bool>(),
+            prop_oneof![Just(None), Just(Some("host-a".to_owned()))],
+            prop_oneof![Just(None), Just(Some(42_u32)), Just(Some(0_u32))],
+            subsequence(&["zone", "owner", "v"][..], 0..=2),
+        ),
     )
-        .prop_map(|(id, name, caps, status, stale, load, max)| AgentInfo {
-            id,
-            name,
-            capabilities: caps.into_iter().map(String::from).collect(),
-            status,
-            last_heartbeat: if stale {
-                Utc::now() - TimeDelta::hours(2)
-            } else {
-                Utc::now()
+        .prop_map(
+            |(id, name, caps, status, stale, load, max, (drained, host, pid, keys))| AgentInfo {
+                id,
+                name,
+                capabilities: caps.into_iter().map(String::from).collect(),
+                status,
+                last_heartbeat: if stale {
+                    Utc::now() - TimeDelta::hours(2)
+                } else {
+                    Utc::now()
+                },
+                current_load: load,
+                max_load: max,
+                // register must ignore it.
+                drained,
+                host,
+                pid,
+                started_at: pid.map(|_| Utc::now() - TimeDelta::minutes(5)),
+                metadata: keys
+                    .into_iter()
+                    .map(|k| (k.to_owned(), format!("{k} value")))
+                    .collect(),
             },
-            current_load: load,
-            max_load: max,
-        })
+        )
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -223,6 +268,8 @@ fn op() -> impl Strategy<Value = Op> {
             priority: Priority::ALL[p],
         })),
         2 => id().prop_map(Op::Release),
+        1 => (id(), any::<bool>()).prop_map(|(id, drained)| Op::Drain(id, drained)),
+        1 => (id(), 0_usize..3).prop_map(|(id, s)| Op::SetStatus(id, AgentStatus::ALL[s])),
         1 => Just(Op::List),
     ]
 }
@@ -232,6 +279,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn comparable(mut agent: AgentInfo) -> (AgentInfo, bool) {
     let fresh = Utc::now() - agent.last_heartbeat < TimeDelta::minutes(1);
     agent.last_heartbeat = chrono::DateTime::UNIX_EPOCH;
+    agent.started_at = agent.started_at.map(|_| chrono::DateTime::UNIX_EPOCH);
     (agent, fresh)
 }
 
@@ -251,6 +299,8 @@ fn apply(registry: &dyn AgentRegistry, op: &Op) -> String {
         Op::Reap(ttl) => show(registry.reap(*ttl)),
         Op::Claim(task) => show(registry.claim(task).map(comparable)),
         Op::Release(id) => show(registry.release(id)),
+        Op::Drain(id, drained) => show(registry.drain(id, *drained)),
+        Op::SetStatus(id, status) => show(registry.set_status(id, *status)),
         Op::List => show(
             registry
                 .list()

@@ -649,7 +649,8 @@ pub fn assert_healthy(db: &Path) {
     assert_eq!(fk_problems, 0, "foreign_key_check must be empty");
     let orphans: i64 = conn
         .query_row(
-            "SELECT count(*) FROM capabilities WHERE agent_id NOT IN (SELECT id FROM agents)",
+            "SELECT (SELECT count(*) FROM capabilities WHERE agent_id NOT IN (SELECT id FROM agents))
+                  + (SELECT count(*) FROM metadata WHERE agent_id NOT IN (SELECT id FROM agents))",
             [],
             |r| r.get(0),
         )

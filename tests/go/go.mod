@@ -1,0 +1,3 @@
+module roster.test/gojson
+
+go 1.19
