@@ -10,3 +10,12 @@ roster::roster_conformance!(
     crate::common::pg::fresh()?,
     precision = roster::testing::Precision::Microseconds
 );
+
+// claim's generic path: the eligible agents read in one transaction, a
+// router (DefaultRouter itself, given explicitly) asked, the slot taken if
+// its choice is still eligible.
+roster::roster_conformance!(
+    claims: postgres_generic_path,
+    crate::common::pg::fresh_with(roster::PostgresOptions::new().router(roster::DefaultRouter::new()))?,
+    precision = roster::testing::Precision::Microseconds
+);

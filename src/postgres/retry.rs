@@ -88,6 +88,33 @@ pub(crate) fn kind_of(error: &postgres::Error) -> ErrorKind {
     }
 }
 
+/// A PostgreSQL error as roster shows it: the server's message, detail and
+/// SQLSTATE when the server answered (the driver's own `Display` says only
+/// "db error"), the driver's message otherwise.
+#[derive(Debug)]
+pub(crate) struct PgError(pub(crate) postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => {
+                write!(f, "{}", db.message())?;
+                if let Some(detail) = db.detail() {
+                    write!(f, " ({detail})")?;
+                }
+                write!(f, " [SQLSTATE {}]", db.code().code())
+            }
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// The timeouts an error message quotes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -107,7 +134,7 @@ pub(crate) fn classify(error: postgres::Error, limits: Limits) -> Error {
                 limits.statement_timeout
             ),
         },
-        _ => Error::Database(DatabaseError::new(kind_of(&error), error)),
+        _ => Error::Database(DatabaseError::new(kind_of(&error), PgError(error))),
     }
 }
 

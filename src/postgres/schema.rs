@@ -9,7 +9,7 @@ use postgres::Client;
 use crate::error::{DatabaseError, Error, ErrorKind, Result};
 use crate::postgres::conn::Target;
 use crate::postgres::options::PostgresOptions;
-use crate::postgres::retry::{Limits, classify, kind_of};
+use crate::postgres::retry::{Limits, PgError, classify, kind_of};
 
 /// The migrations, oldest first, with the names recorded in
 /// `roster_migrations`. Append only: a released file is never edited.
@@ -47,26 +47,26 @@ pub(crate) fn connect_error(target: &Target, create: bool, error: postgres::Erro
         Some(&SqlState::INVALID_CATALOG_NAME) if !create => Error::NoRegistry { path },
         Some(_) if kind_of(&error) == ErrorKind::Unusable => Error::Open {
             path,
-            source: DatabaseError::new(ErrorKind::Unusable, error),
+            source: DatabaseError::new(ErrorKind::Unusable, PgError(error)),
         },
         Some(_) => Error::Database(DatabaseError::new(
             ErrorKind::Storage,
             Context {
                 what: format!("cannot connect to {}", target.shown),
-                source: error,
+                source: PgError(error),
             },
         )),
         // No SQLSTATE: refused, unreachable, timed out (may pass), or TLS
         // (will not).
         None if error.to_string().contains("TLS") => Error::Open {
             path,
-            source: DatabaseError::new(ErrorKind::Unusable, error),
+            source: DatabaseError::new(ErrorKind::Unusable, PgError(error)),
         },
         None => Error::Database(DatabaseError::new(
             ErrorKind::Storage,
             Context {
                 what: format!("cannot connect to {}", target.shown),
-                source: error,
+                source: PgError(error),
             },
         )),
     }
@@ -76,7 +76,7 @@ pub(crate) fn connect_error(target: &Target, create: bool, error: postgres::Erro
 #[derive(Debug)]
 struct Context {
     what: String,
-    source: postgres::Error,
+    source: PgError,
 }
 
 impl std::fmt::Display for Context {
@@ -164,7 +164,7 @@ pub(crate) fn prepare(client: &mut Client, target: &Target, options: &PostgresOp
                 if kind == ErrorKind::Storage { kind } else { ErrorKind::Unusable },
                 Context {
                     what: format!("migration {version} ({name}) of schema {schema} failed"),
-                    source: e,
+                    source: PgError(e),
                 },
             ))
         })?;

@@ -269,8 +269,13 @@ pub fn registry() -> (PostgresRegistry, SchemaGuard) {
 
 /// The factory of the contract: a fresh registry in a schema of its own.
 pub fn fresh() -> Result<FreshRegistry, BoxError> {
+    fresh_with(PostgresOptions::new())
+}
+
+/// A fresh registry with `options`, in a schema of its own.
+pub fn fresh_with(options: PostgresOptions) -> Result<FreshRegistry, BoxError> {
     let schema = schema_name();
     let guard = SchemaGuard(schema.clone());
-    let registry = PostgresOptions::new().schema(schema.as_str()).open(url())?;
+    let registry = options.schema(schema.as_str()).open(url())?;
     Ok(FreshRegistry::with_guard(registry, guard))
 }

@@ -1,0 +1,636 @@
+//! What only the PostgreSQL registry has, against a real server (the one
+//! `ROSTER_PG_URL` names, or a throwaway cluster): opening and migrating a
+//! schema, refusing what is not roster's, errors by SQLSTATE, the schema's
+//! rules under hand-typed SQL, the server's clock, and claims under
+//! concurrency (no over-booking, SKIP LOCKED that neither waits for the best
+//! agent nor misses the only free one).
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use common::eventually;
+use common::pg::{self, SchemaGuard};
+use roster::{
+    AgentInfo, AgentRegistry, AgentStatus, Error, ErrorKind, MAX_PG_POOL_SIZE, PostgresOptions,
+    PostgresRegistry, Priority, Task,
+};
+
+fn agent(id: &str, caps: &[&str], load: u32, max: u32) -> AgentInfo {
+    AgentInfo {
+        id: id.into(),
+        name: format!("agent {id}"),
+        capabilities: caps.iter().map(|c| c.to_string()).collect(),
+        last_heartbeat: Utc::now(),
+        current_load: load,
+        max_load: max,
+        ..AgentInfo::default()
+    }
+}
+
+fn task(labels: &[&str], priority: Priority) -> Task {
+    Task {
+        id: "t".into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        priority,
+    }
+}
+
+/// A plain client whose statements run in `schema`.
+fn client_in(schema: &str) -> postgres::Client {
+    let mut client = pg::client();
+    client
+        .batch_execute(&format!("SET search_path = {schema}"))
+        .expect("set search_path");
+    client
+}
+
+fn open_in(schema: &str) -> roster::Result<PostgresRegistry> {
+    PostgresOptions::new().schema(schema).open(pg::url())
+}
+
+/// `url` with one more query parameter.
+fn with_param(url: &str, param: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{param}")
+}
+
+// ------------------------------------------------------------ opening
+
+#[test]
+fn a_reopened_registry_and_a_second_handle_see_the_same_agents() -> roster::Result<()> {
+    let (first, guard) = pg::registry();
+    first.register(agent("a", &["x"], 1, 2))?;
+    let second = open_in(&guard.0)?;
+    assert_eq!(second.get("a")?, first.get("a")?);
+    second.heartbeat("a")?;
+    assert_eq!(first.get("a")?.last_heartbeat, second.get("a")?.last_heartbeat);
+    drop(first);
+    drop(second);
+    let again = open_in(&guard.0)?;
+    assert_eq!(again.list()?.len(), 1);
+    assert!(!again.url().contains("password"));
+    Ok(())
+}
+
+#[test]
+fn many_processes_opening_a_fresh_schema_at_once_migrate_it_once() {
+    let schema = pg::schema_name();
+    let _guard = SchemaGuard(schema.clone());
+    let gate = Arc::new(Barrier::new(8));
+    let openers: Vec<_> = (0..8)
+        .map(|_| {
+            let (gate, schema) = (Arc::clone(&gate), schema.clone());
+            thread::spawn(move || {
+                gate.wait();
+                open_in(&schema).map(|registry| registry.list().map(|all| all.len()))
+            })
+        })
+        .collect();
+    for opener in openers {
+        let listed = opener.join().expect("opener thread");
+        assert!(matches!(listed, Ok(Ok(0))), "{listed:?}");
+    }
+    let mut client = client_in(&schema);
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM roster_migrations ORDER BY version", &[])
+        .expect("versions")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+}
+
+#[test]
+fn a_schema_written_by_a_newer_roster_is_refused_untouched() -> roster::Result<()> {
+    let (registry, guard) = pg::registry();
+    registry.register(agent("a", &[], 0, 0))?;
+    drop(registry);
+    let mut client = client_in(&guard.0);
+    client
+        .execute("INSERT INTO roster_migrations (version, name) VALUES (99, 'from the future')", &[])
+        .expect("insert");
+    match open_in(&guard.0) {
+        Err(e @ Error::SchemaTooNew { found: 99, supported: 1, .. }) => {
+            assert_eq!(e.kind(), ErrorKind::Unusable);
+            assert!(e.to_string().contains(&guard.0), "{e}");
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM agents", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 1);
+    Ok(())
+}
+
+#[test]
+fn another_programs_tables_are_refused_untouched() {
+    let schema = pg::schema_name();
+    let _guard = SchemaGuard(schema.clone());
+    let mut client = pg::client();
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.agents (who text); \
+             INSERT INTO {schema}.agents VALUES ('theirs')"
+        ))
+        .expect("another program's table");
+    match open_in(&schema) {
+        Err(e @ Error::NotARegistry { .. }) => {
+            assert!(e.to_string().contains("agents but no roster_migrations"), "{e}")
+        }
+        other => panic!("expected NotARegistry, got {other:?}"),
+    }
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1",
+            &[&schema],
+        )
+        .expect("tables")
+        .get(0);
+    assert_eq!(tables, 1);
+}
+
+#[test]
+fn a_reader_never_creates_a_registry() {
+    let schema = pg::schema_name();
+    let _guard = SchemaGuard(schema.clone());
+    match PostgresOptions::new().schema(schema.as_str()).create(false).open(pg::url()) {
+        Err(e @ Error::NoRegistry { .. }) => assert_eq!(e.kind(), ErrorKind::Unusable),
+        other => panic!("expected NoRegistry, got {other:?}"),
+    }
+    let exists: bool = pg::client()
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )
+        .expect("schema")
+        .get(0);
+    assert!(!exists, "a reader created schema {schema}");
+    // A database that does not exist is never created either.
+    let config: postgres::Config = pg::url().parse().expect("url");
+    let url = format!(
+        "host={} port={} user={} dbname=roster_no_such_database",
+        match &config.get_hosts()[0] {
+            postgres::config::Host::Tcp(host) => host.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        },
+        config.get_ports().first().copied().unwrap_or(5432),
+        config.get_user().unwrap_or("postgres"),
+    );
+    match PostgresOptions::new().create(false).open(&url) {
+        Err(Error::NoRegistry { path }) => {
+            assert!(path.to_string_lossy().ends_with("/roster_no_such_database"))
+        }
+        other => panic!("expected NoRegistry, got {other:?}"),
+    }
+    match PostgresOptions::new().open(&url) {
+        Err(e @ Error::Open { .. }) => {
+            assert!(e.to_string().contains("does not exist"), "{e}")
+        }
+        other => panic!("expected Open, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_server_that_is_not_there_is_a_transient_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("postgres://roster@127.0.0.1:{port}/roster?connect_timeout=5");
+    match PostgresRegistry::open(&url) {
+        Err(e @ Error::Database(_)) => {
+            assert_eq!(e.kind(), ErrorKind::Storage);
+            assert!(e.kind().is_transient());
+            assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+        }
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_options_and_urls_are_invalid_input() {
+    let cases: Vec<(PostgresOptions, &str, &str)> = vec![
+        (PostgresOptions::new().pool_size(0), pg::url(), "pool_size"),
+        (
+            PostgresOptions::new().pool_size(MAX_PG_POOL_SIZE + 1),
+            pg::url(),
+            "pool_size",
+        ),
+        (
+            PostgresOptions::new().busy_timeout(Duration::ZERO),
+            pg::url(),
+            "busy_timeout",
+        ),
+        (
+            PostgresOptions::new().statement_timeout(Duration::from_secs(30 * 24 * 3600)),
+            pg::url(),
+            "statement_timeout",
+        ),
+        (PostgresOptions::new().schema("Registry"), pg::url(), "schema"),
+        (PostgresOptions::new().schema("a; DROP"), pg::url(), "schema"),
+        (PostgresOptions::new().schema("pg_roster"), pg::url(), "schema"),
+        (PostgresOptions::new(), "postgres://h/db?sslmode=sometimes", "url"),
+        (PostgresOptions::new(), "postgres://h/db?no_such_option=1", "url"),
+        (PostgresOptions::new(), "dbname=roster", "url"),
+        (PostgresOptions::new(), "host=h dbname='open", "url"),
+    ];
+    for (options, url, field) in cases {
+        match options.clone().open(url) {
+            Err(e @ Error::Invalid { .. }) => {
+                assert_eq!(e.kind(), ErrorKind::InvalidInput);
+                assert!(
+                    e.to_string().starts_with(&format!("invalid {field}: ")),
+                    "{options:?} {url}: {e}"
+                );
+            }
+            other => panic!("{options:?} {url}: expected invalid {field}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_database_that_is_not_utf8_is_refused() {
+    let name = format!("roster_ascii_{}", std::process::id());
+    let mut client = pg::client();
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .expect("drop a leftover database");
+    client
+        .batch_execute(&format!(
+            "CREATE DATABASE {name} ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+        ))
+        .expect("create a SQL_ASCII database (the role needs CREATEDB)");
+    let config: postgres::Config = pg::url().parse().expect("url");
+    let url = match &config.get_hosts()[0] {
+        postgres::config::Host::Tcp(host) => format!(
+            "host={host} port={} user={} dbname={name}",
+            config.get_ports().first().copied().unwrap_or(5432),
+            config.get_user().unwrap_or("postgres")
+        ),
+        postgres::config::Host::Unix(path) => format!("host={} dbname={name}", path.display()),
+    };
+    let outcome = PostgresRegistry::open(&url);
+    client
+        .batch_execute(&format!("DROP DATABASE {name}"))
+        .expect("drop");
+    match outcome {
+        Err(e @ Error::Open { .. }) => assert!(e.to_string().contains("UTF8"), "{e}"),
+        other => panic!("expected Open, got {other:?}"),
+    }
+}
+
+// ------------------------------------------------- the schema's rules
+
+/// Every code point near a boundary of the text rules: the controls, the
+/// blocks that hold format characters and bidirectional controls, one past
+/// each end.
+fn code_points() -> Vec<char> {
+    let mut points: Vec<u32> = (0x01..0x300).collect();
+    for (low, high) in [
+        (0x5F0, 0x720),
+        (0x880, 0x8F0),
+        (0x1800, 0x1810),
+        (0x2000, 0x2080),
+        (0xFEFE, 0xFF00),
+        (0xFFF0, 0xFFFE),
+        (0x110B0, 0x110D0),
+        (0x13420, 0x13450),
+        (0x1BC9F, 0x1BCA5),
+        (0x1D170, 0x1D17C),
+        (0xE0000, 0xE0082),
+    ] {
+        points.extend(low..=high);
+    }
+    points.into_iter().filter_map(char::from_u32).collect()
+}
+
+#[test]
+fn the_schema_refuses_exactly_what_the_rules_refuse() -> roster::Result<()> {
+    let (registry, guard) = pg::registry();
+    registry.register(agent("holder", &[], 0, 0))?;
+    let mut client = client_in(&guard.0);
+    for c in code_points() {
+        let text = format!("a{c}b");
+        let valid_id = AgentInfo {
+            id: text.clone(),
+            ..AgentInfo::default()
+        }
+        .validated()
+        .is_ok();
+        let valid_name = AgentInfo {
+            id: "x".into(),
+            name: text.clone(),
+            ..AgentInfo::default()
+        }
+        .validated()
+        .is_ok();
+        let valid_capability = AgentInfo {
+            id: "x".into(),
+            capabilities: vec![text.clone()],
+            ..AgentInfo::default()
+        }
+        .validated()
+        .is_ok();
+        let stored_id = client
+            .execute("INSERT INTO agents (id, name) VALUES ($1, '')", &[&text])
+            .is_ok();
+        let stored_name = client
+            .execute("INSERT INTO agents (id, name) VALUES ('named', $1)", &[&text])
+            .is_ok();
+        let stored_capability = client
+            .execute(
+                "INSERT INTO capabilities (agent_id, position, capability) VALUES ('holder', 0, $1)",
+                &[&text],
+            )
+            .is_ok();
+        client
+            .batch_execute(
+                "DELETE FROM agents WHERE id <> 'holder'; DELETE FROM capabilities",
+            )
+            .expect("clean up");
+        let point = format!("U+{:04X}", u32::from(c));
+        assert_eq!(stored_id, valid_id, "id with {point}");
+        assert_eq!(stored_name, valid_name, "name with {point}");
+        assert_eq!(stored_capability, valid_capability, "capability with {point}");
+    }
+    Ok(())
+}
+
+#[test]
+fn hand_typed_sql_cannot_store_an_impossible_row() -> roster::Result<()> {
+    let (registry, guard) = pg::registry();
+    let mut full = agent("a", &["x", "y"], 1, 2);
+    full.metadata.insert("zone".into(), "eu".into());
+    registry.register(full)?;
+    let mut client = client_in(&guard.0);
+    for (sql, rule) in [
+        ("UPDATE agents SET current_load = 3 WHERE id = 'a'", "agents_load_valid"),
+        ("UPDATE agents SET current_load = -1 WHERE id = 'a'", "agents_load_valid"),
+        ("UPDATE agents SET max_load = 4294967296 WHERE id = 'a'", "agents_load_valid"),
+        ("UPDATE agents SET status = 'sleeping' WHERE id = 'a'", "agents_status_valid"),
+        ("UPDATE agents SET last_heartbeat = 'infinity' WHERE id = 'a'", "agents_last_heartbeat_valid"),
+        ("UPDATE agents SET pid = 0 WHERE id = 'a'", "agents_pid_valid"),
+        ("UPDATE agents SET host = '' WHERE id = 'a'", "agents_host_valid"),
+        ("UPDATE agents SET id = 'b' WHERE id = 'a'", "agents.id cannot change"),
+        ("INSERT INTO capabilities VALUES ('ghost', 0, 'x')", "capabilities_agent_id_fkey"),
+        ("INSERT INTO capabilities VALUES ('a', 64, 'z')", "capabilities_position_valid"),
+        ("INSERT INTO capabilities VALUES ('a', 5, 'x')", "capabilities_by_capability"),
+        ("INSERT INTO metadata VALUES ('a', '', 'v')", "metadata_key_valid"),
+        ("INSERT INTO metadata VALUES ('ghost', 'k', 'v')", "metadata_agent_id_fkey"),
+    ] {
+        let err = client
+            .batch_execute(sql)
+            .expect_err(&format!("{sql} should be refused"));
+        let db = err.as_db_error().map(|db| {
+            format!("{} {}", db.message(), db.constraint().unwrap_or_default())
+        });
+        assert!(
+            db.as_deref().is_some_and(|text| text.contains(rule)),
+            "{sql}: {err:?}"
+        );
+    }
+    assert_eq!(registry.get("a")?.current_load, 1);
+    // Deleting an agent by hand deletes its capabilities and metadata.
+    client
+        .batch_execute("DELETE FROM agents WHERE id = 'a'")
+        .expect("delete");
+    let left: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM capabilities) + (SELECT count(*) FROM metadata)",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0);
+    Ok(())
+}
+
+#[test]
+fn the_readmes_hand_typed_sql_works() -> roster::Result<()> {
+    let (registry, guard) = pg::registry();
+    let mut silent = agent("silent", &["gpu"], 0, 2);
+    silent.last_heartbeat = Utc::now() - TimeDelta::minutes(5);
+    registry.register(silent)?;
+    registry.register(agent("alive", &["gpu"], 1, 2))?;
+    let mut client = client_in(&guard.0);
+    let stale: Vec<String> = client
+        .query(
+            "SELECT id FROM agents WHERE last_heartbeat < now() - interval '30 seconds' ORDER BY id",
+            &[],
+        )
+        .expect("who has not been seen")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(stale, ["silent"]);
+    let holders: Vec<String> = client
+        .query(
+            "SELECT a.id FROM agents AS a JOIN capabilities AS c ON c.agent_id = a.id \
+             WHERE c.capability = 'gpu' ORDER BY a.id",
+            &[],
+        )
+        .expect("holders")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(holders, ["alive", "silent"]);
+    client
+        .batch_execute(
+            "UPDATE agents SET last_heartbeat = now(), \
+                 status = CASE status WHEN 'offline' THEN 'available' ELSE status END \
+             WHERE id = 'silent'",
+        )
+        .expect("heartbeat by hand");
+    assert!(registry.reap(Duration::from_secs(30))?.is_empty());
+    Ok(())
+}
+
+// ------------------------------------------------------- the clock
+
+#[test]
+fn heartbeat_and_reap_use_the_servers_clock() -> roster::Result<()> {
+    let (registry, guard) = pg::registry();
+    // A client whose clock runs a day ahead registers an agent: register
+    // keeps the time it is given.
+    let mut ahead = agent("ahead", &[], 0, 0);
+    ahead.last_heartbeat = Utc::now() + TimeDelta::days(1);
+    registry.register(ahead.clone())?;
+    assert!(registry.reap(Duration::from_secs(60))?.is_empty());
+    // heartbeat writes the server's now(), whatever the client's clock.
+    registry.heartbeat("ahead")?;
+    let mut client = client_in(&guard.0);
+    let (server_wrote, lag): (bool, f64) = {
+        let row = client
+            .query_one(
+                "SELECT last_heartbeat <= now(), extract(epoch FROM now() - last_heartbeat)::float8 \
+                 FROM agents WHERE id = 'ahead'",
+                &[],
+            )
+            .expect("read");
+        (row.get(0), row.get(1))
+    };
+    assert!(server_wrote && lag < 60.0, "heartbeat {lag} s behind the server");
+    // reap compares with the server's now(): an agent stamped by the server
+    // one hour ago is stale for a ttl of 30 minutes, one stamped now is not.
+    client
+        .batch_execute(
+            "INSERT INTO agents (id, name, last_heartbeat) VALUES \
+             ('hour-ago', '', now() - interval '1 hour'), ('just-now', '', now())",
+        )
+        .expect("insert");
+    assert_eq!(registry.reap(Duration::from_secs(1800))?, ["hour-ago"]);
+    Ok(())
+}
+
+// ---------------------------------------------------- concurrency
+
+#[test]
+fn claims_from_many_threads_and_handles_never_overbook() -> roster::Result<()> {
+    let (registry, guard) = pg::registry();
+    let mut free = 0;
+    for i in 0..12_u32 {
+        let (load, max) = (i % 2, 2 + i % 5);
+        let mut a = agent(&format!("agent-{i:02}"), &["x"], load, max);
+        if i % 3 == 0 {
+            a.status = AgentStatus::Busy;
+        }
+        registry.register(a)?;
+        free += max - load;
+    }
+    let handles: Vec<PostgresRegistry> = (0..4)
+        .map(|_| open_in(&guard.0))
+        .collect::<roster::Result<_>>()?;
+    let gate = Arc::new(Barrier::new(8));
+    let claimers: Vec<_> = (0..8)
+        .map(|n| {
+            let (gate, registry) = (Arc::clone(&gate), handles[n % 4].clone());
+            thread::spawn(move || -> roster::Result<u32> {
+                gate.wait();
+                let mut claims = 0;
+                loop {
+                    let priority = if claims % 4 == 0 {
+                        Priority::Critical
+                    } else {
+                        Priority::Medium
+                    };
+                    match registry.claim(&task(&["x"], priority)) {
+                        Ok(got) => {
+                            assert!(got.current_load <= got.max_load, "{got:?}");
+                            claims += 1;
+                        }
+                        Err(Error::NoEligibleAgent) => return Ok(claims),
+                        Err(other) => return Err(other),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut claimed = 0;
+    for claimer in claimers {
+        claimed += claimer.join().expect("claimer thread")?;
+    }
+    assert_eq!(claimed, free);
+    for agent in registry.list()? {
+        assert_eq!(agent.current_load, agent.max_load, "{}", agent.id);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_locked_best_agent_is_skipped_not_waited_for() -> roster::Result<()> {
+    let (registry, guard) = pg::registry();
+    registry.register(agent("best", &["x"], 0, 4))?;
+    registry.register(agent("second", &["x"], 1, 4))?;
+    let mut client = client_in(&guard.0);
+    let mut holder = client.transaction().expect("begin");
+    holder
+        .execute("SELECT 1 FROM agents WHERE id = 'best' FOR UPDATE", &[])
+        .expect("lock best");
+    // Had claim waited for "best", it would fail with Busy after the busy
+    // timeout, since the lock is held until after it returns.
+    let got = registry.claim(&task(&["x"], Priority::Medium))?;
+    assert_eq!(got.id, "second");
+    holder.commit().expect("commit");
+    // Once nobody holds it, the best agent is chosen again.
+    assert_eq!(registry.claim(&task(&["x"], Priority::Medium))?.id, "best");
+    Ok(())
+}
+
+#[test]
+fn the_only_free_agent_locked_is_waited_for_not_reported_missing() -> roster::Result<()> {
+    let schema = pg::schema_name();
+    let _guard = SchemaGuard(schema.clone());
+    let application = format!("claim-{schema}");
+    let registry = PostgresOptions::new()
+        .schema(schema.as_str())
+        .busy_timeout(Duration::from_secs(120))
+        .open(&with_param(pg::url(), &format!("application_name={application}")))?;
+    registry.register(agent("only", &["x"], 0, 3))?;
+    let mut client = client_in(&schema);
+    let mut holder = client.transaction().expect("begin");
+    holder
+        .execute(
+            "UPDATE agents SET name = 'held' WHERE id = 'only'",
+            &[],
+        )
+        .expect("lock the only agent");
+    let claimer = {
+        let registry = registry.clone();
+        thread::spawn(move || registry.claim(&task(&["x"], Priority::High)))
+    };
+    let mut watcher = pg::client();
+    eventually("the claim waiting for the row lock", || {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&application],
+            )
+            .expect("pg_stat_activity")
+            .get(0);
+        (waiting == 1).then_some(())
+    });
+    holder.commit().expect("commit");
+    let got = claimer.join().expect("claimer thread")?;
+    assert_eq!((got.id.as_str(), got.current_load, got.name.as_str()), ("only", 1, "held"));
+    Ok(())
+}
+
+#[test]
+fn a_row_held_past_the_busy_timeout_is_busy_and_changes_nothing() -> roster::Result<()> {
+    let schema = pg::schema_name();
+    let _guard = SchemaGuard(schema.clone());
+    let registry = PostgresOptions::new()
+        .schema(schema.as_str())
+        .busy_timeout(Duration::from_millis(200))
+        .open(pg::url())?;
+    registry.register(agent("held", &["x"], 0, 1))?;
+    let before = registry.get("held")?;
+    let mut client = client_in(&schema);
+    let mut holder = client.transaction().expect("begin");
+    holder
+        .execute("SELECT 1 FROM agents WHERE id = 'held' FOR UPDATE", &[])
+        .expect("lock");
+    for result in [
+        registry.heartbeat("held"),
+        registry.drain("held", true),
+        registry.claim(&task(&["x"], Priority::Medium)).map(drop),
+    ] {
+        match result {
+            Err(e @ Error::Busy(_)) => {
+                assert_eq!(e.kind(), ErrorKind::Busy);
+                assert!(e.kind().is_transient());
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+    }
+    holder.rollback().expect("rollback");
+    assert_eq!(registry.get("held")?, before);
+    Ok(())
+}
