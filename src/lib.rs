@@ -31,6 +31,7 @@ mod agent;
 mod error;
 mod json;
 mod memory;
+mod open;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod registry;
@@ -48,6 +49,7 @@ pub use agent::{
 pub use error::{DatabaseError, Error, ErrorKind, Result};
 pub use json::{ZERO_TIME, to_json, to_json_writer};
 pub use memory::MemoryRegistry;
+pub use open::{Registry, RegistryOptions, open};
 #[cfg(feature = "postgres")]
 pub use postgres::{MAX_PG_POOL_SIZE, MAX_PG_TIMEOUT, PostgresOptions, PostgresRegistry};
 pub use registry::{AgentRegistry, now};

@@ -67,7 +67,10 @@ fn a_reopened_registry_and_a_second_handle_see_the_same_agents() -> roster::Resu
     let second = open_in(&guard.0)?;
     assert_eq!(second.get("a")?, first.get("a")?);
     second.heartbeat("a")?;
-    assert_eq!(first.get("a")?.last_heartbeat, second.get("a")?.last_heartbeat);
+    assert_eq!(
+        first.get("a")?.last_heartbeat,
+        second.get("a")?.last_heartbeat
+    );
     drop(first);
     drop(second);
     let again = open_in(&guard.0)?;
@@ -96,7 +99,10 @@ fn many_processes_opening_a_fresh_schema_at_once_migrate_it_once() {
     }
     let mut client = client_in(&schema);
     let versions: Vec<i32> = client
-        .query("SELECT version FROM roster_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM roster_migrations ORDER BY version",
+            &[],
+        )
         .expect("versions")
         .iter()
         .map(|row| row.get(0))
@@ -111,10 +117,19 @@ fn a_schema_written_by_a_newer_roster_is_refused_untouched() -> roster::Result<(
     drop(registry);
     let mut client = client_in(&guard.0);
     client
-        .execute("INSERT INTO roster_migrations (version, name) VALUES (99, 'from the future')", &[])
+        .execute(
+            "INSERT INTO roster_migrations (version, name) VALUES (99, 'from the future')",
+            &[],
+        )
         .expect("insert");
     match open_in(&guard.0) {
-        Err(e @ Error::SchemaTooNew { found: 99, supported: 1, .. }) => {
+        Err(
+            e @ Error::SchemaTooNew {
+                found: 99,
+                supported: 1,
+                ..
+            },
+        ) => {
             assert_eq!(e.kind(), ErrorKind::Unusable);
             assert!(e.to_string().contains(&guard.0), "{e}");
         }
@@ -141,7 +156,10 @@ fn another_programs_tables_are_refused_untouched() {
         .expect("another program's table");
     match open_in(&schema) {
         Err(e @ Error::NotARegistry { .. }) => {
-            assert!(e.to_string().contains("agents but no roster_migrations"), "{e}")
+            assert!(
+                e.to_string().contains("agents but no roster_migrations"),
+                "{e}"
+            )
         }
         other => panic!("expected NotARegistry, got {other:?}"),
     }
@@ -159,7 +177,11 @@ fn another_programs_tables_are_refused_untouched() {
 fn a_reader_never_creates_a_registry() {
     let schema = pg::schema_name();
     let _guard = SchemaGuard(schema.clone());
-    match PostgresOptions::new().schema(schema.as_str()).create(false).open(pg::url()) {
+    match PostgresOptions::new()
+        .schema(schema.as_str())
+        .create(false)
+        .open(pg::url())
+    {
         Err(e @ Error::NoRegistry { .. }) => assert_eq!(e.kind(), ErrorKind::Unusable),
         other => panic!("expected NoRegistry, got {other:?}"),
     }
@@ -232,11 +254,31 @@ fn bad_options_and_urls_are_invalid_input() {
             pg::url(),
             "statement_timeout",
         ),
-        (PostgresOptions::new().schema("Registry"), pg::url(), "schema"),
-        (PostgresOptions::new().schema("a; DROP"), pg::url(), "schema"),
-        (PostgresOptions::new().schema("pg_roster"), pg::url(), "schema"),
-        (PostgresOptions::new(), "postgres://h/db?sslmode=sometimes", "url"),
-        (PostgresOptions::new(), "postgres://h/db?no_such_option=1", "url"),
+        (
+            PostgresOptions::new().schema("Registry"),
+            pg::url(),
+            "schema",
+        ),
+        (
+            PostgresOptions::new().schema("a; DROP"),
+            pg::url(),
+            "schema",
+        ),
+        (
+            PostgresOptions::new().schema("pg_roster"),
+            pg::url(),
+            "schema",
+        ),
+        (
+            PostgresOptions::new(),
+            "postgres://h/db?sslmode=sometimes",
+            "url",
+        ),
+        (
+            PostgresOptions::new(),
+            "postgres://h/db?no_such_option=1",
+            "url",
+        ),
         (PostgresOptions::new(), "dbname=roster", "url"),
         (PostgresOptions::new(), "host=h dbname='open", "url"),
     ];
@@ -341,7 +383,10 @@ fn the_schema_refuses_exactly_what_the_rules_refuse() -> roster::Result<()> {
             .execute("INSERT INTO agents (id, name) VALUES ($1, '')", &[&text])
             .is_ok();
         let stored_name = client
-            .execute("INSERT INTO agents (id, name) VALUES ('named', $1)", &[&text])
+            .execute(
+                "INSERT INTO agents (id, name) VALUES ('named', $1)",
+                &[&text],
+            )
             .is_ok();
         let stored_capability = client
             .execute(
@@ -350,14 +395,15 @@ fn the_schema_refuses_exactly_what_the_rules_refuse() -> roster::Result<()> {
             )
             .is_ok();
         client
-            .batch_execute(
-                "DELETE FROM agents WHERE id <> 'holder'; DELETE FROM capabilities",
-            )
+            .batch_execute("DELETE FROM agents WHERE id <> 'holder'; DELETE FROM capabilities")
             .expect("clean up");
         let point = format!("U+{:04X}", u32::from(c));
         assert_eq!(stored_id, valid_id, "id with {point}");
         assert_eq!(stored_name, valid_name, "name with {point}");
-        assert_eq!(stored_capability, valid_capability, "capability with {point}");
+        assert_eq!(
+            stored_capability, valid_capability,
+            "capability with {point}"
+        );
     }
     Ok(())
 }
@@ -370,26 +416,65 @@ fn hand_typed_sql_cannot_store_an_impossible_row() -> roster::Result<()> {
     registry.register(full)?;
     let mut client = client_in(&guard.0);
     for (sql, rule) in [
-        ("UPDATE agents SET current_load = 3 WHERE id = 'a'", "agents_load_valid"),
-        ("UPDATE agents SET current_load = -1 WHERE id = 'a'", "agents_load_valid"),
-        ("UPDATE agents SET max_load = 4294967296 WHERE id = 'a'", "agents_load_valid"),
-        ("UPDATE agents SET status = 'sleeping' WHERE id = 'a'", "agents_status_valid"),
-        ("UPDATE agents SET last_heartbeat = 'infinity' WHERE id = 'a'", "agents_last_heartbeat_valid"),
-        ("UPDATE agents SET pid = 0 WHERE id = 'a'", "agents_pid_valid"),
-        ("UPDATE agents SET host = '' WHERE id = 'a'", "agents_host_valid"),
-        ("UPDATE agents SET id = 'b' WHERE id = 'a'", "agents.id cannot change"),
-        ("INSERT INTO capabilities VALUES ('ghost', 0, 'x')", "capabilities_agent_id_fkey"),
-        ("INSERT INTO capabilities VALUES ('a', 64, 'z')", "capabilities_position_valid"),
-        ("INSERT INTO capabilities VALUES ('a', 5, 'x')", "capabilities_by_capability"),
-        ("INSERT INTO metadata VALUES ('a', '', 'v')", "metadata_key_valid"),
-        ("INSERT INTO metadata VALUES ('ghost', 'k', 'v')", "metadata_agent_id_fkey"),
+        (
+            "UPDATE agents SET current_load = 3 WHERE id = 'a'",
+            "agents_load_valid",
+        ),
+        (
+            "UPDATE agents SET current_load = -1 WHERE id = 'a'",
+            "agents_load_valid",
+        ),
+        (
+            "UPDATE agents SET max_load = 4294967296 WHERE id = 'a'",
+            "agents_load_valid",
+        ),
+        (
+            "UPDATE agents SET status = 'sleeping' WHERE id = 'a'",
+            "agents_status_valid",
+        ),
+        (
+            "UPDATE agents SET last_heartbeat = 'infinity' WHERE id = 'a'",
+            "agents_last_heartbeat_valid",
+        ),
+        (
+            "UPDATE agents SET pid = 0 WHERE id = 'a'",
+            "agents_pid_valid",
+        ),
+        (
+            "UPDATE agents SET host = '' WHERE id = 'a'",
+            "agents_host_valid",
+        ),
+        (
+            "UPDATE agents SET id = 'b' WHERE id = 'a'",
+            "agents.id cannot change",
+        ),
+        (
+            "INSERT INTO capabilities VALUES ('ghost', 0, 'x')",
+            "capabilities_agent_id_fkey",
+        ),
+        (
+            "INSERT INTO capabilities VALUES ('a', 64, 'z')",
+            "capabilities_position_valid",
+        ),
+        (
+            "INSERT INTO capabilities VALUES ('a', 5, 'x')",
+            "capabilities_by_capability",
+        ),
+        (
+            "INSERT INTO metadata VALUES ('a', '', 'v')",
+            "metadata_key_valid",
+        ),
+        (
+            "INSERT INTO metadata VALUES ('ghost', 'k', 'v')",
+            "metadata_agent_id_fkey",
+        ),
     ] {
         let err = client
             .batch_execute(sql)
             .expect_err(&format!("{sql} should be refused"));
-        let db = err.as_db_error().map(|db| {
-            format!("{} {}", db.message(), db.constraint().unwrap_or_default())
-        });
+        let db = err
+            .as_db_error()
+            .map(|db| format!("{} {}", db.message(), db.constraint().unwrap_or_default()));
         assert!(
             db.as_deref().is_some_and(|text| text.contains(rule)),
             "{sql}: {err:?}"
@@ -475,7 +560,10 @@ fn heartbeat_and_reap_use_the_servers_clock() -> roster::Result<()> {
             .expect("read");
         (row.get(0), row.get(1))
     };
-    assert!(server_wrote && lag < 60.0, "heartbeat {lag} s behind the server");
+    assert!(
+        server_wrote && lag < 60.0,
+        "heartbeat {lag} s behind the server"
+    );
     // reap compares with the server's now(): an agent stamped by the server
     // one hour ago is stale for a ttl of 30 minutes, one stamped now is not.
     client
@@ -570,15 +658,15 @@ fn the_only_free_agent_locked_is_waited_for_not_reported_missing() -> roster::Re
     let registry = PostgresOptions::new()
         .schema(schema.as_str())
         .busy_timeout(Duration::from_secs(120))
-        .open(&with_param(pg::url(), &format!("application_name={application}")))?;
+        .open(&with_param(
+            pg::url(),
+            &format!("application_name={application}"),
+        ))?;
     registry.register(agent("only", &["x"], 0, 3))?;
     let mut client = client_in(&schema);
     let mut holder = client.transaction().expect("begin");
     holder
-        .execute(
-            "UPDATE agents SET name = 'held' WHERE id = 'only'",
-            &[],
-        )
+        .execute("UPDATE agents SET name = 'held' WHERE id = 'only'", &[])
         .expect("lock the only agent");
     let claimer = {
         let registry = registry.clone();
@@ -598,7 +686,10 @@ fn the_only_free_agent_locked_is_waited_for_not_reported_missing() -> roster::Re
     });
     holder.commit().expect("commit");
     let got = claimer.join().expect("claimer thread")?;
-    assert_eq!((got.id.as_str(), got.current_load, got.name.as_str()), ("only", 1, "held"));
+    assert_eq!(
+        (got.id.as_str(), got.current_load, got.name.as_str()),
+        ("only", 1, "held")
+    );
     Ok(())
 }
 

@@ -47,10 +47,12 @@ fn works(registry: &PostgresRegistry) -> roster::Result<()> {
 #[test]
 fn sslmode_require_encrypts_without_checking_the_certificate() -> roster::Result<()> {
     let cluster = tls_cluster();
-    let registry = PostgresOptions::new().schema("require_mode").open(&format!(
-        "{}?sslmode=require&application_name=tls-require",
-        cluster.url()
-    ))?;
+    let registry = PostgresOptions::new()
+        .schema("require_mode")
+        .open(&format!(
+            "{}?sslmode=require&application_name=tls-require",
+            cluster.url()
+        ))?;
     works(&registry)?;
     let seen = encrypted(cluster, "tls-require");
     assert!(!seen.is_empty() && seen.iter().all(|&ssl| ssl), "{seen:?}");
@@ -60,10 +62,12 @@ fn sslmode_require_encrypts_without_checking_the_certificate() -> roster::Result
 #[test]
 fn sslmode_disable_does_not_encrypt() -> roster::Result<()> {
     let cluster = tls_cluster();
-    let registry = PostgresOptions::new().schema("disable_mode").open(&format!(
-        "{}?sslmode=disable&application_name=tls-disable",
-        cluster.url()
-    ))?;
+    let registry = PostgresOptions::new()
+        .schema("disable_mode")
+        .open(&format!(
+            "{}?sslmode=disable&application_name=tls-disable",
+            cluster.url()
+        ))?;
     works(&registry)?;
     let seen = encrypted(cluster, "tls-disable");
     assert!(!seen.is_empty() && seen.iter().all(|&ssl| !ssl), "{seen:?}");

@@ -39,8 +39,12 @@ use crate::task::{Priority, Task};
 macro_rules! has_slot {
     ($t:literal) => {
         concat!(
-            $t, ".current_load < (CASE ", $t, ".max_load WHEN 0 THEN 4294967295 ELSE ",
-            $t, ".max_load END)"
+            $t,
+            ".current_load < (CASE ",
+            $t,
+            ".max_load WHEN 0 THEN 4294967295 ELSE ",
+            $t,
+            ".max_load END)"
         )
     };
 }
@@ -57,8 +61,13 @@ macro_rules! online {
 macro_rules! holds_labels {
     ($t:literal, $p:literal) => {
         concat!(
-            "(SELECT count(*) FROM capabilities AS l WHERE l.agent_id = ", $t,
-            ".id AND l.capability = ANY (", $p, "::text[])) = cardinality(", $p, "::text[])"
+            "(SELECT count(*) FROM capabilities AS l WHERE l.agent_id = ",
+            $t,
+            ".id AND l.capability = ANY (",
+            $p,
+            "::text[])) = cardinality(",
+            $p,
+            "::text[])"
         )
     };
 }
@@ -67,8 +76,13 @@ macro_rules! holds_labels {
 macro_rules! usage {
     ($t:literal) => {
         concat!(
-            "(CASE WHEN ", $t, ".max_load = 0 THEN 0.0::float8 ELSE ", $t,
-            ".current_load::float8 / ", $t, ".max_load::float8 END)"
+            "(CASE WHEN ",
+            $t,
+            ".max_load = 0 THEN 0.0::float8 ELSE ",
+            $t,
+            ".current_load::float8 / ",
+            $t,
+            ".max_load::float8 END)"
         )
     };
 }
@@ -108,7 +122,11 @@ macro_rules! order {
         Order {
             skip: take_first!($key, "", " SKIP LOCKED"),
             wait: take_first!($key, "", ""),
-            skip_labelled: take_first!($key, concat!(" AND ", holds_labels!("a", "$1")), " SKIP LOCKED"),
+            skip_labelled: take_first!(
+                $key,
+                concat!(" AND ", holds_labels!("a", "$1")),
+                " SKIP LOCKED"
+            ),
             wait_labelled: take_first!($key, concat!(" AND ", holds_labels!("a", "$1")), ""),
         }
     };
@@ -151,7 +169,11 @@ fn order(priority: Priority) -> &'static Order {
 
 /// Takes a slot on the agent DefaultRouter would choose, if any, and
 /// returns it with its new load.
-pub(super) fn choose(tx: &mut Tx<'_>, labels: &[&str], priority: Priority) -> Result<Option<AgentInfo>> {
+pub(super) fn choose(
+    tx: &mut Tx<'_>,
+    labels: &[&str],
+    priority: Priority,
+) -> Result<Option<AgentInfo>> {
     let order = order(priority);
     let labelled: [&(dyn ToSql + Sync); 1] = [&labels];
     let (skip, wait, params): (_, _, &[&(dyn ToSql + Sync)]) = if labels.is_empty() {
@@ -216,7 +238,12 @@ mod tests {
     #[test]
     fn every_walk_uses_the_index_terms() {
         for order in [&BY_USAGE, &BY_LOAD] {
-            for sql in [order.skip, order.wait, order.skip_labelled, order.wait_labelled] {
+            for sql in [
+                order.skip,
+                order.wait,
+                order.skip_labelled,
+                order.wait_labelled,
+            ] {
                 assert!(sql.contains(has_slot!("a")), "{sql}");
                 assert!(sql.contains("FOR UPDATE OF a"), "{sql}");
             }

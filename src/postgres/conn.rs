@@ -155,11 +155,10 @@ fn connector(
         Verify::ChainAndHost => {}
     }
     if let Some(path) = root_cert {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
-        let certificate = native_tls::Certificate::from_pem(&pem).map_err(|e| {
-            format!("sslrootcert {}: not a PEM certificate: {e}", path.display())
-        })?;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+        let certificate = native_tls::Certificate::from_pem(&pem)
+            .map_err(|e| format!("sslrootcert {}: not a PEM certificate: {e}", path.display()))?;
         builder
             .add_root_certificate(certificate)
             .disable_built_in_roots(true);
@@ -241,9 +240,7 @@ fn percent_decode(text: &str) -> Result<String> {
             let hex = text
                 .get(i + 1..i + 3)
                 .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or_else(|| {
-                    Error::invalid("url", format!("bad %-escape in {text:?}"))
-                })?;
+                .ok_or_else(|| Error::invalid("url", format!("bad %-escape in {text:?}")))?;
             out.push(hex);
             i += 3;
         } else {
@@ -502,9 +499,13 @@ mod tests {
 
     #[test]
     fn verify_modes_and_root_certificates_are_taken_out_of_urls() -> Result<()> {
-        let (rest, verify, root) =
-            take_tls_params("postgres://u:p@h/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem&application_name=x")?;
-        assert_eq!(rest, "postgres://u:p@h/db?sslmode=require&application_name=x");
+        let (rest, verify, root) = take_tls_params(
+            "postgres://u:p@h/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem&application_name=x",
+        )?;
+        assert_eq!(
+            rest,
+            "postgres://u:p@h/db?sslmode=require&application_name=x"
+        );
         assert_eq!(verify, Verify::ChainAndHost);
         assert_eq!(root, Some(PathBuf::from("/tmp/ca.pem")));
 
@@ -521,7 +522,10 @@ mod tests {
         assert_eq!(verify, Verify::Chain);
 
         let (_, verify, root) = take_tls_params("host=h sslrootcert=/ca.pem")?;
-        assert_eq!((verify, root), (Verify::Chain, Some(PathBuf::from("/ca.pem"))));
+        assert_eq!(
+            (verify, root),
+            (Verify::Chain, Some(PathBuf::from("/ca.pem")))
+        );
         Ok(())
     }
 

@@ -33,6 +33,7 @@ mod row;
 mod schema;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use r2d2::Pool;
@@ -58,8 +59,8 @@ use row::agent_columns;
 #[derive(Clone)]
 pub struct PostgresRegistry {
     pool: Pool<Manager>,
-    target: Target,
-    options: PostgresOptions,
+    target: Arc<Target>,
+    options: Arc<PostgresOptions>,
 }
 
 impl fmt::Debug for PostgresRegistry {
@@ -89,8 +90,8 @@ impl PostgresRegistry {
         drop(setup);
         Ok(Self {
             pool: conn::pool(&target, &options)?,
-            target,
-            options,
+            target: Arc::new(target),
+            options: Arc::new(options),
         })
     }
 
@@ -108,7 +109,11 @@ const GET: &str = concat!(
     " FROM agents AS a WHERE a.id = $1"
 );
 
-const LIST: &str = concat!("SELECT ", agent_columns!("a"), " FROM agents AS a ORDER BY a.id");
+const LIST: &str = concat!(
+    "SELECT ",
+    agent_columns!("a"),
+    " FROM agents AS a ORDER BY a.id"
+);
 
 impl AgentRegistry for PostgresRegistry {
     fn register(&self, agent: AgentInfo) -> Result<()> {
@@ -168,7 +173,8 @@ impl AgentRegistry for PostgresRegistry {
     }
 
     fn deregister(&self, id: &str) -> Result<()> {
-        let deleted = self.run(|conn| Ok(conn.execute("DELETE FROM agents WHERE id = $1", &[&id])?))?;
+        let deleted =
+            self.run(|conn| Ok(conn.execute("DELETE FROM agents WHERE id = $1", &[&id])?))?;
         if deleted == 0 {
             return Err(Error::NotFound(id.to_owned()));
         }
@@ -176,8 +182,13 @@ impl AgentRegistry for PostgresRegistry {
     }
 
     fn get(&self, id: &str) -> Result<AgentInfo> {
-        self.run(|conn| conn.query_opt(GET, &[&id])?.as_ref().map(row::agent).transpose())?
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
+        self.run(|conn| {
+            conn.query_opt(GET, &[&id])?
+                .as_ref()
+                .map(row::agent)
+                .transpose()
+        })?
+        .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     fn list(&self) -> Result<Vec<AgentInfo>> {

@@ -57,9 +57,10 @@ pub(crate) fn is_retryable(error: &postgres::Error) -> bool {
 /// migrated the database): prepared again, it works.
 fn is_stale_statement(error: &postgres::Error) -> bool {
     error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
-        && error
-            .as_db_error()
-            .is_some_and(|db| db.message().contains("cached plan must not change result type"))
+        && error.as_db_error().is_some_and(|db| {
+            db.message()
+                .contains("cached plan must not change result type")
+        })
 }
 
 /// The kind of an error that is neither a lost race nor a timeout: whether
@@ -207,7 +208,10 @@ impl PostgresRegistry {
 
     /// Runs `work` in one transaction, committed when it returns `Ok`,
     /// rolled back otherwise; retried as in [`run`](Self::run).
-    pub(crate) fn write<T>(&self, mut work: impl FnMut(&mut Tx<'_>) -> Result<T>) -> crate::Result<T> {
+    pub(crate) fn write<T>(
+        &self,
+        mut work: impl FnMut(&mut Tx<'_>) -> Result<T>,
+    ) -> crate::Result<T> {
         self.run(|conn| {
             let mut tx = conn.transaction()?;
             let value = work(&mut tx)?;

@@ -18,13 +18,35 @@ use crate::text::escape_bytes;
 macro_rules! agent_columns {
     ($t:literal) => {
         concat!(
-            $t, ".id, ", $t, ".name, ", $t, ".status, ", $t, ".last_heartbeat, ",
-            $t, ".current_load, ", $t, ".max_load, ",
+            $t,
+            ".id, ",
+            $t,
+            ".name, ",
+            $t,
+            ".status, ",
+            $t,
+            ".last_heartbeat, ",
+            $t,
+            ".current_load, ",
+            $t,
+            ".max_load, ",
             "ARRAY(SELECT c.capability FROM capabilities AS c WHERE c.agent_id = ",
-            $t, ".id ORDER BY c.position), ",
-            $t, ".drained, ", $t, ".host, ", $t, ".pid, ", $t, ".started_at, ",
-            "ARRAY(SELECT m.key FROM metadata AS m WHERE m.agent_id = ", $t, ".id ORDER BY m.key), ",
-            "ARRAY(SELECT m.value FROM metadata AS m WHERE m.agent_id = ", $t, ".id ORDER BY m.key)"
+            $t,
+            ".id ORDER BY c.position), ",
+            $t,
+            ".drained, ",
+            $t,
+            ".host, ",
+            $t,
+            ".pid, ",
+            $t,
+            ".started_at, ",
+            "ARRAY(SELECT m.key FROM metadata AS m WHERE m.agent_id = ",
+            $t,
+            ".id ORDER BY m.key), ",
+            "ARRAY(SELECT m.value FROM metadata AS m WHERE m.agent_id = ",
+            $t,
+            ".id ORDER BY m.key)"
         )
     };
 }
@@ -68,7 +90,8 @@ fn get<'r, T: postgres::types::FromSql<'r>>(row: &'r Row, column: usize) -> Resu
 
 fn load(row: &Row, column: usize) -> Result<u32> {
     let value: i64 = get(row, column)?;
-    u32::try_from(value).map_err(|_| unreadable(row, column, format!("load {value} is out of range")))
+    u32::try_from(value)
+        .map_err(|_| unreadable(row, column, format!("load {value} is out of range")))
 }
 
 /// One row of [`agent_columns!`] as an agent.

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use postgres::error::SqlState;
 use postgres::Client;
+use postgres::error::SqlState;
 
 use crate::error::{DatabaseError, Error, ErrorKind, Result};
 use crate::postgres::conn::Target;
@@ -98,7 +98,11 @@ impl std::error::Error for Context {
 /// read first without a lock (the common case, nothing to do), then again
 /// inside the transaction that applies the migrations, after
 /// `pg_advisory_xact_lock`, so that each migration is applied once.
-pub(crate) fn prepare(client: &mut Client, target: &Target, options: &PostgresOptions) -> Result<()> {
+pub(crate) fn prepare(
+    client: &mut Client,
+    target: &Target,
+    options: &PostgresOptions,
+) -> Result<()> {
     let limits = Limits {
         busy_timeout: options.busy_timeout,
         statement_timeout: options.statement_timeout,
@@ -161,7 +165,11 @@ pub(crate) fn prepare(client: &mut Client, target: &Target, options: &PostgresOp
         tx.batch_execute(sql).map_err(|e| {
             let kind = kind_of(&e);
             Error::Database(DatabaseError::new(
-                if kind == ErrorKind::Storage { kind } else { ErrorKind::Unusable },
+                if kind == ErrorKind::Storage {
+                    kind
+                } else {
+                    ErrorKind::Unusable
+                },
                 Context {
                     what: format!("migration {version} ({name}) of schema {schema} failed"),
                     source: PgError(e),
@@ -203,7 +211,10 @@ fn check(found: &Found, schema: &str, target: &Target, options: &PostgresOptions
 
 /// Reads what `schema` holds: whether it exists, roster's tables in it, and
 /// the version recorded in its `roster_migrations`.
-fn inspect(client: &mut impl postgres::GenericClient, schema: &str) -> Result<Found, postgres::Error> {
+fn inspect(
+    client: &mut impl postgres::GenericClient,
+    schema: &str,
+) -> Result<Found, postgres::Error> {
     let schema_exists: bool = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",

@@ -111,9 +111,7 @@ impl Cluster {
             let (uid, gid) = postgres_user()?;
             command.uid(uid).gid(gid).env("HOME", "/tmp");
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot run sh: {e}"))?;
+        let mut child = command.spawn().map_err(|e| format!("cannot run sh: {e}"))?;
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
         let mut line = String::new();
