@@ -725,3 +725,62 @@ fn a_row_held_past_the_busy_timeout_is_busy_and_changes_nothing() -> roster::Res
     assert_eq!(registry.get("held")?, before);
     Ok(())
 }
+
+// ------------------------------------------- a client with a wrong clock
+
+/// The child side of
+/// `a_client_whose_clock_is_behind_cannot_make_a_live_agent_look_dead`: does
+/// nothing unless run by it, under `faketime`.
+#[test]
+#[ignore = "a child process of a_client_whose_clock_is_behind_cannot_make_a_live_agent_look_dead"]
+fn skewed_client() -> roster::Result<()> {
+    let (Ok(url), Ok(schema)) = (
+        std::env::var("ROSTER_SKEWED_URL"),
+        std::env::var("ROSTER_SKEWED_SCHEMA"),
+    ) else {
+        return Ok(());
+    };
+    let registry = PostgresOptions::new().schema(schema).open(&url)?;
+    for id in ["heartbeating", "self-stamped"] {
+        // register keeps the time it is given: this client's own clock.
+        registry.register(AgentInfo {
+            id: id.into(),
+            last_heartbeat: roster::now(),
+            ..AgentInfo::default()
+        })?;
+    }
+    registry.heartbeat("heartbeating")?;
+    Ok(())
+}
+
+#[test]
+fn a_client_whose_clock_is_behind_cannot_make_a_live_agent_look_dead() -> roster::Result<()> {
+    let (registry, guard) = pg::registry();
+    let output = std::process::Command::new("faketime")
+        .args(["-f", "-2h"])
+        .arg(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", "skewed_client", "--ignored", "--test-threads=1"])
+        .env("ROSTER_SKEWED_URL", pg::url())
+        .env("ROSTER_SKEWED_SCHEMA", &guard.0)
+        .output()
+        .expect("run the child under faketime (apt-get install -y faketime)");
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).contains("1 passed"),
+        "child failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The child's clock really was two hours behind: what it stamped itself
+    // is that old.
+    let self_stamped = registry.get("self-stamped")?.last_heartbeat;
+    let behind = Utc::now() - self_stamped;
+    assert!(
+        behind > TimeDelta::minutes(110) && behind < TimeDelta::minutes(130),
+        "the child's clock was {behind} behind"
+    );
+    // Yet its heartbeat carried the server's time: only the agent it
+    // stamped itself is reaped.
+    assert_eq!(registry.reap(Duration::from_secs(60))?, ["self-stamped"]);
+    assert_eq!(registry.get("heartbeating")?.status, AgentStatus::Available);
+    Ok(())
+}
