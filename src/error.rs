@@ -17,8 +17,8 @@ pub enum ErrorKind {
     /// The input breaks a rule; nothing was changed. Fix the input; retrying
     /// as it is will fail the same way.
     InvalidInput,
-    /// The request contradicts the registry's state (for example nothing is
-    /// left to release); nothing was changed.
+    /// The request contradicts the registry's state (a task already claimed,
+    /// a stale token); nothing was changed.
     Conflict,
     /// No agent can take the task now; retry later.
     NoCapacity,
@@ -73,9 +73,30 @@ pub enum Error {
     /// slot and holds every label the task asks for.
     #[error("no eligible agent for task")]
     NoEligibleAgent,
-    /// `release` was called for an agent whose current load is already 0.
-    #[error("agent {0} holds no load to release")]
-    NothingToRelease(String),
+    /// [`claim`](crate::AgentRegistry::claim) was given a task id that is
+    /// already claimed; nothing changed.
+    #[error("task {task_id} is already claimed by agent {agent_id} (token {token})")]
+    AlreadyClaimed {
+        /// The task.
+        task_id: String,
+        /// The agent that holds it.
+        agent_id: String,
+        /// The token of the claim that holds it.
+        token: u64,
+    },
+    /// [`release`](crate::AgentRegistry::release) or
+    /// [`renew`](crate::AgentRegistry::renew) named a claim that is not held,
+    /// or not under the token given: it was released or recovered (and
+    /// perhaps claimed again) since. Nothing changed.
+    #[error("{}", stale_message(task_id, *token, *held))]
+    StaleClaim {
+        /// The task.
+        task_id: String,
+        /// The token the caller gave, if any.
+        token: Option<u64>,
+        /// The token under which the task is held now, if it is.
+        held: Option<u64>,
+    },
     /// Read-only ad-hoc SQL ([`SqlAccess`](crate::SqlAccess))
     /// was given a statement that writes; it was not run.
     #[error("the statement writes to the registry, and this SQL is read-only")]
@@ -190,7 +211,7 @@ impl Error {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::MissingId | Self::Invalid { .. } | Self::WriteRefused => ErrorKind::InvalidInput,
             Self::Interrupted { .. } => ErrorKind::Interrupted,
-            Self::NothingToRelease(_) => ErrorKind::Conflict,
+            Self::AlreadyClaimed { .. } | Self::StaleClaim { .. } => ErrorKind::Conflict,
             Self::NoEligibleAgent => ErrorKind::NoCapacity,
             Self::Busy(_) => ErrorKind::Busy,
             Self::Unreadable { .. }
@@ -209,6 +230,15 @@ impl Error {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+fn stale_message(task_id: &str, token: Option<u64>, held: Option<u64>) -> String {
+    match (token, held) {
+        (Some(token), Some(held)) => format!(
+            "stale token {token} for task {task_id}: it is held under token {held} now (it was recovered and claimed again)"
+        ),
+        (_, _) => format!("no claim of task {task_id} is held (released or recovered already)"),
     }
 }
 

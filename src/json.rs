@@ -302,6 +302,25 @@ pub(crate) fn format_go_time(time: &DateTime<Utc>) -> Result<String, String> {
 /// `z`, a space for `T`, one-digit fields, a comma before the fraction, a
 /// missing offset, an out-of-range field (month 13, February 30, hour 24,
 /// second 60, offset hour 24).
+/// Serialises a time as Go writes a UTC `time.Time` (for `#[serde(serialize_with)]`).
+pub(crate) fn serialize_time<S: Serializer>(
+    time: &DateTime<Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_go_time(time).map_err(ser::Error::custom)?)
+}
+
+/// [`serialize_time`], or `null` for `None`.
+pub(crate) fn serialize_optional_time<S: Serializer>(
+    time: &Option<DateTime<Utc>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(time) => serialize_time(time, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 pub(crate) fn parse_go_time(text: &str) -> Result<DateTime<Utc>, String> {
     let fail = |reason: &str| {
         Err(format!(

@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod claim;
 mod error;
 mod json;
 mod memory;
@@ -46,6 +47,7 @@ pub use agent::{
     AgentInfo, AgentStatus, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS, MAX_HOST_CHARS, MAX_ID_CHARS,
     MAX_METADATA, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS, MAX_NAME_CHARS,
 };
+pub use claim::{Claim, Claimed, RecoverReason, Recovered};
 pub use error::{DatabaseError, Error, ErrorKind, Result};
 pub use json::{ZERO_TIME, to_json, to_json_writer};
 pub use memory::MemoryRegistry;

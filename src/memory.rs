@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::agent::{AgentInfo, AgentStatus};
+use crate::claim::{self, Claim, Claimed, RecoverReason, Recovered};
 use crate::error::{Error, Result};
 use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::route::{TaskRouter, choose, eligible};
@@ -17,15 +20,71 @@ use crate::task::Task;
 /// For everything else there is [`SqliteRegistry`](crate::SqliteRegistry).
 #[derive(Default)]
 pub struct MemoryRegistry {
-    agents: RwLock<BTreeMap<String, AgentInfo>>,
+    state: RwLock<State>,
     /// `None`: [`DefaultRouter`](crate::DefaultRouter).
     router: Option<Box<dyn TaskRouter>>,
 }
 
+/// Everything behind the lock.
+#[derive(Debug, Default)]
+struct State {
+    agents: BTreeMap<String, AgentInfo>,
+    /// Held claims by task id.
+    claims: BTreeMap<String, Held>,
+    /// The last token given.
+    token: u64,
+}
+
+/// A held claim: the row, and whether its agent is still the one that took
+/// it (false once that agent was deregistered).
+#[derive(Clone, Debug)]
+struct Held {
+    claim: Claim,
+    attached: bool,
+}
+
+impl State {
+    /// How many claims `id` holds.
+    fn held_by(&self, id: &str) -> u32 {
+        let held = self
+            .claims
+            .values()
+            .filter(|held| held.attached && held.claim.agent_id == id)
+            .count();
+        u32::try_from(held).unwrap_or(u32::MAX)
+    }
+
+    /// Deletes the claim of `task_id` and gives its slot back.
+    fn remove_claim(&mut self, task_id: &str) -> Option<Held> {
+        let held = self.claims.remove(task_id)?;
+        if held.attached
+            && let Some(agent) = self.agents.get_mut(&held.claim.agent_id)
+        {
+            agent.current_load = agent.current_load.saturating_sub(1);
+        }
+        Some(held)
+    }
+
+    /// The claim of `task_id` if it is held under `token` (any token when
+    /// `None`).
+    fn held(&self, task_id: &str, token: Option<u64>) -> Result<&Held> {
+        match self.claims.get(task_id) {
+            Some(held) if token.is_none_or(|t| t == held.claim.token) => Ok(held),
+            other => Err(Error::StaleClaim {
+                task_id: task_id.to_owned(),
+                token,
+                held: other.map(|held| held.claim.token),
+            }),
+        }
+    }
+}
+
 impl std::fmt::Debug for MemoryRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.read();
         f.debug_struct("MemoryRegistry")
-            .field("agents", &self.read().len())
+            .field("agents", &state.agents.len())
+            .field("claims", &state.claims.len())
             .field("custom_router", &self.router.is_some())
             .finish()
     }
@@ -42,103 +101,30 @@ impl MemoryRegistry {
     /// [`DefaultRouter`](crate::DefaultRouter).
     pub fn with_router(router: impl TaskRouter + 'static) -> Self {
         Self {
-            agents: RwLock::default(),
+            state: RwLock::default(),
             router: Some(Box::new(router)),
         }
     }
 
-    // A panic while the lock is held cannot leave a half-written agent: every
-    // write below replaces or edits whole values after validation, so a
+    // A panic while the lock is held cannot leave a half-written state: every
+    // write below checks everything first and then edits whole values, so a
     // poisoned lock still guards consistent data.
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, AgentInfo>> {
-        self.agents.read().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, AgentInfo>> {
-        self.agents.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl AgentRegistry for MemoryRegistry {
-    fn register(&self, agent: AgentInfo) -> Result<()> {
-        let mut agent = agent.validated()?;
-        let mut agents = self.write();
-        // An operator's drain survives a re-register; a new agent starts
-        // undrained.
-        agent.drained = agents.get(&agent.id).is_some_and(|old| old.drained);
-        agents.insert(agent.id.clone(), agent);
-        Ok(())
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn deregister(&self, id: &str) -> Result<()> {
-        self.write()
-            .remove(id)
-            .map(drop)
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
-    }
-
-    fn get(&self, id: &str) -> Result<AgentInfo> {
-        self.read()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
-    }
-
-    fn list(&self) -> Result<Vec<AgentInfo>> {
-        Ok(self.read().values().cloned().collect())
-    }
-
-    fn heartbeat(&self, id: &str) -> Result<()> {
-        let mut agents = self.write();
-        let agent = agents
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        agent.last_heartbeat = now();
-        if agent.status == AgentStatus::Offline {
-            agent.status = AgentStatus::Available;
-        }
-        Ok(())
-    }
-
-    fn set_status(&self, id: &str, status: AgentStatus) -> Result<()> {
-        let mut agents = self.write();
-        let agent = agents
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        agent.status = status;
-        Ok(())
-    }
-
-    fn drain(&self, id: &str, drained: bool) -> Result<()> {
-        let mut agents = self.write();
-        let agent = agents
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        agent.drained = drained;
-        Ok(())
-    }
-
-    fn reap(&self, ttl: Duration) -> Result<Vec<String>> {
-        let cutoff = reap_cutoff(now(), ttl)?;
-        let mut agents = self.write();
-        let mut reaped = Vec::new();
-        for agent in agents.values_mut() {
-            if agent.status != AgentStatus::Offline && agent.last_heartbeat < cutoff {
-                agent.status = AgentStatus::Offline;
-                reaped.push(agent.id.clone());
-            }
-        }
-        // BTreeMap iterates in id order, so `reaped` is already sorted.
-        Ok(reaped)
-    }
-
-    fn claim(&self, task: &Task) -> Result<AgentInfo> {
-        let mut agents = self.write();
-        let id = match &self.router {
-            None => choose(task, agents.values())?.id.clone(),
+    /// The id of the agent the router chooses for `task`.
+    fn route(&self, state: &State, task: &Task) -> Result<String> {
+        match &self.router {
+            None => Ok(choose(task, state.agents.values())?.id.clone()),
             Some(router) => {
                 let labels = task.checked_labels()?;
-                let eligible: Vec<AgentInfo> = agents
+                let eligible: Vec<AgentInfo> = state
+                    .agents
                     .values()
                     .filter(|agent| eligible(agent, &labels))
                     .cloned()
@@ -155,27 +141,245 @@ impl AgentRegistry for MemoryRegistry {
                         ),
                     ));
                 }
-                id
+                Ok(id)
             }
-        };
-        let agent = agents
-            .get_mut(&id)
-            .ok_or_else(|| Error::NotFound(id.clone()))?;
-        // `choose` only returns agents with a free slot, so this cannot
-        // overflow or pass max_load.
-        agent.current_load += 1;
-        Ok(agent.clone())
+        }
     }
+}
 
-    fn release(&self, id: &str) -> Result<()> {
-        let mut agents = self.write();
-        let agent = agents
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        agent.current_load = agent
-            .current_load
-            .checked_sub(1)
-            .ok_or_else(|| Error::NothingToRelease(id.to_owned()))?;
+impl AgentRegistry for MemoryRegistry {
+    fn register(&self, agent: AgentInfo) -> Result<()> {
+        let mut agent = agent.validated()?;
+        let mut state = self.write();
+        let held = state.held_by(&agent.id);
+        let total = agent.current_load.checked_add(held);
+        if total.is_none_or(|total| agent.max_load != 0 && total > agent.max_load) {
+            return Err(over_max(&agent, held));
+        }
+        agent.current_load = total.unwrap_or(u32::MAX);
+        // An operator's drain survives a re-register; a new agent starts
+        // undrained.
+        agent.drained = state.agents.get(&agent.id).is_some_and(|old| old.drained);
+        state.agents.insert(agent.id.clone(), agent);
         Ok(())
     }
+
+    fn deregister(&self, id: &str) -> Result<()> {
+        let mut state = self.write();
+        state
+            .agents
+            .remove(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        // Its claims stay, detached, until recovered as agent_gone.
+        for held in state.claims.values_mut() {
+            if held.claim.agent_id == id {
+                held.attached = false;
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<AgentInfo> {
+        self.read()
+            .agents
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    fn list(&self) -> Result<Vec<AgentInfo>> {
+        Ok(self.read().agents.values().cloned().collect())
+    }
+
+    fn heartbeat(&self, id: &str) -> Result<()> {
+        let mut state = self.write();
+        let agent = state
+            .agents
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        agent.last_heartbeat = now();
+        if agent.status == AgentStatus::Offline {
+            agent.status = AgentStatus::Available;
+        }
+        Ok(())
+    }
+
+    fn set_status(&self, id: &str, status: AgentStatus) -> Result<()> {
+        let mut state = self.write();
+        let agent = state
+            .agents
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        agent.status = status;
+        Ok(())
+    }
+
+    fn drain(&self, id: &str, drained: bool) -> Result<()> {
+        let mut state = self.write();
+        let agent = state
+            .agents
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        agent.drained = drained;
+        Ok(())
+    }
+
+    fn reap(&self, ttl: Duration) -> Result<Vec<String>> {
+        let cutoff = reap_cutoff(now(), ttl)?;
+        let mut state = self.write();
+        let mut reaped = Vec::new();
+        for agent in state.agents.values_mut() {
+            if agent.status != AgentStatus::Offline && agent.last_heartbeat < cutoff {
+                agent.status = AgentStatus::Offline;
+                reaped.push(agent.id.clone());
+            }
+        }
+        // BTreeMap iterates in id order, so `reaped` is already sorted.
+        Ok(reaped)
+    }
+
+    fn claim(&self, task: &Task, lease: Option<Duration>) -> Result<Claimed> {
+        let task_id = claim::task_id(&task.id)?;
+        task.checked_labels()?;
+        let claimed_at = now();
+        let lease_expires_at = lease
+            .map(|lease| claim::lease_expiry(claimed_at, lease))
+            .transpose()?;
+        let mut state = self.write();
+        if let Some(held) = state.claims.get(&task_id) {
+            return Err(already_claimed(&held.claim));
+        }
+        let id = self.route(&state, task)?;
+        state.token += 1;
+        let claim = Claim {
+            task_id: task_id.clone(),
+            agent_id: id.clone(),
+            token: state.token,
+            claimed_at,
+            lease_expires_at,
+        };
+        state.claims.insert(
+            task_id,
+            Held {
+                claim: claim.clone(),
+                attached: true,
+            },
+        );
+        let agent = state
+            .agents
+            .get_mut(&id)
+            .ok_or_else(|| Error::NotFound(id.clone()))?;
+        // The router only returns agents with a free slot, so this cannot
+        // overflow or pass max_load.
+        agent.current_load += 1;
+        Ok(Claimed {
+            claim,
+            agent: agent.clone(),
+        })
+    }
+
+    fn release(&self, task_id: &str, token: Option<u64>) -> Result<Claim> {
+        let mut state = self.write();
+        state.held(task_id, token)?;
+        state
+            .remove_claim(task_id)
+            .map(|held| held.claim)
+            .ok_or_else(|| Error::StaleClaim {
+                task_id: task_id.to_owned(),
+                token,
+                held: None,
+            })
+    }
+
+    fn renew(&self, task_id: &str, token: Option<u64>, lease: Duration) -> Result<Claim> {
+        let expiry = claim::lease_expiry(now(), lease)?;
+        let mut state = self.write();
+        let held = state.held(task_id, token)?;
+        if !held.attached {
+            return Err(Error::StaleClaim {
+                task_id: task_id.to_owned(),
+                token,
+                held: None,
+            });
+        }
+        let held = state
+            .claims
+            .get_mut(task_id)
+            .ok_or_else(|| Error::StaleClaim {
+                task_id: task_id.to_owned(),
+                token,
+                held: None,
+            })?;
+        held.claim.lease_expires_at = Some(expiry);
+        Ok(held.claim.clone())
+    }
+
+    fn claims(&self, agent_id: Option<&str>) -> Result<Vec<Claim>> {
+        let state = self.read();
+        let mut claims: Vec<Claim> = state
+            .claims
+            .values()
+            .filter(|held| agent_id.is_none_or(|id| held.claim.agent_id == id))
+            .map(|held| held.claim.clone())
+            .collect();
+        claims.sort_by_key(|claim| claim.token);
+        Ok(claims)
+    }
+
+    fn recover(&self) -> Result<Vec<Recovered>> {
+        let now = now();
+        let mut state = self.write();
+        let due: Vec<(String, RecoverReason)> = state
+            .claims
+            .values()
+            .filter_map(|held| {
+                recover_reason(&state, held, now).map(|reason| (held.claim.task_id.clone(), reason))
+            })
+            .collect();
+        let mut recovered: Vec<Recovered> = due
+            .into_iter()
+            .filter_map(|(task_id, reason)| {
+                state.remove_claim(&task_id).map(|held| Recovered {
+                    claim: held.claim,
+                    reason,
+                })
+            })
+            .collect();
+        recovered.sort_by_key(|r| r.claim.token);
+        Ok(recovered)
+    }
+}
+
+/// Why `held` is due for recovery at `now`, if it is.
+fn recover_reason(state: &State, held: &Held, now: DateTime<Utc>) -> Option<RecoverReason> {
+    if !held.attached {
+        return Some(RecoverReason::AgentGone);
+    }
+    let agent = state.agents.get(&held.claim.agent_id)?;
+    if agent.status == AgentStatus::Offline {
+        return Some(RecoverReason::AgentOffline);
+    }
+    held.claim
+        .lease_expires_at
+        .filter(|expiry| *expiry < now)
+        .map(|_| RecoverReason::LeaseExpired)
+}
+
+pub(crate) fn already_claimed(claim: &Claim) -> Error {
+    Error::AlreadyClaimed {
+        task_id: claim.task_id.clone(),
+        agent_id: claim.agent_id.clone(),
+        token: claim.token,
+    }
+}
+
+/// The error for a register whose load plus the held claims passes max_load.
+pub(crate) fn over_max(agent: &AgentInfo, held: u32) -> Error {
+    Error::invalid(
+        "current_load",
+        format!(
+            "{} plus the {held} claim(s) the agent holds is above max_load {} (release or recover them first)",
+            agent.current_load, agent.max_load
+        ),
+    )
 }

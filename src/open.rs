@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::agent::{AgentInfo, AgentStatus};
+use crate::claim::{Claim, Claimed, Recovered};
 use crate::error::Result;
 use crate::registry::AgentRegistry;
 use crate::sqlite::{SqliteOptions, SqliteRegistry};
@@ -195,12 +196,24 @@ impl AgentRegistry for Registry {
         self.inner().reap(ttl)
     }
 
-    fn claim(&self, task: &Task) -> Result<AgentInfo> {
-        self.inner().claim(task)
+    fn claim(&self, task: &Task, lease: Option<Duration>) -> Result<Claimed> {
+        self.inner().claim(task, lease)
     }
 
-    fn release(&self, id: &str) -> Result<()> {
-        self.inner().release(id)
+    fn release(&self, task_id: &str, token: Option<u64>) -> Result<Claim> {
+        self.inner().release(task_id, token)
+    }
+
+    fn renew(&self, task_id: &str, token: Option<u64>, lease: Duration) -> Result<Claim> {
+        self.inner().renew(task_id, token, lease)
+    }
+
+    fn claims(&self, agent_id: Option<&str>) -> Result<Vec<Claim>> {
+        self.inner().claims(agent_id)
+    }
+
+    fn recover(&self) -> Result<Vec<Recovered>> {
+        self.inner().recover()
     }
 }
 

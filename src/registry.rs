@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::agent::AgentInfo;
+use crate::claim::{Claim, Claimed, Recovered};
 use crate::error::Result;
 use crate::task::Task;
 
@@ -20,16 +21,24 @@ pub trait AgentRegistry: Send + Sync {
     ///
     /// What the registry knows better survives: `drained` is never taken
     /// from the caller (a new agent is not drained; an existing one keeps
-    /// what an operator set with [`drain`](AgentRegistry::drain)).
+    /// what an operator set with [`drain`](AgentRegistry::drain)), and the
+    /// claims the agent holds stay held: the caller's `current_load` is the
+    /// agent's untracked load, and the stored `current_load` is that plus
+    /// the claims it holds. Claims of an agent that was deregistered are not
+    /// inherited by a new agent registered under the same id.
     ///
     /// # Errors
     ///
     /// [`Error::MissingId`](crate::Error::MissingId) for an empty id and
     /// [`Error::Invalid`](crate::Error::Invalid) for an agent that breaks one
-    /// of the [rules](AgentInfo#rules); nothing is stored then.
+    /// of the [rules](AgentInfo#rules), or whose `current_load` plus the
+    /// claims it holds would pass a non-zero `max_load`; nothing is stored
+    /// then.
     fn register(&self, agent: AgentInfo) -> Result<()>;
 
-    /// Removes the agent.
+    /// Removes the agent. The claims it holds are kept, detached from it,
+    /// until [`recover`](AgentRegistry::recover) takes them back as
+    /// `agent_gone`: they are work to redo, not something to lose.
     ///
     /// # Errors
     ///
@@ -89,27 +98,69 @@ pub trait AgentRegistry: Send + Sync {
 
     /// Chooses the agent that [`DefaultRouter`](crate::DefaultRouter) (or
     /// the registry's own router) would choose for `task` among the agents
-    /// registered at this instant (drained agents are never chosen), adds
-    /// one to its `current_load`, and returns it with the new load, all as
-    /// one atomic step: two claims, from any threads or processes, never take
-    /// the same last slot.
+    /// registered at this instant (drained agents are never chosen), and
+    /// records a [`Claim`] of `task.id` on it: its `current_load` grows by
+    /// one, the claim gets a fencing token larger than every token before,
+    /// and, with a `lease`, an expiry of now + `lease`. All of it is one
+    /// atomic step: two claims, from any threads or processes, never take the
+    /// same last slot, and a task id is held at most once. An empty
+    /// `task.id` gets a unique, time-ordered one (`task-` and a ULID).
     ///
     /// # Errors
     ///
+    /// [`Error::AlreadyClaimed`](crate::Error::AlreadyClaimed) when `task.id`
+    /// is held (even when no agent is free),
     /// [`Error::NoEligibleAgent`](crate::Error::NoEligibleAgent) when no
     /// agent can take the task, [`Error::Invalid`](crate::Error::Invalid) for
-    /// labels that break the rules; nothing changes then.
-    fn claim(&self, task: &Task) -> Result<AgentInfo>;
+    /// a task id or labels that break the rules or a lease of 0; nothing
+    /// changes then.
+    fn claim(&self, task: &Task, lease: Option<Duration>) -> Result<Claimed>;
 
-    /// Gives back one slot taken by [`claim`](AgentRegistry::claim):
-    /// subtracts one from the agent's `current_load`.
+    /// Gives back the slot held for `task_id`: the claim is deleted and its
+    /// agent's `current_load` drops by one. With `token`, only the claim
+    /// with that token is released (a holder's release); without, whichever
+    /// claim holds the task (an operator's override). Returns the claim
+    /// released.
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`](crate::Error::NotFound) for an unknown id and
-    /// [`Error::NothingToRelease`](crate::Error::NothingToRelease) when its
-    /// load is already 0; nothing changes then.
-    fn release(&self, id: &str) -> Result<()>;
+    /// [`Error::StaleClaim`](crate::Error::StaleClaim) when no claim of the
+    /// task is held, or not under `token`; nothing changes then.
+    fn release(&self, task_id: &str, token: Option<u64>) -> Result<Claim>;
+
+    /// Extends the lease of the claim held for `task_id` (under `token`,
+    /// when given) to now + `lease`, whether or not it had one or it has
+    /// already run out, as long as nobody recovered it. Returns the claim
+    /// renewed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleClaim`](crate::Error::StaleClaim) as for `release`, and
+    /// for a claim whose agent was deregistered;
+    /// [`Error::Invalid`](crate::Error::Invalid) for a lease of 0 or one that
+    /// ends past the year 9999. Nothing changes then.
+    fn renew(&self, task_id: &str, token: Option<u64>, lease: Duration) -> Result<Claim>;
+
+    /// The claims held, in the order they were taken (by token); only those
+    /// of `agent_id` when given. Claims of deregistered agents are included
+    /// (under the id of the agent that took them) until recovered.
+    ///
+    /// # Errors
+    ///
+    /// Only errors of the storage underneath.
+    fn claims(&self, agent_id: Option<&str>) -> Result<Vec<Claim>>;
+
+    /// Takes back every claim whose agent was deregistered, whose agent is
+    /// offline, or whose lease has run out, in one step, and returns each
+    /// with its reason ([`RecoverReason`](crate::RecoverReason): agent gone
+    /// over agent offline over lease expired), ordered by token. Their slots
+    /// are given back and their tasks may be claimed again. Recoverers in
+    /// several processes at once return each claim exactly once in total.
+    ///
+    /// # Errors
+    ///
+    /// Only errors of the storage underneath.
+    fn recover(&self) -> Result<Vec<Recovered>>;
 }
 
 /// The instant before which a heartbeat is stale for `ttl`, shared by every

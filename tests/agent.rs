@@ -385,8 +385,55 @@ fn every_error_says_what_was_wrong() {
         ),
         (Error::NoEligibleAgent, "no eligible agent for task"),
         (
-            Error::NothingToRelease("a".into()),
-            "agent a holds no load to release",
+            Error::AlreadyClaimed {
+                task_id: "build-7".into(),
+                agent_id: "a".into(),
+                token: 12,
+            },
+            "task build-7 is already claimed by agent a (token 12)",
+        ),
+        (
+            Error::StaleClaim {
+                task_id: "build-7".into(),
+                token: Some(3),
+                held: Some(12),
+            },
+            "stale token 3 for task build-7: it is held under token 12 now (it was recovered and claimed again)",
+        ),
+        (
+            Error::StaleClaim {
+                task_id: "build-7".into(),
+                token: Some(3),
+                held: None,
+            },
+            "no claim of task build-7 is held (released or recovered already)",
+        ),
+        (
+            Error::Interrupted {
+                why: "the statement was cancelled".into(),
+            },
+            "interrupted: the statement was cancelled; nothing was changed",
+        ),
+        (
+            Error::Unreadable {
+                table: "agents",
+                id: "\"caf\\xa9\"".into(),
+                column: "name",
+                reason: "not UTF-8".into(),
+            },
+            "unreadable row in agents: agent id \"caf\\xa9\", column name: not UTF-8; repair or delete the row in the sqlite3 shell",
+        ),
+        (
+            Error::NoRegistry { path: path.clone() },
+            "no registry at agents.db",
+        ),
+        (
+            Error::UpgradeRefused {
+                path: path.clone(),
+                version: 3,
+                rows: vec!["row one".into(), "row two".into()],
+            },
+            "agents.db: cannot upgrade to schema version 3: 2 row(s) break its rules, and the file was left untouched. Repair or delete them in the sqlite3 shell, then open it again: row one; row two",
         ),
         (
             Error::WriteRefused,
@@ -418,5 +465,59 @@ fn every_error_says_what_was_wrong() {
     ];
     for (error, message) in cases {
         assert_eq!(error.to_string(), message);
+    }
+}
+
+/// Every error has the kind that says what a caller can do about it.
+#[test]
+fn every_error_has_its_kind() {
+    use roster::ErrorKind;
+    use std::path::PathBuf;
+    let path = PathBuf::from("agents.db");
+    let cases: Vec<(Error, ErrorKind)> = vec![
+        (Error::MissingId, ErrorKind::InvalidInput),
+        (Error::NotFound("a".into()), ErrorKind::NotFound),
+        (
+            Error::Invalid {
+                field: "id",
+                reason: "x".into(),
+            },
+            ErrorKind::InvalidInput,
+        ),
+        (Error::WriteRefused, ErrorKind::InvalidInput),
+        (Error::NoEligibleAgent, ErrorKind::NoCapacity),
+        (
+            Error::AlreadyClaimed {
+                task_id: "t".into(),
+                agent_id: "a".into(),
+                token: 1,
+            },
+            ErrorKind::Conflict,
+        ),
+        (
+            Error::StaleClaim {
+                task_id: "t".into(),
+                token: None,
+                held: None,
+            },
+            ErrorKind::Conflict,
+        ),
+        (
+            Error::Interrupted { why: String::new() },
+            ErrorKind::Interrupted,
+        ),
+        (Error::Busy(std::time::Duration::ZERO), ErrorKind::Busy),
+        (
+            Error::NoRegistry { path: path.clone() },
+            ErrorKind::Unusable,
+        ),
+        (Error::NotADatabase { path }, ErrorKind::Unusable),
+    ];
+    for (error, kind) in cases {
+        assert_eq!(error.kind(), kind, "{error}");
+        assert_eq!(
+            kind.is_transient(),
+            matches!(kind, ErrorKind::Busy | ErrorKind::Storage)
+        );
     }
 }

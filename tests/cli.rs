@@ -136,12 +136,20 @@ fn the_registry_from_the_shell() {
         ("builder-1", 1)
     );
     assert_eq!(
-        sh.ok(&["claim", "--label", "cuda", "--priority", "critical"]),
+        sh.ok(&[
+            "claim",
+            "--label",
+            "cuda",
+            "--priority",
+            "critical",
+            "--task-id",
+            "render-1"
+        ]),
         "claimed a slot on gpu-1 (load 1/1)\n"
     );
     assert_eq!(
-        sh.ok(&["release", "gpu-1"]),
-        "released a slot on gpu-1 (load 0/1)\n"
+        sh.ok(&["release", "render-1"]),
+        "released task render-1 on gpu-1 (load 0/1)\n"
     );
 
     let busy: Vec<AgentInfo> = sh.json(&["list", "--status", "busy"]);
@@ -178,7 +186,11 @@ fn errors_have_their_own_exit_codes_and_one_line() {
         4,
         "no eligible agent for task",
     );
-    sh.fails(&["release", "a"], 5, "agent a holds no load to release");
+    sh.fails(
+        &["release", "a"],
+        9,
+        "no claim of task a is held (released or recovered already)",
+    );
     sh.fails(&["list", "--bogus"], 2, "unexpected argument '--bogus'");
     sh.fails(&["get"], 2, "<ID>");
     sh.fails(
@@ -282,8 +294,11 @@ fn every_subcommand_has_help_with_an_example() {
         "claim",
         "agent",
         "reaper",
+        "drain",
         "sql",
         "demo",
+        "completions",
+        "man",
     ] {
         let out = Command::new(ROSTER)
             .args([sub, "--help"])
@@ -313,6 +328,19 @@ fn the_readme_shows_the_real_help() {
     );
 }
 
+/// The rest of a line of `agent` or `reaper` in text mode, after the time
+/// it starts with: RFC 3339, in UTC (`Z`), to the millisecond, and close to
+/// now.
+fn after_stamp(line: &str) -> &str {
+    let (stamp, rest) = line.split_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+    assert!(stamp.ends_with('Z') && stamp.len() == 24, "{line:?}");
+    let time = chrono::DateTime::parse_from_rfc3339(stamp)
+        .unwrap_or_else(|e| panic!("{stamp:?} is not RFC 3339: {e}"));
+    let off = (chrono::Utc::now() - time.to_utc()).abs();
+    assert!(off < chrono::TimeDelta::hours(1), "{stamp} is not now");
+    rest
+}
+
 /// Starts a long-running subcommand and returns it with its first line,
 /// which it prints once it is up.
 fn start(sh: &Shell, args: &[&str]) -> (Running, String) {
@@ -337,7 +365,7 @@ fn the_agent_sidecar_heartbeats_until_sigterm() -> roster::Result<()> {
         ],
     );
     assert_eq!(
-        first,
+        after_stamp(&first),
         "agent side-1 registered; heartbeat every 100ms until SIGINT or SIGTERM"
     );
     let registry = SqliteRegistry::open(sh.db())?;
@@ -355,7 +383,11 @@ fn the_agent_sidecar_heartbeats_until_sigterm() -> roster::Result<()> {
     sigterm(&agent);
     let out = agent.finish();
     out.expect_success("the sidecar");
-    assert_eq!(out.stdout, ["agent side-1 stopped"]);
+    assert_eq!(out.stdout.len(), 1, "{:?}", out.stdout);
+    assert_eq!(
+        after_stamp(&out.stdout[0]),
+        "agent side-1 stopped (deregistered)"
+    );
     assert!(out.stderr.is_empty(), "{}", out.stderr);
     assert!(
         matches!(registry.get("side-1"), Err(roster::Error::NotFound(_))),
@@ -368,7 +400,10 @@ fn the_agent_sidecar_heartbeats_until_sigterm() -> roster::Result<()> {
 fn the_agent_sidecar_stops_when_its_row_is_deregistered() {
     let sh = Shell::new();
     let (agent, first) = start(&sh, &["agent", "side-2", "--every", "50ms"]);
-    assert!(first.starts_with("agent side-2 registered"), "{first}");
+    assert!(
+        after_stamp(&first).starts_with("agent side-2 registered"),
+        "{first}"
+    );
     sh.ok(&["deregister", "side-2"]);
     let out = agent.finish();
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
@@ -390,9 +425,15 @@ fn the_reaper_prints_agents_that_go_quiet() {
         "--write",
         "UPDATE agents SET last_heartbeat = strftime('%Y-%m-%d %H:%M:%f000000', 'now', '-2 hours') WHERE id = 'quiet-1'",
     ]);
-    // Its first reap marks quiet-1 offline: that is its first line.
-    let (reaper, first) = start(&sh, &["--json", "reaper", "--ttl", "1h", "--every", "50ms"]);
-    let event: serde_json::Value = serde_json::from_str(&first).expect("a JSON document");
+    // It says it started, then its first reap marks quiet-1 offline.
+    let (mut reaper, first) = start(&sh, &["--json", "reaper", "--ttl", "1h", "--every", "50ms"]);
+    let started: serde_json::Value = serde_json::from_str(&first).expect("a JSON document");
+    assert_eq!(
+        (&started["event"], &started["ttl"], &started["every"]),
+        (&"started".into(), &"1h".into(), &"50ms".into())
+    );
+    let line = reaper.expect_line("quiet-1 going offline");
+    let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON document");
     assert_eq!(event["event"], "offline");
     assert_eq!(event["id"], "quiet-1");
     sigterm(&reaper);
@@ -470,4 +511,955 @@ fn the_demo_completes_and_cleans_up() {
     sh.fails(&["demo"], 2, "needs a fresh file");
     let kept: Vec<AgentInfo> = sh.json(&["list"]);
     assert_eq!(kept.len(), 1);
+}
+
+/// A statement that writes many agents in one go: enough pages for the -wal
+/// file to outgrow a small file size limit.
+const MANY_AGENTS: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+     INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) \
+     SELECT printf('agent-%05d', i), printf('a fairly long name for agent %d', i), 'available', \
+     '2026-01-01 00:00:00.000000000', 0, 0 FROM n";
+
+#[test]
+fn a_storage_failure_is_exit_code_1_not_bad_input_nor_unusable() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a"]);
+    // The file size limit (in KiB) lets the registry be read but not the
+    // -wal file grow: writes past it fail with EFBIG, as on a full disk,
+    // once SIGXFSZ is ignored (an ignored signal stays ignored across exec).
+    let mut limited = Command::new("bash");
+    limited
+        .arg("-c")
+        .arg(r#"trap "" XFSZ; ulimit -f 200; exec "$@""#)
+        .arg("bash")
+        .arg(ROSTER)
+        .arg("--db")
+        .arg(sh.db())
+        .args(["sql", "--write", MANY_AGENTS])
+        .env_remove("ROSTER_DB");
+    let out = limited
+        .output()
+        .expect("run roster under a file size limit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("roster: database error: "), "{stderr}");
+    assert!(!stderr.contains("invalid sql"), "{stderr}");
+    // Nothing was written, and the file is still a good registry.
+    let agents: Vec<AgentInfo> = sh.json(&["list"]);
+    assert_eq!(agents.len(), 1);
+}
+
+/// A `sqlite3` shell that holds the registry's write lock (`BEGIN
+/// IMMEDIATE`) until it is killed; returned once it said so.
+fn hold_write_lock(db: &std::path::Path) -> Running {
+    let mut command = Command::new("sqlite3");
+    command.arg("-batch").arg(db);
+    let mut shell = Running::spawn("sqlite3 holding the write lock", command);
+    shell.send(".timeout 10000");
+    shell.send("BEGIN IMMEDIATE;");
+    shell.send(".print locked");
+    assert_eq!(shell.expect_line("the lock"), "locked");
+    shell
+}
+
+/// Overwrites, in place, the registry file and its -wal and -shm with text
+/// that is no database.
+fn overwrite_with_garbage(db: &std::path::Path) {
+    use std::io::Write as _;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let size = std::fs::metadata(&path).expect("registry file").len();
+        let garbage = b"not a database any more\n".repeat(size as usize / 24 + 1);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(&garbage))
+            .expect("overwrite");
+    }
+}
+
+/// The documented heartbeat format, `ago` in the past (e.g. `-2 hours`).
+fn heartbeat_back(id: &str, ago: &str) -> String {
+    format!(
+        "UPDATE agents SET last_heartbeat = strftime('%Y-%m-%d %H:%M:%f000000', 'now', '{ago}') WHERE id = '{id}'"
+    )
+}
+
+/// While the shell holds the lock, the daemon cannot be writing, so the
+/// garbage lands whole; once the shell is gone, the daemon's next
+/// transaction finds the file changed under it and reads the garbage.
+fn turn_to_garbage(db: &std::path::Path) {
+    let shell = hold_write_lock(db);
+    overwrite_with_garbage(db);
+    shell.kill();
+}
+
+/// Waits for a daemon that should stop by itself, printing nothing more on
+/// standard output; fails after [`common::PATIENCE`] if it goes on.
+fn stops_by_itself(mut daemon: Running) -> common::Finished {
+    if let Some(line) = daemon.next_line() {
+        panic!("the daemon went on: {line}");
+    }
+    daemon.finish()
+}
+
+#[test]
+fn daemons_stop_with_exit_code_7_when_their_file_turns_to_garbage() {
+    let sh = Shell::new();
+    let (agent, _) = start(&sh, &["agent", "side-3", "--every", "20ms"]);
+    // Its registration is in the -wal file: garbage there changes what the
+    // sidecar saw last.
+    turn_to_garbage(&sh.db());
+    let out = stops_by_itself(agent);
+    assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("roster: heartbeat of side-3 failed: ") && last.ends_with("; stopping"),
+        "{}",
+        out.stderr
+    );
+
+    let sh = Shell::new();
+    sh.ok(&["register", "someone"]);
+    let (mut reaper, _) = start(&sh, &["reaper", "--ttl", "1h", "--every", "20ms"]);
+    // Once the reaper printed that it marked someone offline, it has read
+    // and written the -wal file that the garbage then replaces.
+    sh.ok(&["sql", "--write", &heartbeat_back("someone", "-2 hours")]);
+    let line = reaper.expect_line("someone going offline");
+    assert_eq!(after_stamp(&line), "someone went offline");
+    turn_to_garbage(&sh.db());
+    let out = stops_by_itself(reaper);
+    assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("roster: reap failed: ") && last.ends_with("; stopping"),
+        "{}",
+        out.stderr
+    );
+}
+
+// ------------------------------------------------------- the bad input catalogue
+
+/// One bad input: the arguments, the exit code and the first line on stderr
+/// (after `roster: `), each listed in the README's "Bad input" table.
+struct BadInput {
+    args: &'static [&'static str],
+    code: i32,
+}
+
+/// Every bad input the README lists, run in a directory whose `roster.db`
+/// holds one agent, `a`.
+const BAD_INPUTS: &[BadInput] = &[
+    BadInput {
+        args: &["register", "a", "--max-load", "-1"],
+        code: 2,
+    },
+    BadInput {
+        args: &["register", "a", "--load", "-3"],
+        code: 2,
+    },
+    BadInput {
+        args: &["register", "a", "--max-load", "4294967296"],
+        code: 2,
+    },
+    BadInput {
+        args: &["register", "a", "--max-load", "four"],
+        code: 2,
+    },
+    BadInput {
+        args: &["register", ""],
+        code: 2,
+    },
+    BadInput {
+        args: &["register", "a\u{200b}b"],
+        code: 2,
+    },
+    BadInput {
+        args: &["register", "b", "--load", "3", "--max-load", "2"],
+        code: 2,
+    },
+    BadInput {
+        args: &["agent", "a", "--every", "0"],
+        code: 2,
+    },
+    BadInput {
+        args: &["agent", "a", "--every", "300000000000y"],
+        code: 2,
+    },
+    BadInput {
+        args: &["agent", "a", "--keep-on-exit", "--deregister-on-exit"],
+        code: 2,
+    },
+    BadInput {
+        args: &["reaper", "--ttl", "30s", "--every", "0"],
+        code: 2,
+    },
+    BadInput {
+        args: &["reap", "--ttl", "300000000000y"],
+        code: 2,
+    },
+    BadInput {
+        args: &["reap", "--ttl", "-5s"],
+        code: 2,
+    },
+    BadInput {
+        args: &["reap", "--ttl", "soon"],
+        code: 2,
+    },
+    BadInput {
+        args: &["--busy-timeout", "25d", "list"],
+        code: 2,
+    },
+    BadInput {
+        args: &["sql", ""],
+        code: 2,
+    },
+    BadInput {
+        args: &["sql", ";"],
+        code: 2,
+    },
+    BadInput {
+        args: &["sql", "-- just a comment"],
+        code: 2,
+    },
+    BadInput {
+        args: &["sql", "SELEKT 1"],
+        code: 2,
+    },
+    BadInput {
+        args: &["sql", "DELETE FROM agents"],
+        code: 2,
+    },
+    BadInput {
+        args: &["sql", "--timeout", "-1s", "SELECT 1"],
+        code: 2,
+    },
+    BadInput {
+        args: &["list", "--status", "sleeping"],
+        code: 2,
+    },
+    BadInput {
+        args: &["list", "--bogus"],
+        code: 2,
+    },
+    BadInput {
+        args: &["claim", "--priority", "urgent"],
+        code: 2,
+    },
+    BadInput {
+        args: &["man", "bogus"],
+        code: 2,
+    },
+    BadInput {
+        args: &["completions", "tcsh"],
+        code: 2,
+    },
+    BadInput {
+        args: &["get", "ghost"],
+        code: 3,
+    },
+    BadInput {
+        args: &["--db", "typo.db", "list"],
+        code: 7,
+    },
+];
+
+/// An argument as a shell user types it: invisible characters as bash's
+/// `$'\u200b'`.
+fn shell_word(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=".contains(c));
+    if plain {
+        return arg.to_owned();
+    }
+    if arg.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        return format!("'{arg}'");
+    }
+    let escaped: String = arg
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '\'' && c != '\\' {
+                c.to_string()
+            } else {
+                format!("\\u{:04x}", u32::from(c))
+            }
+        })
+        .collect();
+    format!("$'{escaped}'")
+}
+
+/// Text as one Markdown code span.
+fn code_span(text: &str) -> String {
+    assert!(!text.contains('|'), "{text:?} would break the table");
+    if text.contains('`') {
+        format!("`` {text} ``")
+    } else {
+        format!("`{text}`")
+    }
+}
+
+#[test]
+fn every_bad_input_of_the_readme_catalogue_gets_its_message_and_exit_code() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a"]);
+    let readme = include_str!("../README.md");
+    let mut missing = Vec::new();
+    for bad in BAD_INPUTS {
+        let out = Command::new(ROSTER)
+            .args(bad.args)
+            .current_dir(sh.dir.path())
+            .env_remove("ROSTER_DB")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run roster");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(bad.code),
+            "{:?}: {stderr}",
+            bad.args
+        );
+        assert!(out.stdout.is_empty(), "{:?} printed a result", bad.args);
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{:?}: one line: {stderr}",
+            bad.args
+        );
+        let message = stderr
+            .trim_end()
+            .strip_prefix("roster: ")
+            .unwrap_or_else(|| panic!("{stderr:?}"));
+        let input: Vec<String> = bad.args.iter().map(|a| shell_word(a)).collect();
+        let row = format!(
+            "| {} | {} | {} |",
+            code_span(&format!("roster {}", input.join(" "))),
+            code_span(message),
+            bad.code
+        );
+        if !readme.contains(&row) {
+            missing.push(row);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md's bad input table lacks these rows (or says something else):\n{}",
+        missing.join("\n")
+    );
+    // Nothing was changed by any of them, and no file was created.
+    let agents: Vec<AgentInfo> = sh.json(&["list"]);
+    assert_eq!(agents.len(), 1);
+    assert!(!sh.dir.path().join("typo.db").exists());
+}
+
+#[test]
+fn bare_roster_prints_its_usage_once() {
+    let out = Command::new(ROSTER)
+        .env_remove("ROSTER_DB")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(stderr.matches("Usage: roster").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("roster: a persistent").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("roster: roster:"), "{stderr}");
+    assert!(stderr.contains("Exit codes:"), "{stderr}");
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains("| `roster` | the usage and the list of subcommands, on stderr | 2 |"),
+        "the README's catalogue lists bare `roster`"
+    );
+}
+
+// ----------------------------------------------------------------- output
+
+/// An endless result: the numbers 1, 2, 3...
+const ENDLESS: &str =
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT i FROM n";
+
+/// Runs `roster args` with its standard output on a pipe whose reader is
+/// already gone: every write fails with EPIPE.
+fn run_into_closed_pipe(sh: &Shell, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    sh.command(args)
+        .stdout(writer)
+        .output()
+        .expect("run roster")
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a", "--cap", "x", "--max-load", "1"]);
+    for args in [
+        &["list"][..],
+        &["--json", "list"],
+        &["get", "a"],
+        &["heartbeat", "a"],
+        &["--help"],
+        // Without a time limit and without an end: the closed pipe is what
+        // stops it.
+        &["sql", "--timeout", "0", ENDLESS],
+        &["--json", "sql", "--timeout", "0", ENDLESS],
+    ] {
+        let out = run_into_closed_pipe(&sh, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+    // A claim nobody could read is given back.
+    let out = run_into_closed_pipe(&sh, &["claim", "--label", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the output was closed; the claim could not be printed, so its slot on a was given back"
+        ),
+        "{stderr}"
+    );
+    let a: AgentInfo = sh.json(&["get", "a"]);
+    assert_eq!(a.current_load, 0);
+
+    // As a shell runs it: more than a pipe holds, and `head` leaves after
+    // one line.
+    sh.ok(&["sql", "--write", MANY_AGENTS]);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#""$@" | head -1; exit "${PIPESTATUS[0]}""#)
+        .arg("bash")
+        .arg(ROSTER)
+        .arg("--db")
+        .arg(sh.db())
+        .arg("list")
+        .output()
+        .expect("run a pipeline");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+#[test]
+fn output_that_cannot_be_written_is_exit_code_1() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a", "--cap", "x", "--max-load", "1"]);
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full")
+    };
+    for args in [&["list"][..], &["get", "a"], &["sql", "SELECT 1"]] {
+        let out = sh.command(args).stdout(full()).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr,
+            "roster: cannot write the output: No space left on device (os error 28)\n"
+        );
+    }
+    // The claim took the slot, could not say so, and gave it back.
+    let out = sh
+        .command(&["--json", "claim", "--label", "x"])
+        .stdout(full())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).expect("a JSON error");
+    assert_eq!(error["kind"], "io");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("so its slot on a was given back")),
+        "{error}"
+    );
+    let a: AgentInfo = sh.json(&["get", "a"]);
+    assert_eq!(a.current_load, 0, "the slot was given back");
+}
+
+#[test]
+fn json_errors_are_one_object_on_stderr() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a", "--max-load", "1"]);
+    sh.ok(&["claim"]);
+    for (args, code, kind, message) in [
+        (
+            &["--json", "get", "ghost"][..],
+            3,
+            "not_found",
+            "agent not found: ghost",
+        ),
+        (
+            &["get", "ghost", "--json"],
+            3,
+            "not_found",
+            "agent not found: ghost",
+        ),
+        (
+            &["--json", "list", "--bogus"],
+            2,
+            "invalid_input",
+            "unexpected argument '--bogus'",
+        ),
+        (
+            &["--json", "reap", "--ttl", "-1s"],
+            2,
+            "invalid_input",
+            "cannot be negative",
+        ),
+        (
+            &["--json", "claim"],
+            4,
+            "no_capacity",
+            "no eligible agent for task",
+        ),
+        (
+            &["--json", "release", "a"],
+            9,
+            "conflict",
+            "no claim of task a is held",
+        ),
+        (
+            &["--json", "sql", "DELETE FROM agents"],
+            2,
+            "invalid_input",
+            "read-only",
+        ),
+        (
+            &["--json", "completions", "bash"],
+            2,
+            "invalid_input",
+            "leave out --json",
+        ),
+        (
+            &["--json", "sql", "--timeout", "50ms", ENDLESS],
+            1,
+            "interrupted",
+            "ran for more than 50ms",
+        ),
+    ] {
+        let out = sh.run(args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        if code == 0 {
+            continue;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        let error: serde_json::Value = serde_json::from_str(&stderr).expect("one JSON object");
+        let keys: Vec<&String> = error.as_object().expect("an object").keys().collect();
+        assert_eq!(keys.len(), 3, "{error}");
+        assert_eq!(error["exit_code"], code, "{error}");
+        assert_eq!(error["kind"], kind, "{error}");
+        assert!(
+            error["error"].as_str().is_some_and(|e| e.contains(message)),
+            "{args:?}: {error}"
+        );
+    }
+    // A file that does not exist, named on the command line.
+    let out = Command::new(ROSTER)
+        .args(["--json", "--db"])
+        .arg(sh.dir.path().join("typo.db"))
+        .arg("list")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(7));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).expect("one JSON object");
+    assert_eq!(error["kind"], "unusable");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no registry at "))
+    );
+}
+
+#[test]
+fn the_busy_timeout_is_a_global_flag_and_the_busy_error_names_it() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a"]);
+    let shell = hold_write_lock(&sh.db());
+    let message = sh.fails(
+        &["--busy-timeout", "100ms", "register", "b"],
+        6,
+        "database busy",
+    );
+    assert!(message.contains("for more than 100ms"), "{message}");
+    assert!(message.contains("--busy-timeout"), "{message}");
+    // After the subcommand too, as every global flag.
+    sh.fails(
+        &["heartbeat", "a", "--busy-timeout", "0s"],
+        6,
+        "--busy-timeout",
+    );
+    shell.kill();
+    sh.ok(&[
+        "register",
+        "b",
+        "--busy-timeout",
+        "24days 20h 31m 23s 647ms",
+    ]);
+}
+
+#[test]
+fn sql_takes_comments_as_sql_and_reports_changes() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a"]);
+    sh.ok(&["register", "b"]);
+    assert_eq!(
+        sh.ok(&["sql", "-- ids\nSELECT id FROM agents ORDER BY id"]),
+        "id\na\nb\n"
+    );
+    assert_eq!(
+        sh.ok(&["sql", "--write", "UPDATE agents SET max_load = 2"]),
+        "2 rows changed\n"
+    );
+    assert_eq!(
+        sh.ok(&[
+            "sql",
+            "--write",
+            "UPDATE agents SET max_load = 3 WHERE id = 'a' RETURNING id, max_load"
+        ]),
+        "id  max_load\na   3\n1 row changed\n"
+    );
+    let json: serde_json::Value = sh.json(&["sql", "--write", "DELETE FROM agents WHERE id = 'b'"]);
+    assert_eq!(
+        json,
+        serde_json::json!({ "columns": [], "rows": [], "changes": 1 })
+    );
+    // Read-only: no count of changes, and an empty result still has its
+    // header.
+    assert_eq!(sh.ok(&["sql", "SELECT id FROM agents WHERE 0"]), "id\n");
+    let json: serde_json::Value = sh.json(&["sql", "SELECT id FROM agents WHERE 0"]);
+    assert_eq!(json, serde_json::json!({ "columns": ["id"], "rows": [] }));
+}
+
+#[test]
+fn sql_aligns_on_its_first_thousand_rows_and_goes_on() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a"]);
+    // 1500 rows; the values past the 1000th are wider than the column.
+    let table = sh.ok(&[
+        "sql",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500) \
+         SELECT CASE WHEN i > 1000 THEN 'wide-' || i ELSE i END AS v, 'x' AS w FROM n",
+    ]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 1501);
+    assert_eq!(lines[0], "v     w");
+    assert_eq!(lines[1], "1     x");
+    assert_eq!(lines[1000], "1000  x");
+    assert_eq!(lines[1001], "wide-1001  x");
+    assert_eq!(lines[1500], "wide-1500  x");
+}
+
+#[test]
+fn sql_stops_at_its_time_limit_and_at_ctrl_c() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a"]);
+    sh.fails(
+        &["sql", "--timeout", "100ms", ENDLESS],
+        1,
+        "interrupted: the statement ran for more than 100ms",
+    );
+    // Streaming: the header comes while the statement still runs; Ctrl-C
+    // (SIGINT) then stops it.
+    let (mut endless, first) = start(&sh, &["sql", "--timeout", "0", ENDLESS]);
+    assert_eq!(first, "i");
+    assert_eq!(endless.expect_line("the first row"), "1");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(endless.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let out = endless.finish();
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "roster: interrupted: the statement was cancelled; nothing was changed\n"
+    );
+}
+
+#[test]
+fn tables_count_wide_characters_as_two_columns() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a", "--name", "漢字"]);
+    sh.ok(&["register", "b", "--name", "🦀"]);
+    sh.ok(&["register", "c", "--name", "plain"]);
+    assert_eq!(
+        sh.ok(&["sql", "SELECT name, id FROM agents ORDER BY id"]),
+        "name   id\n漢字   a\n🦀     b\nplain  c\n"
+    );
+    let list = sh.ok(&["list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(lines[0].starts_with("ID  NAME   STATUS"), "{list}");
+    assert!(lines[1].starts_with("a   漢字   available"), "{list}");
+    assert!(lines[2].starts_with("b   🦀     available"), "{list}");
+    assert!(lines[3].starts_with("c   plain  available"), "{list}");
+}
+
+// ----------------------------------------------------------------- daemons
+
+#[test]
+fn daemons_stop_with_exit_code_7_when_their_file_is_deleted_or_replaced() {
+    // Deleted under a sidecar.
+    let sh = Shell::new();
+    let (agent, _) = start(&sh, &["agent", "side-4", "--every", "20ms"]);
+    std::fs::remove_file(sh.db()).expect("delete the registry file");
+    let out = stops_by_itself(agent);
+    assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "roster: the registry file {} was deleted while this process was using it; stopping (restart it to use the file now at that path)\n",
+            sh.db().display()
+        )
+    );
+
+    // Replaced under a reaper, by another registry renamed over it.
+    let sh = Shell::new();
+    sh.ok(&["register", "someone"]);
+    let (reaper, _) = start(&sh, &["--json", "reaper", "--ttl", "1h", "--every", "20ms"]);
+    let other = sh.dir.path().join("other.db");
+    drop(SqliteRegistry::open(&other).expect("another registry"));
+    std::fs::rename(&other, sh.db()).expect("replace the registry file");
+    let out = stops_by_itself(reaper);
+    assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
+    let error: serde_json::Value = serde_json::from_str(&out.stderr).expect("a JSON error");
+    assert_eq!(error["kind"], "unusable");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("was replaced by another file")),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_stopped_sidecar_marks_its_agent_offline_unless_told_otherwise() -> roster::Result<()> {
+    use nix::sys::signal::Signal;
+    for (flags, signal, left) in [
+        (&[][..], Signal::SIGTERM, Some(AgentStatus::Offline)),
+        (&[][..], Signal::SIGINT, Some(AgentStatus::Offline)),
+        (
+            &["--keep-on-exit"][..],
+            Signal::SIGTERM,
+            Some(AgentStatus::Available),
+        ),
+        (&["--deregister-on-exit"][..], Signal::SIGINT, None),
+    ] {
+        let sh = Shell::new();
+        let mut args = vec!["agent", "side-5", "--every", "20ms"];
+        args.extend_from_slice(flags);
+        let (agent, _) = start(&sh, &args);
+        let registry = SqliteRegistry::open(sh.db())?;
+        let running = registry.get("side-5")?;
+        assert_eq!(running.status, AgentStatus::Available);
+        assert_eq!(running.pid, Some(agent.id()), "the sidecar says who it is");
+        assert!(running.host.is_some() && running.started_at.is_some());
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal");
+        let out = agent.finish();
+        out.expect_success("the sidecar");
+        let done = match left {
+            Some(AgentStatus::Offline) => "marked offline",
+            Some(_) => "left as it is",
+            None => "deregistered",
+        };
+        assert_eq!(out.stdout.len(), 1, "{:?}", out.stdout);
+        assert_eq!(
+            after_stamp(&out.stdout[0]),
+            format!("agent side-5 stopped ({done})")
+        );
+        match registry.get("side-5") {
+            Ok(agent) => assert_eq!(Some(agent.status), left, "{flags:?}"),
+            Err(roster::Error::NotFound(_)) => assert_eq!(left, None, "{flags:?}"),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn drain_stops_new_claims_until_undone() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a", "--cap", "x", "--max-load", "2"]);
+    sh.ok(&["claim", "--label", "x"]);
+    assert_eq!(
+        sh.ok(&["drain", "a"]),
+        "drained a: no new claims; it keeps heartbeating and keeps its load (1/2)\n"
+    );
+    let drained: serde_json::Value = sh.json(&["get", "a"]);
+    assert_eq!(drained["drained"], true);
+    assert!(
+        sh.ok(&["get", "a"])
+            .contains("status         available (drained)")
+    );
+    assert!(sh.ok(&["list"]).contains("available (drained)"));
+    sh.fails(&["claim", "--label", "x"], 4, "no eligible agent");
+    // A sidecar's re-register does not undo it.
+    sh.ok(&["register", "a", "--cap", "x", "--max-load", "2"]);
+    sh.fails(&["claim", "--label", "x"], 4, "no eligible agent");
+    assert_eq!(
+        sh.ok(&["drain", "a", "--undo"]),
+        "undrained a: it takes claims again\n"
+    );
+    let undrained: serde_json::Value = sh.json(&["get", "a"]);
+    assert!(
+        undrained.get("drained").is_none(),
+        "left out when false: {undrained}"
+    );
+    sh.ok(&["claim", "--label", "x"]);
+    sh.fails(&["drain", "ghost"], 3, "agent not found: ghost");
+}
+
+#[test]
+fn commands_that_only_read_never_create_the_file() {
+    let sh = Shell::new();
+    for args in [
+        &["get", "a"][..],
+        &["list"],
+        &["sql", "SELECT 1"],
+        &["heartbeat", "a"],
+        &["deregister", "a"],
+        &["release", "a"],
+        &["drain", "a"],
+        &["claim"],
+        &["reap", "--ttl", "1s"],
+    ] {
+        let message = sh.fails(args, 7, "no registry at ");
+        assert!(
+            message.contains(&sh.db().display().to_string()),
+            "{message}"
+        );
+        assert!(!sh.db().exists(), "{args:?} created the file");
+    }
+    // Writing commands create it, as before.
+    sh.ok(&["sql", "--write", "SELECT 1"]);
+    assert!(sh.db().exists());
+    std::fs::remove_file(sh.db()).expect("remove");
+    sh.ok(&["register", "a"]);
+    assert!(sh.db().exists());
+}
+
+// ------------------------------------------------- shells, manuals, the demo
+
+#[test]
+fn bash_completes_a_subcommand() {
+    let sh = Shell::new();
+    let script = sh.dir.path().join("roster.bash");
+    std::fs::write(&script, sh.ok(&["completions", "bash"])).expect("write the script");
+    // What bash does on `roster cl<TAB>`: the completion function, called
+    // with the words so far, fills COMPREPLY.
+    let complete = |line: &str| -> String {
+        let out = Command::new("bash")
+            .arg("--norc")
+            .arg("-c")
+            .arg(
+                r#"source "$1"
+                read -ra COMP_WORDS <<< "$2"
+                [[ "$2" == *" " ]] && COMP_WORDS+=("")
+                COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+                COMP_LINE="$2"; COMP_POINT=${#COMP_LINE}
+                _roster roster "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+                echo "${COMPREPLY[*]}""#,
+            )
+            .arg("bash")
+            .arg(&script)
+            .arg(line)
+            .output()
+            .expect("run bash");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(complete("roster cl"), "claim");
+    assert_eq!(complete("roster dr"), "drain");
+    assert!(complete("roster agent x --keep").contains("--keep-on-exit"));
+    for shell in ["zsh", "fish"] {
+        let script = sh.ok(&["completions", shell]);
+        assert!(
+            script.contains("roster") && script.contains("claim"),
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn the_manual_pages_render_without_warnings() {
+    let sh = Shell::new();
+    for args in [&["man"][..], &["man", "claim"], &["man", "agent"]] {
+        let page = sh.dir.path().join("page.1");
+        std::fs::write(&page, sh.ok(args)).expect("write the page");
+        let out = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&page)
+            .env("MANWIDTH", "80")
+            .output()
+            .expect("man must be installed (apt-get install -y man-db)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: warnings: {stderr}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("SYNOPSIS"), "{text}");
+        if args.len() == 2 {
+            assert!(text.contains(&format!("roster-{}", args[1])), "{text}");
+        } else {
+            assert!(
+                text.contains("Exit codes:") && text.contains("roster-claim(1)"),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_demo_speaks_json_lines_when_asked() {
+    let sh = Shell::new();
+    let demo_db = sh.dir.path().join("demo.db");
+    let out = Command::new(ROSTER)
+        .arg("--json")
+        .arg("--db")
+        .arg(&demo_db)
+        .arg("demo")
+        .env_remove("ROSTER_DB")
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["step"] == "all 4 registered" && e["elapsed_s"].is_number()),
+        "{stdout}"
+    );
+    let last = events.last().expect("events");
+    assert_eq!(
+        last["columns"],
+        serde_json::json!(["id", "status", "current_load", "max_load"])
+    );
+    assert!(
+        last["rows"]
+            .as_array()
+            .is_some_and(|rows| rows.contains(&serde_json::json!(["gpu-1", "offline", 1, 1]))),
+        "{last}"
+    );
 }

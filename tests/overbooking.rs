@@ -53,7 +53,7 @@ fn claim_until_full(registry: &dyn AgentRegistry, thread: usize) -> u32 {
                 Priority::Medium
             },
         };
-        match registry.claim(&task) {
+        match registry.claim(&task, None).map(|claimed| claimed.agent) {
             Ok(agent) => {
                 assert!(agent.current_load <= agent.max_load, "{agent:?}");
                 claims += 1;

@@ -15,8 +15,8 @@ use chrono::{TimeDelta, Utc};
 use common::eventually;
 use common::pg::{self, SchemaGuard};
 use roster::{
-    AgentInfo, AgentRegistry, AgentStatus, Error, ErrorKind, MAX_PG_POOL_SIZE, PostgresOptions,
-    PostgresRegistry, Priority, Task,
+    AgentInfo, AgentRegistry, AgentStatus, Claimed, Error, ErrorKind, MAX_PG_POOL_SIZE,
+    PostgresOptions, PostgresRegistry, Priority, Task,
 };
 
 fn agent(id: &str, caps: &[&str], load: u32, max: u32) -> AgentInfo {
@@ -31,9 +31,10 @@ fn agent(id: &str, caps: &[&str], load: u32, max: u32) -> AgentInfo {
     }
 }
 
+/// A task with a generated id.
 fn task(labels: &[&str], priority: Priority) -> Task {
     Task {
-        id: "t".into(),
+        id: String::new(),
         labels: labels.iter().map(|l| l.to_string()).collect(),
         priority,
     }
@@ -98,16 +99,17 @@ fn many_processes_opening_a_fresh_schema_at_once_migrate_it_once() {
         assert!(matches!(listed, Ok(Ok(0))), "{listed:?}");
     }
     let mut client = client_in(&schema);
-    let versions: Vec<i32> = client
+    let versions: Vec<i64> = client
         .query(
-            "SELECT version FROM roster_migrations ORDER BY version",
+            "SELECT version::bigint FROM roster_migrations ORDER BY version",
             &[],
         )
         .expect("versions")
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    let every: Vec<i64> = (1..=PostgresRegistry::SCHEMA_VERSION).collect();
+    assert_eq!(versions, every);
 }
 
 #[test]
@@ -126,7 +128,7 @@ fn a_schema_written_by_a_newer_roster_is_refused_untouched() -> roster::Result<(
         Err(
             e @ Error::SchemaTooNew {
                 found: 99,
-                supported: 1,
+                supported: PostgresRegistry::SCHEMA_VERSION,
                 ..
             },
         ) => {
@@ -607,8 +609,8 @@ fn claims_from_many_threads_and_handles_never_overbook() -> roster::Result<()> {
                     } else {
                         Priority::Medium
                     };
-                    match registry.claim(&task(&["x"], priority)) {
-                        Ok(got) => {
+                    match registry.claim(&task(&["x"], priority), None) {
+                        Ok(Claimed { agent: got, .. }) => {
                             assert!(got.current_load <= got.max_load, "{got:?}");
                             claims += 1;
                         }
@@ -642,11 +644,17 @@ fn a_locked_best_agent_is_skipped_not_waited_for() -> roster::Result<()> {
         .expect("lock best");
     // Had claim waited for "best", it would fail with Busy after the busy
     // timeout, since the lock is held until after it returns.
-    let got = registry.claim(&task(&["x"], Priority::Medium))?;
+    let got = registry.claim(&task(&["x"], Priority::Medium), None)?.agent;
     assert_eq!(got.id, "second");
     holder.commit().expect("commit");
     // Once nobody holds it, the best agent is chosen again.
-    assert_eq!(registry.claim(&task(&["x"], Priority::Medium))?.id, "best");
+    assert_eq!(
+        registry
+            .claim(&task(&["x"], Priority::Medium), None)?
+            .agent
+            .id,
+        "best"
+    );
     Ok(())
 }
 
@@ -670,7 +678,7 @@ fn the_only_free_agent_locked_is_waited_for_not_reported_missing() -> roster::Re
         .expect("lock the only agent");
     let claimer = {
         let registry = registry.clone();
-        thread::spawn(move || registry.claim(&task(&["x"], Priority::High)))
+        thread::spawn(move || registry.claim(&task(&["x"], Priority::High), None))
     };
     let mut watcher = pg::client();
     eventually("the claim waiting for the row lock", || {
@@ -685,7 +693,7 @@ fn the_only_free_agent_locked_is_waited_for_not_reported_missing() -> roster::Re
         (waiting == 1).then_some(())
     });
     holder.commit().expect("commit");
-    let got = claimer.join().expect("claimer thread")?;
+    let got = claimer.join().expect("claimer thread")?.agent;
     assert_eq!(
         (got.id.as_str(), got.current_load, got.name.as_str()),
         ("only", 1, "held")
@@ -711,7 +719,9 @@ fn a_row_held_past_the_busy_timeout_is_busy_and_changes_nothing() -> roster::Res
     for result in [
         registry.heartbeat("held"),
         registry.drain("held", true),
-        registry.claim(&task(&["x"], Priority::Medium)).map(drop),
+        registry
+            .claim(&task(&["x"], Priority::Medium), None)
+            .map(drop),
     ] {
         match result {
             Err(e @ Error::Busy(_)) => {

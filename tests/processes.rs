@@ -35,7 +35,8 @@ fn worker_agent(id: &str, labels: &[&str], max_load: u32) -> AgentInfo {
 
 fn task(labels: &[&str]) -> Task {
     Task {
-        id: "t".into(),
+        // The registry names each task.
+        id: String::new(),
         labels: labels.iter().map(|l| l.to_string()).collect(),
         priority: Priority::Medium,
     }
@@ -86,7 +87,7 @@ fn mixed(db: &Path) {
     let me = format!("temp-{}", std::process::id());
     let mut claims: BTreeMap<String, u64> = BTreeMap::new();
     let mut releases: BTreeMap<String, u64> = BTreeMap::new();
-    let mut held: Vec<String> = Vec::new();
+    let mut held: Vec<(String, roster::Claim)> = Vec::new();
     let mut ops = 0_u64;
     common::child::ready_then_wait_for_go();
     let mut orders = Orders::listen();
@@ -95,23 +96,28 @@ fn mixed(db: &Path) {
         let id = format!("agent-{:02}", rng.below(agents));
         let result: Result<()> = match rng.below(10) {
             0..=2 => registry.heartbeat(&id),
-            3..=4 => match registry.claim(&task(&[["x", "y"][rng.below(2) as usize]])) {
-                Ok(agent) => {
+            3..=4 => match registry.claim(&task(&[["x", "y"][rng.below(2) as usize]]), None) {
+                Ok(claimed) => {
+                    let agent = claimed.agent;
                     assert!(
                         agent.current_load <= agent.max_load,
                         "over-booked: {agent:?}"
                     );
                     *claims.entry(agent.id.clone()).or_default() += 1;
-                    held.push(agent.id);
+                    held.push((agent.id, claimed.claim));
                     Ok(())
                 }
                 Err(Error::NoEligibleAgent) => Ok(()),
                 Err(e) => Err(e),
             },
             5..=6 => match held.pop() {
-                Some(id) => registry.release(&id).map(|()| {
-                    *releases.entry(id).or_default() += 1;
-                }),
+                Some((id, claim)) => {
+                    registry
+                        .release(&claim.task_id, Some(claim.token))
+                        .map(|_| {
+                            *releases.entry(id).or_default() += 1;
+                        })
+                }
                 None => Ok(()),
             },
             7 => registry
@@ -155,7 +161,10 @@ fn writer(db: &Path) {
         registry
             .register(worker_agent(&id, &[&label, "crash"], 2))
             .expect("register");
-        let claimed = registry.claim(&task(&[&label])).expect("claim");
+        let claimed = registry
+            .claim(&task(&[&label]), None)
+            .map(|claimed| claimed.agent)
+            .expect("claim");
         assert_eq!(claimed.id, id);
         registry.heartbeat(&id).expect("heartbeat");
         report(format_args!("ack {id}"));
@@ -414,7 +423,8 @@ SELECT count(*) FROM agents WHERE id LIKE 'agent-%';
             "the shell waited too little: {stderr}"
         );
         refused += stderr.matches("constraint failed").count()
-            + stderr.matches("must be the id of a row in agents").count();
+            + stderr.matches("must be the id of a row in agents").count()
+            + stderr.matches("cannot drop below the claims").count();
         assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "20");
         // Between two sessions, each process completes an operation it
         // began after this session ended.

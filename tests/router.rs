@@ -68,16 +68,19 @@ fn check(registry: &dyn AgentRegistry, seen: &Mutex<Vec<Vec<String>>>) -> Result
         ..Task::default()
     };
     // Eligible for x: a and b (full, off and drained are not); largest is b.
-    let got = registry.claim(&task)?;
+    let got = registry.claim(&task, None)?.agent;
     assert_eq!((got.id.as_str(), got.current_load), ("b", 2));
     // b is full now: the router sees only a.
-    assert_eq!(registry.claim(&task)?.id, "a");
+    assert_eq!(registry.claim(&task, None)?.agent.id, "a");
     assert_eq!(
         *seen.lock().expect("lock"),
         [vec!["a".to_owned(), "b".to_owned()], vec!["a".to_owned()]]
     );
-    registry.claim(&task)?;
-    assert!(matches!(registry.claim(&task), Err(Error::NoEligibleAgent)));
+    registry.claim(&task, None)?;
+    assert!(matches!(
+        registry.claim(&task, None).map(|claimed| claimed.agent),
+        Err(Error::NoEligibleAgent)
+    ));
     Ok(())
 }
 
@@ -110,10 +113,14 @@ fn a_router_choosing_an_ineligible_agent_is_refused_and_nothing_changes() -> Res
         fleet(registry)?;
         let before = registry.list()?;
         let err = registry
-            .claim(&Task {
-                labels: vec!["x".into()],
-                ..Task::default()
-            })
+            .claim(
+                &Task {
+                    labels: vec!["x".into()],
+                    ..Task::default()
+                },
+                None,
+            )
+            .map(|claimed| claimed.agent)
             .unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -187,7 +187,7 @@ fn hand_typed_sql_cannot_store_impossible_rows_or_orphans() -> Result<()> {
     shell_refused(
         db,
         "UPDATE agents SET current_load = -1 WHERE id = 'cpu-fresh';",
-        "CHECK constraint failed",
+        "agents.current_load cannot drop below the claims the agent holds",
     );
     shell_refused(
         db,
@@ -433,10 +433,16 @@ fn hand_typed_drain_and_metadata_rows_that_would_break_readers_are_refused() -> 
     assert_eq!(agent.metadata.len(), 2);
     assert_eq!(agent.metadata["zone"], "eu");
     assert!(matches!(
-        fleet.registry.claim(&roster::Task {
-            labels: vec!["gpu".into()],
-            ..roster::Task::default()
-        }),
+        fleet
+            .registry
+            .claim(
+                &roster::Task {
+                    labels: vec!["gpu".into()],
+                    ..roster::Task::default()
+                },
+                None
+            )
+            .map(|claimed| claimed.agent),
         Err(roster::Error::NoEligibleAgent)
     ));
     shell_ok(&fleet.path, "DELETE FROM agents WHERE id = 'old-gpu';");

@@ -401,11 +401,16 @@ fn a_version_1_file_is_migrated_with_its_data() -> Result<()> {
         .expect("version");
     assert_eq!(version, SqliteRegistry::SCHEMA_VERSION);
     // The claim indexes of version 2 work on the migrated rows.
-    let claimed = registry.claim(&roster::Task {
-        id: "t".into(),
-        labels: vec!["w".into()],
-        priority: roster::Priority::Medium,
-    })?;
+    let claimed = registry
+        .claim(
+            &roster::Task {
+                id: "t".into(),
+                labels: vec!["w".into()],
+                priority: roster::Priority::Medium,
+            },
+            None,
+        )?
+        .agent;
     assert_eq!((claimed.id.as_str(), claimed.current_load), ("old", 2));
     Ok(())
 }

@@ -8,15 +8,33 @@ use roster::{AgentRegistry, DefaultRouter, Error, MemoryRegistry, Task, TaskRout
 
 use crate::common::{Bench, Times, fleet, interleaved, tasks};
 
-/// The roster call this file measures: one claim, answering what
-/// [`release`] needs to give the slot back.
-fn claim(registry: &dyn AgentRegistry, task: &Task) -> Result<String, Error> {
-    registry.claim(task).map(|agent| agent.id)
+/// A slot taken by [`claim`] (a claim row, by task id) or by [`dispatch`]
+/// (a load counted up on an agent, by agent id).
+enum Taken {
+    Claim(String),
+    Load(String),
+}
+
+/// The roster call this file measures: one claim (recorded as a row, with a
+/// generated task id), answering what [`release`] needs to give it back.
+fn claim(registry: &dyn AgentRegistry, task: &Task) -> Result<Taken, Error> {
+    registry
+        .claim(task, None)
+        .map(|claimed| Taken::Claim(claimed.claim.task_id))
 }
 
 /// Gives back the slot that [`claim`] or [`dispatch`] took.
-fn release(registry: &dyn AgentRegistry, claimed: &str) {
-    registry.release(claimed).expect("release");
+fn release(registry: &dyn AgentRegistry, taken: &Taken) {
+    match taken {
+        Taken::Claim(task_id) => {
+            registry.release(task_id, None).expect("release");
+        }
+        Taken::Load(id) => {
+            let mut agent = registry.get(id).expect("get");
+            agent.current_load -= 1;
+            registry.register(agent).expect("register");
+        }
+    }
 }
 
 /// The Go registry's dispatch: list everything, route in memory, write the
@@ -25,13 +43,13 @@ fn dispatch(
     registry: &dyn AgentRegistry,
     router: &DefaultRouter,
     task: &Task,
-) -> Result<String, Error> {
+) -> Result<Taken, Error> {
     let all = registry.list()?;
     let id = router.route(task, &all)?;
     let mut chosen = registry.get(&id)?;
     chosen.current_load += 1;
     registry.register(chosen)?;
-    Ok(id)
+    Ok(Taken::Load(id))
 }
 
 /// Measures the three rows at every size.

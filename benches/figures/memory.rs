@@ -61,8 +61,10 @@ pub fn worker(args: &[String]) {
                 labels: vec![word(3)],
                 priority: Priority::Medium,
             };
-            let agent = registry.claim(&task).expect("claim");
-            registry.release(&agent.id).expect("release");
+            let claimed = registry.claim(&task, None).expect("claim");
+            registry
+                .release(&claimed.claim.task_id, Some(claimed.claim.token))
+                .expect("release");
             registry.reap(Duration::from_secs(3600)).expect("reap");
             black_box(&registry);
         }

@@ -21,7 +21,9 @@ use roster::{
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use super::{Failure, Outcome, output, print_json};
+use super::exit::{Exit, Failure, Outcome};
+use super::output;
+use super::printer::Printer;
 
 const DEFAULT_FILE: &str = "roster-demo.db";
 
@@ -92,28 +94,58 @@ impl Drop for Processes {
 }
 
 /// Prints timeline lines with the time since the demo started.
-struct Timeline {
+struct Timeline<'a> {
     start: Instant,
     stop: Arc<AtomicBool>,
+    out: &'a mut Printer,
 }
 
-impl Timeline {
-    fn say(&self, text: impl AsRef<str>) {
-        println!(
-            "[{:5.1}s] {}",
-            self.start.elapsed().as_secs_f64(),
-            text.as_ref()
-        );
+impl Timeline<'_> {
+    /// A step, with the time since the start; with `--json`, one line
+    /// `{"elapsed_s": 1.2, "step": "..."}`.
+    fn say(&mut self, text: impl AsRef<str>) -> Outcome {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        if self.out.json {
+            let elapsed = (elapsed * 1000.0).round() / 1000.0;
+            self.out
+                .json(&serde_json::json!({ "elapsed_s": elapsed, "step": text.as_ref() }))?;
+        } else {
+            self.out
+                .line(format_args!("[{elapsed:5.1}s] {}", text.as_ref()))?;
+        }
+        self.out.flush()
     }
 
-    fn detail(&self, text: impl AsRef<str>) {
-        println!("         {}", text.as_ref());
+    /// A detail of the last step; with `--json`, `{"detail": "..."}`.
+    fn detail(&mut self, text: impl AsRef<str>) -> Outcome {
+        if self.out.json {
+            self.out
+                .json(&serde_json::json!({ "detail": text.as_ref().trim() }))?;
+        } else {
+            self.out.line(format_args!("         {}", text.as_ref()))?;
+        }
+        self.out.flush()
+    }
+
+    /// Text without a time; with `--json`, `{"note": "..."}`, and nothing
+    /// for an empty line.
+    fn plain(&mut self, text: impl AsRef<str>) -> Outcome {
+        let text = text.as_ref();
+        if self.out.json {
+            if !text.is_empty() {
+                self.out.json(&serde_json::json!({ "note": text.trim() }))?;
+            }
+        } else {
+            self.out.line(text)?;
+        }
+        self.out.flush()
     }
 
     fn check_interrupted(&self) -> Outcome {
         if self.stop.load(Ordering::Relaxed) {
             return Err(Failure::new(
-                1,
+                Exit::Failure,
+                "interrupted",
                 "demo interrupted; its processes were stopped",
             ));
         }
@@ -131,13 +163,10 @@ fn roster_command(db: &Path) -> Result<Command, Failure> {
 /// must not exist yet, so that the demo never touches a real registry.
 fn fresh_file(named: Option<&Path>) -> Result<PathBuf, Failure> {
     match named {
-        Some(path) if path.exists() => Err(Failure::new(
-            2,
-            format!(
-                "the demo needs a fresh file and {} exists; remove it or pass another --db",
-                path.display()
-            ),
-        )),
+        Some(path) if path.exists() => Err(Failure::bad_input(format!(
+            "the demo needs a fresh file and {} exists; remove it or pass another --db",
+            path.display()
+        ))),
         Some(path) => Ok(path.to_owned()),
         None => {
             for suffix in ["", "-wal", "-shm"] {
@@ -151,28 +180,31 @@ fn fresh_file(named: Option<&Path>) -> Result<PathBuf, Failure> {
     }
 }
 
-pub fn run(named: Option<&Path>, json: bool) -> Outcome {
+/// `roster demo` on the file `named`, or on a fresh `roster-demo.db`.
+pub(crate) fn run(named: Option<&Path>, out: &mut Printer) -> Outcome {
+    let json = out.json;
     let db = fresh_file(named)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    let timeline = Timeline {
+    let mut timeline = Timeline {
         start: Instant::now(),
         stop,
+        out,
     };
     let mut processes = Processes {
         children: Vec::new(),
     };
-    println!(
+    timeline.plain(format!(
         "roster demo: one registry file, {}, shared by every process below",
         db.display()
-    );
-    println!();
+    ))?;
+    timeline.plain("")?;
     let registry = SqliteRegistry::open(&db)?;
 
     // 1. Agent processes register and heartbeat.
-    timeline.say("starting 4 agent processes: roster agent ID --cap ... --every 500ms");
+    timeline.say("starting 4 agent processes: roster agent ID --cap ... --every 500ms")?;
     for (id, caps, max_load) in FLEET {
         let mut command = roster_command(&db)?;
         command.args([
@@ -194,24 +226,23 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
         timeline.detail(format!(
             "{id:<10} {:<12} max load {max_load}",
             caps.join(",")
-        ));
+        ))?;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while registry.list()?.len() < FLEET.len() {
         timeline.check_interrupted()?;
         if Instant::now() > deadline {
-            return Err(Failure::new(
-                1,
+            return Err(Failure::io(
                 "the agent processes did not register within 10 s",
             ));
         }
         thread::sleep(Duration::from_millis(20));
     }
-    timeline.say("all 4 registered");
+    timeline.say("all 4 registered")?;
 
     // 2. A dispatcher claims slots for a stream of tasks.
     timeline
-        .say("dispatching 9 tasks: each claim picks the best agent and takes a slot atomically");
+        .say("dispatching 9 tasks: each claim picks the best agent and takes a slot atomically")?;
     let mut running: Vec<(String, String)> = Vec::new();
     for (task_id, labels, priority) in TASKS {
         let task = Task {
@@ -220,36 +251,37 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
             priority,
         };
         let wanted = format!("{task_id} [{}] {priority}", labels.join(","));
-        match registry.claim(&task) {
-            Ok(agent) => {
+        match registry.claim(&task, None) {
+            Ok(claimed) => {
+                let agent = claimed.agent;
                 timeline.detail(format!(
                     "{wanted:<30} -> {} (load {})",
                     agent.id,
                     output::load(&agent)
-                ));
+                ))?;
                 running.push((task_id.to_owned(), agent.id));
             }
             Err(Error::NoEligibleAgent) => {
-                timeline.detail(format!("{wanted:<30} -> waits: no eligible agent (offline, full, or nobody has the labels)"));
+                timeline.detail(format!("{wanted:<30} -> waits: no eligible agent (offline, full, or nobody has the labels)"))?;
             }
             Err(e) => return Err(e.into()),
         }
         thread::sleep(Duration::from_millis(60));
     }
     for (task_id, agent) in running.iter().filter(|(t, _)| t.starts_with("build")) {
-        registry.release(agent)?;
-        timeline.detail(format!("{task_id} finished: released its slot on {agent}"));
+        registry.release(task_id, None)?;
+        timeline.detail(format!("{task_id} finished: released its slot on {agent}"))?;
     }
     timeline.check_interrupted()?;
 
     // 3. One agent dies; the reaper notices.
     let Some(mut gpu) = processes.take("gpu-1") else {
-        return Err(Failure::new(1, "the gpu-1 process is missing"));
+        return Err(Failure::io("the gpu-1 process is missing"));
     };
     gpu.kill()?;
     gpu.wait()?;
     let killed = Instant::now();
-    timeline.say("killed the gpu-1 process with SIGKILL: its heartbeats stop");
+    timeline.say("killed the gpu-1 process with SIGKILL: its heartbeats stop")?;
     let mut reaper = roster_command(&db)?
         .args(["reaper", "--ttl", TTL, "--every", "250ms"])
         .env("ROSTER_EXIT_WITH_PARENT", "1")
@@ -259,7 +291,7 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
     processes.children.push(("reaper".to_owned(), reaper));
     timeline.say(format!(
         "started a reaper process: roster reaper --ttl {TTL} --every 250ms"
-    ));
+    ))?;
     let (sender, offline) = mpsc::channel();
     if let Some(lines) = lines {
         thread::spawn(move || {
@@ -279,15 +311,14 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
                     "reaper: {} ({:.1}s after the kill; TTL {TTL})",
                     line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest),
                     killed.elapsed().as_secs_f64()
-                ));
+                ))?;
                 if line.contains("gpu-1") {
                     break;
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
             Err(_) => {
-                return Err(Failure::new(
-                    1,
+                return Err(Failure::io(
                     "the reaper did not mark gpu-1 offline within 10 s",
                 ));
             }
@@ -298,29 +329,29 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
         labels: vec!["cuda".into()],
         priority: Priority::High,
     };
-    match registry.claim(&retry) {
+    match registry.claim(&retry, None) {
         Err(Error::NoEligibleAgent) => {
-            timeline.say("train-3 [cuda] -> waits: the only cuda agent is offline");
+            timeline.say("train-3 [cuda] -> waits: the only cuda agent is offline")?;
         }
-        Ok(agent) => {
-            return Err(Failure::new(
-                1,
-                format!("train-3 went to {} although gpu-1 is offline", agent.id),
-            ));
+        Ok(claimed) => {
+            return Err(Failure::io(format!(
+                "train-3 went to {} although gpu-1 is offline",
+                claimed.agent.id
+            )));
         }
         Err(e) => return Err(e.into()),
     }
 
     // 4. Everything stops; a new process reads the same state.
     processes.stop_all();
-    timeline.say("stopped the agents (SIGTERM) and the reaper");
+    timeline.say("stopped the agents (SIGTERM) and the reaper")?;
     let before = registry.list()?;
     drop(registry);
     let output = roster_command(&db)?.args(["--json", "list"]).output()?;
     let after: Vec<AgentInfo> = serde_json::from_slice(&output.stdout)
-        .map_err(|e| Failure::new(1, format!("could not read `roster --json list`: {e}")))?;
+        .map_err(|e| Failure::io(format!("could not read `roster --json list`: {e}")))?;
     if after != before {
-        return Err(Failure::new(1, "a new process read a different state"));
+        return Err(Failure::io("a new process read a different state"));
     }
     let offline = after
         .iter()
@@ -330,18 +361,22 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
     timeline.say(format!(
         "a new process (roster --json list) reads exactly the same state: {} agents, {offline} offline, {load} slots taken",
         after.len()
-    ));
+    ))?;
 
     // 5. The file is plain SQL.
     let query = "SELECT id, status, current_load, max_load FROM agents ORDER BY id;";
-    println!();
-    println!("Query it yourself:");
-    println!("  sqlite3 {} \"{query}\"", db.display());
-    println!();
+    timeline.plain("")?;
+    timeline.plain("Query it yourself:")?;
+    timeline.plain(format!("  sqlite3 {} \"{query}\"", db.display()))?;
+    timeline.plain("")?;
     let registry = SqliteRegistry::open(&db)?;
     let result = registry.query(query, SqlAccess::ReadOnly)?;
     if json {
-        return print_json(&result);
+        return timeline.out.json(&serde_json::json!({
+            "query": query,
+            "columns": result.columns,
+            "rows": result.rows,
+        }));
     }
     let header: Vec<&str> = result.columns.iter().map(String::as_str).collect();
     let rows: Vec<Vec<String>> = result
@@ -349,6 +384,5 @@ pub fn run(named: Option<&Path>, json: bool) -> Outcome {
         .iter()
         .map(|row| row.iter().map(ToString::to_string).collect())
         .collect();
-    output::table(&header, &rows);
-    Ok(())
+    output::table(timeline.out, &header, &rows)
 }

@@ -2,30 +2,59 @@
 
 use chrono::{DateTime, Utc};
 use roster::{AgentInfo, ZERO_TIME};
+use unicode_width::UnicodeWidthStr;
 
-/// Prints rows as a table: a header, then left-aligned columns two spaces
-/// apart, widths counted in characters.
-pub fn table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
-            out.push_str(cell);
-            if i + 1 < cells.len() {
-                out.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 2));
+use super::exit::Outcome;
+use super::printer::Printer;
+
+/// How many terminal columns `text` takes: wide characters (CJK, most
+/// emoji) take two, combining marks and zero-width characters none.
+pub fn display_width(text: &str) -> usize {
+    UnicodeWidthStr::width(text)
+}
+
+/// The widths of a table's columns, in terminal columns.
+pub struct Widths(Vec<usize>);
+
+impl Widths {
+    /// Wide enough for `header` and every row of `rows`.
+    pub fn fit<'a>(header: &[&str], rows: impl IntoIterator<Item = &'a Vec<String>>) -> Self {
+        let mut widths: Vec<usize> = header.iter().map(|h| display_width(h)).collect();
+        for row in rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(display_width(cell));
             }
         }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        Self(widths)
     }
+
+    /// One line of the table: left-aligned cells two spaces apart, no
+    /// trailing space. A cell wider than its column pushes the rest of its
+    /// line to the right.
+    pub fn line<S: AsRef<str>>(&self, cells: &[S]) -> String {
+        let mut line = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&self.0).enumerate() {
+            let cell = cell.as_ref();
+            line.push_str(cell);
+            if i + 1 < cells.len() {
+                let pad = width.saturating_sub(display_width(cell)) + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        line.truncate(line.trim_end().len());
+        line
+    }
+}
+
+/// Prints rows as a table: a header, then left-aligned columns two spaces
+/// apart, widths counted in terminal columns.
+pub fn table(out: &mut Printer, header: &[&str], rows: &[Vec<String>]) -> Outcome {
+    let widths = Widths::fit(header, rows);
+    out.line(widths.line(header))?;
+    for row in rows {
+        out.line(widths.line(row))?;
+    }
+    Ok(())
 }
 
 /// How long ago `time` was, in the largest whole unit: "now", "3s ago",
@@ -61,15 +90,15 @@ pub fn load(agent: &AgentInfo) -> String {
 }
 
 /// The agents as a table, one per line.
-pub fn agents(agents: &[AgentInfo]) {
-    let now = Utc::now();
+pub fn agents(out: &mut Printer, agents: &[AgentInfo]) -> Outcome {
+    let now = roster::now();
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
             vec![
                 a.id.clone(),
                 a.name.clone(),
-                a.status.to_string(),
+                status(a),
                 load(a),
                 a.capabilities.join(","),
                 ago(a.last_heartbeat, now),
@@ -77,29 +106,53 @@ pub fn agents(agents: &[AgentInfo]) {
         })
         .collect();
     table(
+        out,
         &["ID", "NAME", "STATUS", "LOAD", "CAPABILITIES", "LAST SEEN"],
         &rows,
-    );
+    )
 }
 
-/// One agent, a field per line.
-pub fn agent(agent: &AgentInfo) {
-    let now = Utc::now();
+/// The status, with "drained" when an operator drained the agent.
+pub fn status(agent: &AgentInfo) -> String {
+    if agent.drained {
+        format!("{} (drained)", agent.status)
+    } else {
+        agent.status.to_string()
+    }
+}
+
+/// One agent, a field per line; the optional fields only when set.
+pub fn agent(out: &mut Printer, agent: &AgentInfo) -> Outcome {
+    let now = roster::now();
     let capabilities = if agent.capabilities.is_empty() {
         "-".to_owned()
     } else {
         agent.capabilities.join(", ")
     };
-    for (field, value) in [
+    let mut fields = vec![
         ("id", agent.id.clone()),
         ("name", agent.name.clone()),
-        ("status", agent.status.to_string()),
+        ("status", status(agent)),
         ("load", load(agent)),
         ("capabilities", capabilities),
         ("last heartbeat", last_heartbeat(agent.last_heartbeat, now)),
-    ] {
-        println!("{field:<15}{value}");
+    ];
+    if let Some(host) = &agent.host {
+        fields.push(("host", host.clone()));
     }
+    if let Some(pid) = agent.pid {
+        fields.push(("pid", pid.to_string()));
+    }
+    if let Some(started) = agent.started_at {
+        fields.push(("started", last_heartbeat(started, now)));
+    }
+    for (key, value) in &agent.metadata {
+        fields.push(("metadata", format!("{key}={value}")));
+    }
+    for (field, value) in fields {
+        out.line(format_args!("{field:<15}{value}"))?;
+    }
+    Ok(())
 }
 
 /// `get`'s "last heartbeat" line: "3s ago (2026-02-20 07:16:53.123 UTC)", or

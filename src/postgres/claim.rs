@@ -1,36 +1,44 @@
 //! All of claim's SQL: DefaultRouter's policy evaluated in the database, the
-//! generic path for any other router, and taking the slot.
+//! generic path for any other router, and recording the claim.
 //!
-//! [`choose`] takes the slot with one `UPDATE ... WHERE id = (SELECT ...
-//! ORDER BY <routing order> LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING`: the
-//! subquery walks a claim index in routing order and locks the first
-//! eligible agent that no other transaction holds, so concurrent dispatchers
-//! take different agents instead of queueing on the best one. Under READ
-//! COMMITTED, PostgreSQL re-checks the WHERE clause on the newest version of
-//! a row before it locks it, so a slot another claim just took is never
-//! taken twice (and `agents_load_valid` would refuse it anyway).
+//! [`choose`] claims in one statement: a CTE picks the agent with `SELECT
+//! ... ORDER BY <routing order> LIMIT 1 FOR UPDATE SKIP LOCKED`, walking a
+//! claim index in routing order and locking the first eligible agent that no
+//! other transaction holds, so concurrent dispatchers take different agents
+//! instead of queueing on the best one; a second CTE inserts the claim on
+//! it (`ON CONFLICT (task_id) DO NOTHING`), and the schema's triggers take
+//! the slot and the token. Under READ COMMITTED, PostgreSQL re-checks the
+//! WHERE clause on the newest version of a row before it locks it, so a slot
+//! another claim just took is never taken twice (and `agents_load_valid`
+//! would refuse it anyway). The agent comes back as it was locked, with the
+//! one slot the trigger added: nobody can change it between the lock and the
+//! end of the statement.
 //!
 //! SKIP LOCKED also skips an agent that is merely being written at that
 //! instant (a heartbeat, another claim of one of its many slots). When the
-//! skipping walk finds nobody, the same statement runs again with a plain
-//! `FOR UPDATE`, which waits for those rows and re-checks them: claim never
-//! answers "no eligible agent" while a slot is free. Only that second walk
-//! waits, and only when the first one found nothing.
+//! skipping statement claims nothing, claim first asks whether the task is
+//! held (then it is refused as already claimed, even when no agent is
+//! free), and otherwise runs the same statement with a plain `FOR UPDATE`,
+//! which waits for those rows and re-checks them: claim never answers "no
+//! eligible agent" while a slot is free. Only that second statement waits,
+//! and only when the first one found nothing.
 //!
 //! Under contention a claim may go to the next agent in routing order when
 //! the best one is locked at that instant; alone, it always takes exactly
 //! the agent [`DefaultRouter`](crate::DefaultRouter) chooses.
 //!
-//! Every statement is a constant, prepared once per connection: the task's
-//! labels (checked, without duplicates) are bound as one `text[]`.
+//! Every statement is a constant, prepared once per connection: the task id
+//! is `$1`, the lease in microseconds (or NULL) `$2`, the task's labels
+//! (checked, without duplicates) one `text[]`.
 
 use postgres::types::ToSql;
 
-use crate::agent::AgentInfo;
+use crate::claim::{Claim, Claimed};
 use crate::error::Error;
+use crate::memory::already_claimed;
 use crate::postgres::conn::{Session, Tx};
 use crate::postgres::retry::Result;
-use crate::postgres::row::{self, agent_columns};
+use crate::postgres::row::{self, agent_columns, claim_columns};
 use crate::route::TaskRouter;
 use crate::task::{Priority, Task};
 
@@ -87,13 +95,44 @@ macro_rules! usage {
     };
 }
 
-/// The statement that takes a slot on the first agent, in the order `$key`,
-/// that has one and matches `$labels`, locking rows as `$lock` says.
+/// The locked agent's columns in the `chosen` CTE, named as
+/// [`agent_columns!`] reads them, with the slot the claim's trigger adds.
+macro_rules! locked_agent {
+    () => {
+        "SELECT a.id, a.name, a.status, a.last_heartbeat, a.current_load + 1 AS current_load, \
+         a.max_load, a.drained, a.host, a.pid, a.started_at FROM agents AS a WHERE "
+    };
+}
+
+/// The statement that records a claim of task `$1` with the lease `$2` (in
+/// microseconds, or NULL) on the agent the CTE `chosen` picks and locks
+/// (`$picked`: a `WHERE` clause and what follows it), returning the agent
+/// (as [`agent_columns!`], after taking the slot) and then the claim (as
+/// [`claim_columns!`]). Nothing when `chosen` is empty or the task is held.
+macro_rules! record {
+    ($picked:expr) => {
+        concat!(
+            "WITH chosen AS (",
+            locked_agent!(),
+            $picked,
+            "), taken AS (INSERT INTO claims (task_id, agent_id, claimed_at, lease_expires_at) \
+             SELECT $1::text, chosen.id, now(), now() + $2::bigint * interval '1 microsecond' \
+             FROM chosen ON CONFLICT (task_id) DO NOTHING RETURNING ",
+            claim_columns!("claims"),
+            ") SELECT ",
+            agent_columns!("chosen"),
+            ", ",
+            claim_columns!("taken"),
+            " FROM taken JOIN chosen ON chosen.id = taken.agent_id"
+        )
+    };
+}
+
+/// The claim on the first agent, in the order `$key`, that has a slot and
+/// matches `$labels`, locking rows as `$lock` says.
 macro_rules! take_first {
     ($key:expr, $labels:expr, $lock:literal) => {
-        concat!(
-            "UPDATE agents AS t SET current_load = t.current_load + 1 WHERE t.id = (",
-            "SELECT a.id FROM agents AS a WHERE ",
+        record!(concat!(
             has_slot!("a"),
             " AND ",
             online!("a"),
@@ -101,10 +140,8 @@ macro_rules! take_first {
             " ORDER BY ",
             $key,
             ", a.id LIMIT 1 FOR UPDATE OF a",
-            $lock,
-            ") RETURNING ",
-            agent_columns!("t")
-        )
+            $lock
+        ))
     };
 }
 
@@ -124,10 +161,10 @@ macro_rules! order {
             wait: take_first!($key, "", ""),
             skip_labelled: take_first!(
                 $key,
-                concat!(" AND ", holds_labels!("a", "$1")),
+                concat!(" AND ", holds_labels!("a", "$3")),
                 " SKIP LOCKED"
             ),
-            wait_labelled: take_first!($key, concat!(" AND ", holds_labels!("a", "$1")), ""),
+            wait_labelled: take_first!($key, concat!(" AND ", holds_labels!("a", "$3")), ""),
         }
     };
 }
@@ -148,16 +185,22 @@ const ELIGIBLE: &str = concat!(
     ") ORDER BY a.id"
 );
 
-/// Takes a slot on the agent `$1` if it is still eligible for labels `$2`.
-const TAKE: &str = concat!(
-    "UPDATE agents AS t SET current_load = t.current_load + 1 WHERE t.id = $1 AND ",
-    has_slot!("t"),
+/// The claim on agent `$3` if it is still eligible for labels `$4`.
+const TAKE: &str = record!(concat!(
+    "a.id = $3::text AND ",
+    has_slot!("a"),
     " AND ",
-    online!("t"),
-    " AND (cardinality($2::text[]) = 0 OR ",
-    holds_labels!("t", "$2"),
-    ") RETURNING ",
-    agent_columns!("t")
+    online!("a"),
+    " AND (cardinality($4::text[]) = 0 OR ",
+    holds_labels!("a", "$4"),
+    ") FOR UPDATE OF a"
+));
+
+/// The claim holding task `$1`.
+const HELD: &str = concat!(
+    "SELECT ",
+    claim_columns!("c"),
+    " FROM claims AS c WHERE c.task_id = $1"
 );
 
 fn order(priority: Priority) -> &'static Order {
@@ -167,57 +210,99 @@ fn order(priority: Priority) -> &'static Order {
     }
 }
 
-/// Takes a slot on the agent DefaultRouter would choose, if any, and
-/// returns it with its new load.
+/// The agent and the claim of a row of [`record!`].
+fn claimed(row: &postgres::Row) -> Result<Claimed> {
+    Ok(Claimed {
+        agent: row::agent(row)?,
+        claim: row::claim(row, row::AGENT_COLUMNS)?,
+    })
+}
+
+/// The claim holding `task_id`, if any.
+pub(super) fn held(session: &mut impl Session, task_id: &str) -> Result<Option<Claim>> {
+    session
+        .query_opt(HELD, &[&task_id])?
+        .map(|row| row::claim(&row, 0))
+        .transpose()
+}
+
+/// What a claim is asked for: the task id (checked, or generated), the
+/// lease in microseconds, the labels (checked, without duplicates).
+pub(super) struct Request<'a> {
+    pub(super) task_id: &'a str,
+    pub(super) lease_micros: Option<i64>,
+    pub(super) labels: &'a [&'a str],
+}
+
+/// Claims the task on the agent DefaultRouter would choose, in autocommit
+/// statements on `session`.
+///
+/// # Errors
+///
+/// [`Error::AlreadyClaimed`] when the task is held,
+/// [`Error::NoEligibleAgent`] when no agent can take it.
 pub(super) fn choose(
-    tx: &mut Tx<'_>,
-    labels: &[&str],
+    session: &mut impl Session,
+    request: &Request<'_>,
     priority: Priority,
-) -> Result<Option<AgentInfo>> {
+) -> Result<Claimed> {
     let order = order(priority);
-    let labelled: [&(dyn ToSql + Sync); 1] = [&labels];
-    let (skip, wait, params): (_, _, &[&(dyn ToSql + Sync)]) = if labels.is_empty() {
-        (order.skip, order.wait, &[])
+    let labelled: [&(dyn ToSql + Sync); 3] =
+        [&request.task_id, &request.lease_micros, &request.labels];
+    let (skip, wait, params): (_, _, &[&(dyn ToSql + Sync)]) = if request.labels.is_empty() {
+        (order.skip, order.wait, &labelled[..2])
     } else {
         (order.skip_labelled, order.wait_labelled, &labelled)
     };
-    if let Some(taken) = tx.query_opt(skip, params)? {
-        return Ok(Some(row::agent(&taken)?));
+    if let Some(row) = session.query_opt(skip, params)? {
+        return claimed(&row);
     }
-    tx.query_opt(wait, params)?
-        .as_ref()
-        .map(row::agent)
-        .transpose()
+    if let Some(holder) = held(session, request.task_id)? {
+        return Err(already_claimed(&holder).into());
+    }
+    if let Some(row) = session.query_opt(wait, params)? {
+        return claimed(&row);
+    }
+    // A claim of the same task may have won the race in between.
+    match held(session, request.task_id)? {
+        Some(holder) => Err(already_claimed(&holder).into()),
+        None => Err(Error::NoEligibleAgent.into()),
+    }
 }
 
 /// What the generic path of claim came to.
 pub(super) enum Routed {
-    /// The slot was taken on this agent.
-    Taken(AgentInfo),
-    /// No agent is eligible.
-    Nobody,
-    /// The router's choice stopped being eligible before its slot could be
-    /// taken: read again.
+    /// The claim was recorded.
+    Taken(Claimed),
+    /// The router's choice stopped being eligible, or another claim took
+    /// the task, before the claim could be recorded: read again.
     Lost,
 }
 
-/// Reads the eligible agents, asks `router`, and takes a slot on its choice
-/// if that agent is still eligible, all in the transaction `tx`.
+/// Refuses a held task, reads the eligible agents, asks `router`, and
+/// records the claim on its choice if that agent is still eligible, all in
+/// the transaction `tx`.
+///
+/// # Errors
+///
+/// [`Error::AlreadyClaimed`] when the task is held,
+/// [`Error::NoEligibleAgent`] when no agent can take it, and
+/// [`Error::Invalid`] for a router that chooses an agent that is not
+/// eligible.
 pub(super) fn route(
     tx: &mut Tx<'_>,
     router: &dyn TaskRouter,
     task: &Task,
-    labels: &[&str],
+    request: &Request<'_>,
 ) -> Result<Routed> {
-    let eligible = row::agents(&tx.query(ELIGIBLE, &[&labels])?)?;
-    if eligible.is_empty() {
-        return Ok(Routed::Nobody);
+    if let Some(holder) = held(tx, request.task_id)? {
+        return Err(already_claimed(&holder).into());
     }
-    let id = match router.route(task, &eligible) {
-        Ok(id) => id,
-        Err(Error::NoEligibleAgent) => return Ok(Routed::Nobody),
-        Err(other) => return Err(other.into()),
-    };
+    let eligible = row::agents(&tx.query(ELIGIBLE, &[&request.labels])?)?;
+    if eligible.is_empty() {
+        return Err(Error::NoEligibleAgent.into());
+    }
+    let id = router.route(task, &eligible)?;
     if !eligible.iter().any(|agent| agent.id == id) {
         return Err(Error::invalid(
             "router",
@@ -225,8 +310,14 @@ pub(super) fn route(
         )
         .into());
     }
-    match tx.query_opt(TAKE, &[&id, &labels])? {
-        Some(taken) => Ok(Routed::Taken(row::agent(&taken)?)),
+    let params: [&(dyn ToSql + Sync); 4] = [
+        &request.task_id,
+        &request.lease_micros,
+        &id,
+        &request.labels,
+    ];
+    match tx.query_opt(TAKE, &params)? {
+        Some(row) => Ok(Routed::Taken(claimed(&row)?)),
         None => Ok(Routed::Lost),
     }
 }
@@ -246,10 +337,11 @@ mod tests {
             ] {
                 assert!(sql.contains(has_slot!("a")), "{sql}");
                 assert!(sql.contains("FOR UPDATE OF a"), "{sql}");
+                assert!(sql.contains("ON CONFLICT (task_id) DO NOTHING"), "{sql}");
             }
-            assert!(order.skip.ends_with(agent_columns!("t")));
             assert!(order.skip.contains("SKIP LOCKED") && !order.wait.contains("SKIP LOCKED"));
         }
         assert!(BY_USAGE.skip.contains(usage!("a")));
+        assert!(TAKE.contains("FOR UPDATE OF a") && !TAKE.contains("SKIP LOCKED"));
     }
 }

@@ -39,12 +39,13 @@ use std::time::{Duration, Instant};
 use r2d2::Pool;
 
 use crate::agent::{AgentInfo, AgentStatus};
-use crate::error::{Error, Result};
+use crate::claim::{Claim, Claimed, RecoverReason, Recovered};
+use crate::error::{DatabaseError, Error, ErrorKind, Result};
 use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::task::Task;
-use conn::{Manager, Session, Target};
+use conn::{Conn, Manager, Session, Target};
 pub use options::{MAX_PG_POOL_SIZE, MAX_PG_TIMEOUT, PostgresOptions};
-use row::agent_columns;
+use row::{agent_columns, claim_columns};
 
 /// An [`AgentRegistry`] kept in a PostgreSQL database.
 ///
@@ -73,6 +74,11 @@ impl fmt::Debug for PostgresRegistry {
 }
 
 impl PostgresRegistry {
+    /// The schema version this build writes (the highest version in
+    /// `roster_migrations`): the number of migrations in
+    /// `migrations/postgres/`.
+    pub const SCHEMA_VERSION: i64 = schema::LATEST_VERSION;
+
     /// Opens the registry in the database `url` names with the default
     /// [`PostgresOptions`], creating its tables if there are none.
     ///
@@ -118,7 +124,6 @@ const LIST: &str = concat!(
 impl AgentRegistry for PostgresRegistry {
     fn register(&self, agent: AgentInfo) -> Result<()> {
         let agent = agent.validated()?;
-        let current_load = i64::from(agent.current_load);
         let max_load = i64::from(agent.max_load);
         let pid = agent.pid.map(i64::from);
         let (keys, values): (Vec<&str>, Vec<&str>) = agent
@@ -127,6 +132,26 @@ impl AgentRegistry for PostgresRegistry {
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .unzip();
         self.write(|tx| {
+            // The claims it holds stay held and keep counting. The agent's
+            // row is locked first, so that no claim of it commits between
+            // the count and the write.
+            tx.execute(
+                "SELECT 1 FROM agents WHERE id = $1 FOR UPDATE",
+                &[&agent.id],
+            )?;
+            let held: i64 = tx
+                .query_opt(
+                    "SELECT count(*) FROM claims WHERE agent_id = $1 AND NOT detached",
+                    &[&agent.id],
+                )?
+                .map_or(Ok(0), |row| row.try_get(0))?;
+            let held = u32::try_from(held).unwrap_or(u32::MAX);
+            let current_load = agent
+                .current_load
+                .checked_add(held)
+                .filter(|total| agent.max_load == 0 || *total <= agent.max_load)
+                .map(i64::from)
+                .ok_or_else(|| crate::memory::over_max(&agent, held))?;
             // drained is left out: a new agent starts undrained, an existing
             // one keeps what an operator set.
             tx.execute(
@@ -261,45 +286,142 @@ impl AgentRegistry for PostgresRegistry {
         Ok(reaped)
     }
 
-    fn claim(&self, task: &Task) -> Result<AgentInfo> {
+    fn claim(&self, task: &Task, lease: Option<Duration>) -> Result<Claimed> {
+        let task_id = crate::claim::task_id(&task.id)?;
         let labels = task.checked_labels()?;
+        let lease_micros = lease.map(lease_micros).transpose()?;
+        let request = claim::Request {
+            task_id: &task_id,
+            lease_micros,
+            labels: &labels,
+        };
         let Some(router) = &self.options.router else {
-            return self
-                .write(|tx| claim::choose(tx, &labels, task.priority))?
-                .ok_or(Error::NoEligibleAgent);
+            return self.run(|conn| claim::choose(conn, &request, task.priority));
         };
         let deadline = Instant::now() + self.options.busy_timeout;
         loop {
-            match self.write(|tx| claim::route(tx, router.as_ref(), task, &labels))? {
-                claim::Routed::Taken(agent) => return Ok(agent),
-                claim::Routed::Nobody => return Err(Error::NoEligibleAgent),
+            match self.write(|tx| claim::route(tx, router.as_ref(), task, &request))? {
+                claim::Routed::Taken(claimed) => return Ok(claimed),
                 claim::Routed::Lost if Instant::now() < deadline => {}
                 claim::Routed::Lost => return Err(Error::Busy(self.options.busy_timeout)),
             }
         }
     }
 
-    fn release(&self, id: &str) -> Result<()> {
-        // One statement: whether a slot was given back, and whether the
-        // agent exists, in the same snapshot.
-        let (released, exists): (bool, bool) = self.run(|conn| {
-            let row = conn
-                .query_opt(
-                    "WITH released AS (
-                         UPDATE agents SET current_load = current_load - 1
-                         WHERE id = $1 AND current_load > 0
-                         RETURNING id)
-                     SELECT EXISTS (SELECT 1 FROM released),
-                            EXISTS (SELECT 1 FROM agents WHERE id = $1)",
-                    &[&id],
-                )?
-                .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-            Ok((row.try_get(0)?, row.try_get(1)?))
-        })?;
-        match (released, exists) {
-            (true, _) => Ok(()),
-            (false, true) => Err(Error::NothingToRelease(id.to_owned())),
-            (false, false) => Err(Error::NotFound(id.to_owned())),
-        }
+    fn release(&self, task_id: &str, token: Option<u64>) -> Result<Claim> {
+        let sql = sql_token(token);
+        self.run(|conn| match conn.query_opt(RELEASE, &[&task_id, &sql])? {
+            Some(row) => row::claim(&row, 0),
+            None => Err(stale(conn, task_id, token)?.into()),
+        })
     }
+
+    fn renew(&self, task_id: &str, token: Option<u64>, lease: Duration) -> Result<Claim> {
+        let micros = lease_micros(lease)?;
+        let sql = sql_token(token);
+        self.run(
+            |conn| match conn.query_opt(RENEW, &[&task_id, &sql, &micros])? {
+                Some(row) => row::claim(&row, 0),
+                None => Err(stale(conn, task_id, token)?.into()),
+            },
+        )
+    }
+
+    fn claims(&self, agent_id: Option<&str>) -> Result<Vec<Claim>> {
+        self.run(|conn| row::claims(&conn.query(CLAIMS, &[&agent_id])?))
+    }
+
+    fn recover(&self) -> Result<Vec<Recovered>> {
+        // One DELETE ... RETURNING, in a transaction that commits only once
+        // every returned row has been read: a row that cannot be decoded
+        // rolls the recovery back instead of losing claims unannounced.
+        let mut recovered = self.write(|tx| {
+            tx.query(RECOVER, &[])?
+                .iter()
+                .map(|row| {
+                    let claim = row::claim(row, 0)?;
+                    let reason: &str = row.try_get(5)?;
+                    let reason = RecoverReason::parse(reason).ok_or_else(|| {
+                        Error::Database(DatabaseError::new(
+                            ErrorKind::Storage,
+                            format!("unknown recover reason {reason:?}"),
+                        ))
+                    })?;
+                    Ok(Recovered { claim, reason })
+                })
+                .collect::<retry::Result<Vec<_>>>()
+        })?;
+        // RETURNING gives rows in no particular order.
+        recovered.sort_by_key(|r| r.claim.token);
+        Ok(recovered)
+    }
+}
+
+/// Deletes the claim of task `$1` (under token `$2`, when not NULL).
+const RELEASE: &str = concat!(
+    "DELETE FROM claims AS c WHERE c.task_id = $1 AND ($2::bigint IS NULL OR c.token = $2) RETURNING ",
+    claim_columns!("c")
+);
+
+/// Sets the lease of the claim of task `$1` (under token `$2`, when not
+/// NULL) to the server's now plus `$3` microseconds, unless it is detached.
+const RENEW: &str = concat!(
+    "UPDATE claims AS c SET lease_expires_at = now() + $3::bigint * interval '1 microsecond' \
+     WHERE c.task_id = $1 AND ($2::bigint IS NULL OR c.token = $2) AND NOT c.detached RETURNING ",
+    claim_columns!("c")
+);
+
+/// The claims held, of agent `$1` unless it is NULL, by token.
+const CLAIMS: &str = concat!(
+    "SELECT ",
+    claim_columns!("c"),
+    " FROM claims AS c WHERE $1::text IS NULL OR c.agent_id = $1 ORDER BY c.token"
+);
+
+/// Every claim due, taken back in one statement with its reason: agent gone
+/// over agent offline over lease expired, in the server's clock.
+const RECOVER: &str = concat!(
+    "DELETE FROM claims AS c \
+     WHERE c.detached \
+        OR EXISTS (SELECT 1 FROM agents AS a WHERE a.id = c.agent_id AND a.status = 'offline') \
+        OR c.lease_expires_at < now() \
+     RETURNING ",
+    claim_columns!("c"),
+    ", CASE WHEN c.detached THEN 'agent_gone' \
+            WHEN EXISTS (SELECT 1 FROM agents AS a WHERE a.id = c.agent_id AND a.status = 'offline') \
+                THEN 'agent_offline' \
+            ELSE 'lease_expired' END"
+);
+
+/// A lease as the statements bind it: microseconds, rounded up so that a
+/// lease of a nanosecond is still longer than 0.
+///
+/// # Errors
+///
+/// As [`crate::claim::lease_expiry`]: a lease of 0, or one that ends past
+/// the year 9999 (judged by this host's clock; the server's adds it to its
+/// own now).
+fn lease_micros(lease: Duration) -> Result<i64> {
+    crate::claim::lease_expiry(now(), lease)?;
+    let micros = lease.as_nanos().div_ceil(1000);
+    i64::try_from(micros)
+        .map_err(|_| Error::invalid("lease", format!("{lease:?} reaches past the year 9999")))
+}
+
+/// A token as the schema stores it (bigint); one past `i64::MAX` matches no
+/// claim.
+fn sql_token(token: Option<u64>) -> Option<i64> {
+    token.map(|token| i64::try_from(token).unwrap_or(-1))
+}
+
+/// The error for a release or renew that found no claim to act on.
+fn stale(conn: &mut Conn, task_id: &str, token: Option<u64>) -> retry::Result<Error> {
+    let held = claim::held(conn, task_id)?;
+    Ok(Error::StaleClaim {
+        task_id: task_id.to_owned(),
+        token,
+        held: held
+            .filter(|claim| token.is_some_and(|token| token != claim.token))
+            .map(|claim| claim.token),
+    })
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use postgres::Row;
 
 use crate::agent::{AgentInfo, AgentStatus};
+use crate::claim::Claim;
 use crate::error::Error;
 use crate::postgres::retry::{Failure, Result};
 use crate::text::escape_bytes;
@@ -51,6 +52,10 @@ macro_rules! agent_columns {
     };
 }
 pub(crate) use agent_columns;
+
+/// How many columns [`agent_columns!`] has: a claim read after an agent in
+/// one row starts there.
+pub(crate) const AGENT_COLUMNS: usize = COLUMNS.len();
 
 /// The columns of [`agent_columns!`], by position.
 const COLUMNS: [&str; 13] = [
@@ -135,4 +140,75 @@ pub(crate) fn agent(row: &Row) -> Result<AgentInfo> {
 /// Every row of [`agent_columns!`] as agents, in order.
 pub(crate) fn agents(rows: &[Row]) -> Result<Vec<AgentInfo>> {
     rows.iter().map(agent).collect()
+}
+
+/// The columns of a claim, as [`claim`] reads them, for the table alias
+/// `$t`.
+macro_rules! claim_columns {
+    ($t:literal) => {
+        concat!(
+            $t,
+            ".task_id, ",
+            $t,
+            ".agent_id, ",
+            $t,
+            ".token, ",
+            $t,
+            ".claimed_at, ",
+            $t,
+            ".lease_expires_at"
+        )
+    };
+}
+pub(crate) use claim_columns;
+
+/// The five columns of [`claim_columns!`] starting at column `at` as a
+/// claim.
+///
+/// # Errors
+///
+/// [`Error::Unreadable`] naming the task and the column for a value roster
+/// cannot have written (the schema's constraints make that impossible
+/// unless someone dropped them).
+pub(crate) fn claim(row: &Row, at: usize) -> Result<Claim> {
+    let unreadable = |column: &'static str, reason: String| {
+        let task_id = row.try_get::<_, &str>(at).unwrap_or("?");
+        Failure::Roster(Error::Unreadable {
+            table: "claims",
+            id: escape_bytes(task_id.as_bytes()),
+            column,
+            reason,
+        })
+    };
+    const NAMES: [&str; 5] = [
+        "task_id",
+        "agent_id",
+        "token",
+        "claimed_at",
+        "lease_expires_at",
+    ];
+    fn read<'r, T: postgres::types::FromSql<'r>>(
+        row: &'r Row,
+        at: usize,
+        offset: usize,
+        unreadable: &impl Fn(&'static str, String) -> Failure,
+    ) -> Result<T> {
+        row.try_get(at + offset)
+            .map_err(|e| unreadable(NAMES[offset], e.to_string()))
+    }
+    let token: i64 = read(row, at, 2, &unreadable)?;
+    let token =
+        u64::try_from(token).map_err(|_| unreadable("token", format!("{token} is negative")))?;
+    Ok(Claim {
+        task_id: read(row, at, 0, &unreadable)?,
+        agent_id: read(row, at, 1, &unreadable)?,
+        token,
+        claimed_at: read(row, at, 3, &unreadable)?,
+        lease_expires_at: read(row, at, 4, &unreadable)?,
+    })
+}
+
+/// Every row of [`claim_columns!`] as claims, in order.
+pub(crate) fn claims(rows: &[Row]) -> Result<Vec<Claim>> {
+    rows.iter().map(|row| claim(row, 0)).collect()
 }

@@ -13,10 +13,16 @@ use crate::postgres::retry::{Limits, PgError, classify, kind_of};
 
 /// The migrations, oldest first, with the names recorded in
 /// `roster_migrations`. Append only: a released file is never edited.
-pub(crate) const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_agents",
-    include_str!("../../migrations/postgres/0001_agents.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_agents",
+        include_str!("../../migrations/postgres/0001_agents.sql"),
+    ),
+    (
+        "0002_claims",
+        include_str!("../../migrations/postgres/0002_claims.sql"),
+    ),
+];
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -27,7 +33,14 @@ pub(crate) const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
 pub(crate) const LOCK_KEY: i32 = 0x726f_7374;
 
 /// The tables of roster's schema, any of which marks a schema as taken.
-const TABLES: &[&str] = &["roster_migrations", "agents", "capabilities", "metadata"];
+const TABLES: &[&str] = &[
+    "roster_migrations",
+    "agents",
+    "capabilities",
+    "metadata",
+    "claims",
+    "claim_tokens",
+];
 
 /// What a schema holds before roster touches it.
 #[derive(Debug)]
@@ -159,6 +172,14 @@ pub(crate) fn prepare(
         tx.batch_execute(&format!("CREATE SCHEMA {schema}"))
             .map_err(fail)?;
     }
+    // The migrations create their tables in the schema, and their trigger
+    // functions keep this search_path (SET search_path FROM CURRENT), so
+    // that they find the schema's tables from any session.
+    tx.batch_execute(&format!(
+        "SET LOCAL search_path TO {}, pg_temp",
+        quote_ident(&schema)
+    ))
+    .map_err(fail)?;
     let applied = usize::try_from(found.version.unwrap_or(0)).unwrap_or(0);
     for (number, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied) {
         let version = i32::try_from(number + 1).unwrap_or(i32::MAX);

@@ -21,10 +21,12 @@ use std::time::Duration;
 
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::agent::{AgentInfo, AgentStatus};
+use crate::claim::{Claim, Claimed, RecoverReason, Recovered};
 use crate::error::{DatabaseError, Error, Result};
+use crate::memory;
 use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::task::Task;
 pub use adhoc::{DEFAULT_SQL_TIMEOUT, SqlAccess, SqlOptions, SqlRows, SqlSummary, SqlValue};
@@ -143,6 +145,15 @@ impl AgentRegistry for SqliteRegistry {
         let last_heartbeat = encode_time(&agent.last_heartbeat);
         let started_at = agent.started_at.as_ref().map(encode_time);
         self.write(|tx| {
+            // The claims it holds stay held and keep counting.
+            let held: u32 = tx
+                .prepare_cached("SELECT count(*) FROM claims WHERE agent_id = ?1 AND detached = 0")?
+                .query_row([&agent.id], |row| row.get(0))?;
+            let current_load = agent
+                .current_load
+                .checked_add(held)
+                .filter(|total| agent.max_load == 0 || *total <= agent.max_load)
+                .ok_or_else(|| memory::over_max(&agent, held))?;
             // drained is left out: a new agent starts undrained, an existing
             // one keeps what an operator set.
             tx.prepare_cached(
@@ -160,7 +171,7 @@ impl AgentRegistry for SqliteRegistry {
                 agent.name,
                 agent.status.as_str(),
                 last_heartbeat,
-                agent.current_load,
+                current_load,
                 agent.max_load,
                 agent.host,
                 agent.pid,
@@ -288,45 +299,162 @@ impl AgentRegistry for SqliteRegistry {
         Ok(reaped)
     }
 
-    fn claim(&self, task: &Task) -> Result<AgentInfo> {
+    fn claim(&self, task: &Task, lease: Option<Duration>) -> Result<Claimed> {
+        let task_id = crate::claim::task_id(&task.id)?;
         let labels = task.checked_labels()?;
+        let claimed_at = now();
+        let lease_expires_at = lease
+            .map(|lease| crate::claim::lease_expiry(claimed_at, lease))
+            .transpose()?;
+        let (claimed_at, lease_expires_at) = (
+            encode_time(&claimed_at),
+            lease_expires_at.as_ref().map(encode_time),
+        );
         self.write(|tx| {
+            if let Some(held) = held_claim(tx, &task_id)? {
+                return Err(memory::already_claimed(&held).into());
+            }
             let chosen = match &self.options.router {
                 None => claim::choose(tx, &labels, task.priority)?,
                 Some(router) => claim::route(tx, router.as_ref(), task, &labels)?,
             };
             let Some(id) = chosen else {
-                return Ok(None);
+                return Err(Error::NoEligibleAgent.into());
             };
-            tx.prepare_cached("UPDATE agents SET current_load = current_load + 1 WHERE id = ?1")?
-                .execute([&id])?;
-            read_agent(tx, &id)
-        })?
-        .ok_or(Error::NoEligibleAgent)
+            // The triggers take the slot and move the token counter.
+            let claim = tx
+                .prepare_cached(
+                    "INSERT INTO claims (task_id, agent_id, token, claimed_at, lease_expires_at)
+                     VALUES (?1, ?2, (SELECT value + 1 FROM counters WHERE name = 'claim_token'), ?3, ?4)
+                     RETURNING task_id, agent_id, token, claimed_at, lease_expires_at",
+                )?
+                .query_row(
+                    params![task_id, id, claimed_at, lease_expires_at],
+                    row::claim_from_row,
+                )??;
+            let agent = read_agent(tx, &id)?.ok_or_else(|| Error::NotFound(id.clone()))?;
+            Ok(Claimed { claim, agent })
+        })
     }
 
-    fn release(&self, id: &str) -> Result<()> {
+    fn release(&self, task_id: &str, token: Option<u64>) -> Result<Claim> {
         self.write(|tx| {
             let released = tx
                 .prepare_cached(
-                    "UPDATE agents SET current_load = current_load - 1
-                     WHERE id = ?1 AND current_load > 0",
+                    "DELETE FROM claims WHERE task_id = ?1 AND (?2 IS NULL OR token = ?2)
+                     RETURNING task_id, agent_id, token, claimed_at, lease_expires_at",
                 )?
-                .execute([id])?;
-            if released == 1 {
-                return Ok(());
+                .query_row(params![task_id, sql_token(token)], row::claim_from_row)
+                .optional()?;
+            match released {
+                Some(claim) => Ok(claim?),
+                None => Err(stale(tx, task_id, token)?.into()),
             }
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM agents WHERE id = ?1")?
-                .exists([id])?;
-            Err(if exists {
-                Error::NothingToRelease(id.to_owned())
-            } else {
-                Error::NotFound(id.to_owned())
-            }
-            .into())
         })
     }
+
+    fn renew(&self, task_id: &str, token: Option<u64>, lease: Duration) -> Result<Claim> {
+        let expiry = encode_time(&crate::claim::lease_expiry(now(), lease)?);
+        self.write(|tx| {
+            let renewed = tx
+                .prepare_cached(
+                    "UPDATE claims SET lease_expires_at = ?3
+                     WHERE task_id = ?1 AND (?2 IS NULL OR token = ?2) AND detached = 0
+                     RETURNING task_id, agent_id, token, claimed_at, lease_expires_at",
+                )?
+                .query_row(
+                    params![task_id, sql_token(token), expiry],
+                    row::claim_from_row,
+                )
+                .optional()?;
+            match renewed {
+                Some(claim) => Ok(claim?),
+                None => Err(stale(tx, task_id, token)?.into()),
+            }
+        })
+    }
+
+    fn claims(&self, agent_id: Option<&str>) -> Result<Vec<Claim>> {
+        self.run(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT task_id, agent_id, token, claimed_at, lease_expires_at FROM claims
+                 WHERE ?1 IS NULL OR agent_id = ?1 ORDER BY token",
+            )?;
+            let mut rows = stmt.query([agent_id])?;
+            let mut claims = Vec::new();
+            while let Some(row) = rows.next()? {
+                claims.push(row::claim_from_row(row)??);
+            }
+            Ok(claims)
+        })
+    }
+
+    fn recover(&self) -> Result<Vec<Recovered>> {
+        let now = encode_time(&now());
+        let mut recovered = self.write(|tx| {
+            // One DELETE takes every due claim back; the reason is read in
+            // the same statement, agent gone over offline over lease.
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM claims
+                 WHERE detached = 1
+                    OR EXISTS (SELECT 1 FROM agents AS a
+                               WHERE a.id = claims.agent_id AND a.status = 'offline')
+                    OR lease_expires_at < ?1
+                 RETURNING task_id, agent_id, token, claimed_at, lease_expires_at,
+                     CASE WHEN detached = 1 THEN 'agent_gone'
+                          WHEN (SELECT status FROM agents AS a WHERE a.id = claims.agent_id) = 'offline'
+                              THEN 'agent_offline'
+                          ELSE 'lease_expired' END",
+            )?;
+            let mut rows = stmt.query([&now])?;
+            let mut recovered = Vec::new();
+            while let Some(row) = rows.next()? {
+                let claim = row::claim_from_row(row)??;
+                let reason = row::text(row, 5, "claims")?;
+                let reason = RecoverReason::parse(reason).ok_or_else(|| {
+                    Error::Database(DatabaseError::new(
+                        crate::error::ErrorKind::Storage,
+                        format!("unknown recover reason {reason:?}"),
+                    ))
+                })?;
+                recovered.push(Recovered { claim, reason });
+            }
+            Ok(recovered)
+        })?;
+        // RETURNING gives rows in no particular order.
+        recovered.sort_by_key(|r| r.claim.token);
+        Ok(recovered)
+    }
+}
+
+/// A token as SQLite stores it; one past `i64::MAX` matches no claim (a
+/// stored token is at most `i64::MAX`).
+fn sql_token(token: Option<u64>) -> Option<i64> {
+    token.map(|token| i64::try_from(token).unwrap_or(-1))
+}
+
+/// The claim holding `task_id`, if any.
+fn held_claim(conn: &Connection, task_id: &str) -> retry::Result<Option<Claim>> {
+    let held = conn
+        .prepare_cached(
+            "SELECT task_id, agent_id, token, claimed_at, lease_expires_at FROM claims
+             WHERE task_id = ?1",
+        )?
+        .query_row([task_id], row::claim_from_row)
+        .optional()?;
+    held.transpose()
+}
+
+/// The error for a release or renew that found no claim to act on.
+fn stale(conn: &Connection, task_id: &str, token: Option<u64>) -> retry::Result<Error> {
+    let held = held_claim(conn, task_id)?;
+    Ok(Error::StaleClaim {
+        task_id: task_id.to_owned(),
+        token,
+        held: held
+            .filter(|claim| token.is_some_and(|token| token != claim.token))
+            .map(|claim| claim.token),
+    })
 }
 
 /// One agent with its capabilities in order and its metadata, if it exists.

@@ -9,6 +9,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Params, Row, Statement};
 
 use crate::agent::{AgentInfo, AgentStatus};
+use crate::claim::Claim;
 use crate::error::Error;
 use crate::sqlite::retry::{Failure, Result};
 use crate::text::escape_bytes;
@@ -295,6 +296,48 @@ pub(crate) fn query_agents(
         }
     }
     Ok(agents)
+}
+
+/// A row `task_id, agent_id, token, claimed_at, lease_expires_at` of
+/// `claims` as a [`Claim`]; for `query_row`, so the outer result is
+/// rusqlite's and the inner one says whether the row could be read.
+pub(crate) fn claim_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Claim>> {
+    Ok(read_claim(row))
+}
+
+fn read_claim(row: &Row<'_>) -> Result<Claim> {
+    let task_id = text(row, 0, "claims")?;
+    let unreadable = |column: &'static str, reason: String| {
+        Failure::Roster(Error::Unreadable {
+            table: "claims",
+            id: escape_bytes(task_id.as_bytes()),
+            column,
+            reason,
+        })
+    };
+    let token: i64 = row.get(2)?;
+    let token =
+        u64::try_from(token).map_err(|_| unreadable("token", format!("{token} is negative")))?;
+    let time = |column: usize, name: &'static str| -> Result<Option<DateTime<Utc>>> {
+        match row.get_ref(column)? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Text(text) => decode_time(text)
+                .map(Some)
+                .ok_or_else(|| unreadable(name, format!("{:?} is not a time", escape_bytes(text)))),
+            other => Err(unreadable(
+                name,
+                format!("expected text, found {:?}", other.data_type()),
+            )),
+        }
+    };
+    Ok(Claim {
+        task_id: task_id.to_owned(),
+        agent_id: text(row, 1, "claims")?.to_owned(),
+        token,
+        claimed_at: time(3, "claimed_at")?
+            .ok_or_else(|| unreadable("claimed_at", "NULL is not a time".to_owned()))?,
+        lease_expires_at: time(4, "lease_expires_at")?,
+    })
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_claim_indexes.sql"),
     include_str!("../../migrations/sqlite/0003_text_rules.sql"),
     include_str!("../../migrations/sqlite/0004_drain_and_metadata.sql"),
+    include_str!("../../migrations/sqlite/0005_claims.sql"),
 ];
 
 /// A line of a migration where roster checks, before going on, that every

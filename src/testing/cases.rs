@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Subject;
 use crate::{
-    AgentInfo, AgentRegistry, AgentStatus, DefaultRouter, Error, Priority, Result, Task, TaskRouter,
+    AgentInfo, AgentStatus, DefaultRouter, Error, Priority, RecoverReason, Result, Task, TaskRouter,
 };
 use AgentStatus::{Available, Busy, Offline};
 
@@ -38,7 +38,7 @@ fn agent(id: &str) -> AgentInfo {
     }
 }
 
-fn expect_invalid(registry: &dyn AgentRegistry, bad: AgentInfo, field: &str) {
+fn expect_invalid(registry: &Subject, bad: AgentInfo, field: &str) {
     match registry.register(bad.clone()) {
         Err(Error::Invalid { field: got, reason }) => {
             assert_eq!(got, field, "wrong field for {bad:?}: {reason}");
@@ -67,14 +67,30 @@ fn worker(id: &str, caps: &[&str], status: AgentStatus, load: u32, max: u32) -> 
 
 fn task(labels: &[&str], priority: Priority) -> Task {
     Task {
-        id: "t".into(),
+        // A new task each time: the registry names it.
+        id: String::new(),
         labels: labels.iter().map(|l| l.to_string()).collect(),
         priority,
     }
 }
 
-fn claimed(registry: &dyn AgentRegistry, labels: &[&str], priority: Priority) -> Result<String> {
-    registry.claim(&task(labels, priority)).map(|a| a.id)
+/// A task with a name of the caller's.
+fn named_task(id: &str, labels: &[&str]) -> Task {
+    Task {
+        id: id.to_owned(),
+        ..task(labels, Priority::Medium)
+    }
+}
+
+/// The agent chosen for a new medium task with `labels`.
+fn claimed_id(registry: &Subject, labels: &[&str]) -> Result<String> {
+    claimed(registry, labels, Priority::Medium)
+}
+
+fn claimed(registry: &Subject, labels: &[&str], priority: Priority) -> Result<String> {
+    registry
+        .claim(&task(labels, priority), None)
+        .map(|claimed| claimed.agent.id)
 }
 
 fn expect_no_eligible(result: Result<AgentInfo>) {
@@ -500,11 +516,11 @@ pub fn claim_prefers_the_lowest_usage(registry: &Subject) -> Result<()> {
     registry.register(worker("quarter", &["x"], Available, 1, 4))?; // usage 0.25
     registry.register(worker("heavy-unlimited", &["x"], Available, 9, 0))?; // usage 0
     for priority in [Priority::Low, Priority::Medium, Priority::High] {
-        let got = registry.claim(&task(&["x"], priority))?;
+        let got = registry.claim(&task(&["x"], priority), None)?.agent;
         assert_eq!(got.id, "heavy-unlimited", "{priority}");
     }
     registry.deregister("heavy-unlimited")?;
-    let got = registry.claim(&task(&["x"], Priority::Medium))?;
+    let got = registry.claim(&task(&["x"], Priority::Medium), None)?.agent;
     assert_eq!((got.id.as_str(), got.current_load), ("quarter", 2));
     // quarter is now at 0.5, third at 0.33.
     assert_eq!(claimed(registry, &["x"], Priority::High)?, "third");
@@ -540,9 +556,13 @@ pub fn claim_ties_go_to_the_smallest_id(registry: &Subject) -> Result<()> {
     assert_eq!(claimed(registry, &["x"], Priority::Medium)?, "b");
     // Critical: b is full, c has load 2, a2 load 4.
     assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "c");
-    // Critical ties: c and a2 both at load 2.
-    registry.release("c")?;
-    registry.register(worker("a2", &["x"], Busy, 2, 6))?;
+    // Critical ties: c and a2 both at load 2 (c gives its claim back; a2
+    // keeps its one claim and is registered again with 1 untracked).
+    let c_claims = registry.claims(Some("c"))?;
+    assert_eq!(c_claims.len(), 1);
+    registry.release(&c_claims[0].task_id, Some(c_claims[0].token))?;
+    registry.register(worker("a2", &["x"], Busy, 1, 6))?;
+    assert_eq!(registry.get("a2")?.current_load, 2);
     assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "a2");
     Ok(())
 }
@@ -555,11 +575,19 @@ pub fn claim_skips_full_and_offline_agents(registry: &Subject) -> Result<()> {
     registry.register(worker("full-busy", &["x"], Busy, 1, 1))?;
     registry.register(worker("offline", &["x"], Offline, 0, 0))?;
     for priority in [Priority::Medium, Priority::Critical] {
-        expect_no_eligible(registry.claim(&task(&["x"], priority)));
+        expect_no_eligible(
+            registry
+                .claim(&task(&["x"], priority), None)
+                .map(|claimed| claimed.agent),
+        );
     }
     registry.register(worker("loaded", &["x"], Busy, 5, 6))?;
     assert_eq!(claimed(registry, &["x"], Priority::Critical)?, "loaded");
-    expect_no_eligible(registry.claim(&task(&["x"], Priority::Critical)));
+    expect_no_eligible(
+        registry
+            .claim(&task(&["x"], Priority::Critical), None)
+            .map(|claimed| claimed.agent),
+    );
     // Nothing else moved.
     assert_eq!(registry.get("full-available")?.current_load, 2);
     assert_eq!(registry.get("offline")?.current_load, 0);
@@ -576,7 +604,11 @@ pub fn claim_needs_every_label(registry: &Subject) -> Result<()> {
         claimed(registry, &["rust", "gpu"], Priority::Medium)?,
         "z-both"
     );
-    expect_no_eligible(registry.claim(&task(&["gpu", "rust"], Priority::Medium)));
+    expect_no_eligible(
+        registry
+            .claim(&task(&["gpu", "rust"], Priority::Medium), None)
+            .map(|claimed| claimed.agent),
+    );
     // Duplicate labels count once.
     assert_eq!(
         claimed(registry, &["gpu", "gpu"], Priority::Medium)?,
@@ -587,7 +619,11 @@ pub fn claim_needs_every_label(registry: &Subject) -> Result<()> {
 
 /// [`Task`]: "a task without labels fits any agent."
 pub fn claim_without_labels_takes_any_agent(registry: &Subject) -> Result<()> {
-    expect_no_eligible(registry.claim(&task(&[], Priority::Medium)));
+    expect_no_eligible(
+        registry
+            .claim(&task(&[], Priority::Medium), None)
+            .map(|claimed| claimed.agent),
+    );
     registry.register(worker("bare", &[], Available, 1, 2))?;
     registry.register(worker("skilled", &["x", "y"], Available, 0, 2))?;
     assert_eq!(claimed(registry, &[], Priority::Medium)?, "skilled");
@@ -599,8 +635,16 @@ pub fn claim_without_labels_takes_any_agent(registry: &Subject) -> Result<()> {
 /// take the task, ...; nothing changes then."
 pub fn claim_with_an_unknown_label_finds_nobody(registry: &Subject) -> Result<()> {
     registry.register(worker("a", &["x"], Available, 0, 0))?;
-    expect_no_eligible(registry.claim(&task(&["nobody-has-this"], Priority::Medium)));
-    expect_no_eligible(registry.claim(&task(&["x", "nobody-has-this"], Priority::Critical)));
+    expect_no_eligible(
+        registry
+            .claim(&task(&["nobody-has-this"], Priority::Medium), None)
+            .map(|claimed| claimed.agent),
+    );
+    expect_no_eligible(
+        registry
+            .claim(&task(&["x", "nobody-has-this"], Priority::Critical), None)
+            .map(|claimed| claimed.agent),
+    );
     assert_eq!(registry.get("a")?.current_load, 0);
     Ok(())
 }
@@ -616,7 +660,10 @@ pub fn claim_refuses_bad_labels(registry: &Subject) -> Result<()> {
 line",
         long.as_str(),
     ] {
-        match registry.claim(&task(&["x", bad], Priority::Medium)) {
+        match registry
+            .claim(&task(&["x", bad], Priority::Medium), None)
+            .map(|claimed| claimed.agent)
+        {
             Err(Error::Invalid {
                 field: "labels", ..
             }) => {}
@@ -634,7 +681,11 @@ pub fn claim_fills_capacity_exactly(registry: &Subject) -> Result<()> {
     registry.register(worker("b", &["x"], Busy, 1, 2))?;
     registry.register(worker("c", &["y"], Available, 0, 5))?;
     let mut claims = 0;
-    while registry.claim(&task(&["x"], Priority::Medium)).is_ok() {
+    while registry
+        .claim(&task(&["x"], Priority::Medium), None)
+        .map(|claimed| claimed.agent)
+        .is_ok()
+    {
         claims += 1;
         assert!(claims <= 4, "over-booked");
     }
@@ -677,7 +728,10 @@ pub fn claim_agrees_with_the_router(registry: &Subject) -> Result<()> {
         let priority = [Priority::Low, Priority::Critical, Priority::High][step % 3];
         let t = task(&labels, priority);
         let expected = router.route(&t, &registry.list()?);
-        match (expected, registry.claim(&t)) {
+        match (
+            expected,
+            registry.claim(&t, None).map(|claimed| claimed.agent),
+        ) {
             (Ok(want), Ok(got)) => assert_eq!(got.id, want, "step {step}"),
             (Err(Error::NoEligibleAgent), Err(Error::NoEligibleAgent)) => {}
             (want, got) => panic!("step {step}: router {want:?}, claim {got:?}"),
@@ -686,36 +740,58 @@ pub fn claim_agrees_with_the_router(registry: &Subject) -> Result<()> {
     Ok(())
 }
 
-/// [`AgentRegistry::release`]: "Gives back one slot taken by `claim`:
-/// subtracts one from the agent's `current_load`."
+/// [`AgentRegistry::release`]: "Gives back the slot held for `task_id`: the
+/// claim is deleted and its agent's `current_load` drops by one ... Returns
+/// the claim released."
 pub fn release_gives_a_slot_back(registry: &Subject) -> Result<()> {
     registry.register(worker("a", &["x"], Available, 0, 1))?;
-    let got = registry.claim(&task(&["x"], Priority::Medium))?;
-    assert_eq!(got.current_load, 1);
-    expect_no_eligible(registry.claim(&task(&["x"], Priority::Medium)));
-    registry.release("a")?;
+    let claimed = registry.claim(&named_task("job-1", &["x"]), None)?;
+    assert_eq!(claimed.agent.current_load, 1);
+    assert_eq!(
+        (
+            claimed.claim.task_id.as_str(),
+            claimed.claim.agent_id.as_str()
+        ),
+        ("job-1", "a")
+    );
+    expect_no_eligible(
+        registry
+            .claim(&task(&["x"], Priority::Medium), None)
+            .map(|claimed| claimed.agent),
+    );
+    let released = registry.release("job-1", Some(claimed.claim.token))?;
+    assert_eq!(released, claimed.claim);
     assert_eq!(registry.get("a")?.current_load, 0);
-    assert_eq!(claimed(registry, &["x"], Priority::Medium)?, "a");
+    assert!(registry.claims(None)?.is_empty());
+    assert_eq!(claimed_id(registry, &["x"])?, "a");
     Ok(())
 }
 
-/// [`AgentRegistry::release`]: "[`Error::NotFound`] for an unknown id and
-/// [`Error::NothingToRelease`] when its load is already 0; nothing changes
-/// then."
+/// [`AgentRegistry::release`]: "[`Error::StaleClaim`] when no claim of the
+/// task is held, or not under `token`; nothing changes then."
 pub fn release_refuses_what_it_cannot_do(registry: &Subject) -> Result<()> {
-    registry.register(worker("idle", &["x"], Available, 0, 1))?;
-    match registry.release("idle") {
-        Err(e @ Error::NothingToRelease(_)) => {
-            assert_eq!(e.to_string(), "agent idle holds no load to release")
-        }
-        other => panic!("expected NothingToRelease, got {other:?}"),
+    registry.register(worker("idle", &["x"], Available, 0, 2))?;
+    match registry.release("never-claimed", None) {
+        Err(e @ Error::StaleClaim { .. }) => assert_eq!(
+            e.to_string(),
+            "no claim of task never-claimed is held (released or recovered already)"
+        ),
+        other => panic!("expected StaleClaim, got {other:?}"),
     }
-    match registry.release("ghost") {
-        Err(e @ Error::NotFound(_)) => assert_eq!(e.to_string(), "agent not found: ghost"),
-        other => panic!("expected NotFound, got {other:?}"),
+    let claimed = registry.claim(&named_task("job", &["x"]), None)?;
+    let token = claimed.claim.token;
+    match registry.release("job", Some(token + 1)) {
+        Err(e @ Error::StaleClaim { .. }) => assert_eq!(
+            e.to_string(),
+            format!(
+                "stale token {} for task job: it is held under token {token} now (it was recovered and claimed again)",
+                token + 1
+            )
+        ),
+        other => panic!("expected StaleClaim, got {other:?}"),
     }
-    assert_eq!(registry.get("idle")?.current_load, 0);
-    assert_eq!(registry.list()?.len(), 1);
+    assert_eq!(registry.get("idle")?.current_load, 1);
+    assert_eq!(registry.claims(None)?, [claimed.claim]);
     Ok(())
 }
 
@@ -788,11 +864,15 @@ pub fn drained_agents_get_no_claims_and_register_keeps_the_drain(registry: &Subj
     registry.drain("idle-one", true)?;
     assert!(registry.get("idle-one")?.drained);
     // The drained agent would win on usage; it is skipped.
-    let claimed = registry.claim(&task(&["x"], Priority::Critical))?;
+    let claimed = registry
+        .claim(&task(&["x"], Priority::Critical), None)?
+        .agent;
     assert_eq!(claimed.id, "busy-one");
     registry.drain("busy-one", true)?;
     assert!(matches!(
-        registry.claim(&task(&["x"], Priority::Medium)),
+        registry
+            .claim(&task(&["x"], Priority::Medium), None)
+            .map(|claimed| claimed.agent),
         Err(Error::NoEligibleAgent)
     ));
     // It keeps heartbeating and keeps its load.
@@ -813,7 +893,10 @@ pub fn drained_agents_get_no_claims_and_register_keeps_the_drain(registry: &Subj
     assert!(!registry.get("fresh")?.drained);
     registry.drain("idle-one", false)?;
     assert_eq!(
-        registry.claim(&task(&["x"], Priority::Critical))?.id,
+        registry
+            .claim(&task(&["x"], Priority::Critical), None)?
+            .agent
+            .id,
         "fresh"
     );
     assert!(matches!(registry.drain("ghost", true), Err(Error::NotFound(id)) if id == "ghost"));
@@ -838,7 +921,9 @@ pub fn set_status_changes_only_the_status(registry: &Subject) -> Result<()> {
         );
     }
     assert!(matches!(
-        registry.claim(&task(&["x"], Priority::Medium)),
+        registry
+            .claim(&task(&["x"], Priority::Medium), None)
+            .map(|claimed| claimed.agent),
         Err(Error::NoEligibleAgent)
     ));
     assert!(matches!(
@@ -908,5 +993,218 @@ pub fn bad_metadata_is_refused(registry: &Subject) -> Result<()> {
     };
     registry.register(most.clone())?;
     assert_kept(registry, registry.get("m")?, &most);
+    Ok(())
+}
+
+/// [`AgentRegistry::claim`]: "records a [`Claim`](crate::Claim) of `task.id`
+/// on it ... the claim gets a fencing token larger than every token before,
+/// and, with a `lease`, an expiry of now + `lease`"; "An empty `task.id` gets
+/// a unique, time-ordered one".
+pub fn claims_are_rows_with_growing_tokens(registry: &Subject) -> Result<()> {
+    registry.register(worker("a", &["x"], Available, 0, 0))?;
+    let before = Utc::now();
+    let first = registry.claim(&named_task("job-1", &["x"]), None)?;
+    let second = registry.claim(&named_task("job-2", &["x"]), Some(Duration::from_secs(60)))?;
+    let generated = registry.claim(&task(&["x"], Priority::Medium), None)?;
+    assert_eq!(first.claim.task_id, "job-1");
+    assert_eq!(first.claim.agent_id, "a");
+    assert!(first.claim.token < second.claim.token);
+    assert!(second.claim.token < generated.claim.token);
+    assert!(first.claim.claimed_at >= before - TimeDelta::seconds(1));
+    assert_eq!(first.claim.lease_expires_at, None);
+    let expiry = second.claim.lease_expires_at.expect("a lease");
+    let lease = expiry - second.claim.claimed_at;
+    assert!(
+        (lease - TimeDelta::seconds(60)).abs() < TimeDelta::milliseconds(1),
+        "{lease}"
+    );
+    assert!(
+        generated.claim.task_id.starts_with("task-"),
+        "{}",
+        generated.claim.task_id
+    );
+    assert_eq!(generated.agent.current_load, 3);
+    assert_eq!(
+        registry.claims(None)?,
+        [
+            first.claim.clone(),
+            second.claim.clone(),
+            generated.claim.clone()
+        ]
+    );
+    assert_eq!(registry.claims(Some("a"))?.len(), 3);
+    assert!(registry.claims(Some("b"))?.is_empty());
+    // Released and claimed again, a task gets a larger token still.
+    registry.release("job-1", Some(first.claim.token))?;
+    let again = registry.claim(&named_task("job-1", &["x"]), None)?;
+    assert!(again.claim.token > generated.claim.token);
+    Ok(())
+}
+
+/// [`AgentRegistry::claim`]: "[`Error::AlreadyClaimed`] when `task.id` is
+/// held (even when no agent is free)"; task ids follow the rules of agent
+/// ids; "a lease of 0" is invalid. Nothing changes then.
+pub fn claims_refuse_held_tasks_bad_ids_and_empty_leases(registry: &Subject) -> Result<()> {
+    registry.register(worker("a", &["x"], Available, 0, 1))?;
+    let held = registry.claim(&named_task("job", &["x"]), None)?;
+    let before = (registry.list()?, registry.claims(None)?);
+    match registry.claim(&named_task("job", &["x"]), None) {
+        Err(e @ Error::AlreadyClaimed { .. }) => assert_eq!(
+            e.to_string(),
+            format!(
+                "task job is already claimed by agent a (token {})",
+                held.claim.token
+            )
+        ),
+        other => panic!("expected AlreadyClaimed, got {other:?}"),
+    }
+    for bad in [
+        "tab\tid",
+        "zero\u{200B}width",
+        &"t".repeat(crate::MAX_ID_CHARS + 1),
+    ] {
+        match registry.claim(&named_task(bad, &[]), None) {
+            Err(Error::Invalid {
+                field: "task_id", ..
+            }) => {}
+            other => panic!("{bad:?}: expected invalid task_id, got {other:?}"),
+        }
+    }
+    registry.register(worker("b", &["x"], Available, 0, 1))?;
+    let before_b = (registry.list()?, registry.claims(None)?);
+    match registry.claim(&named_task("fresh", &["x"]), Some(Duration::ZERO)) {
+        Err(Error::Invalid { field: "lease", .. }) => {}
+        other => panic!("expected invalid lease, got {other:?}"),
+    }
+    assert_eq!((registry.list()?, registry.claims(None)?), before_b);
+    assert_eq!(before.1, registry.claims(None)?);
+    Ok(())
+}
+
+/// [`AgentRegistry::renew`]: "Extends the lease of the claim held for
+/// `task_id` (under `token`, when given) to now + `lease`"; a stale token "is
+/// refused ... and changes nothing".
+pub fn renew_extends_a_lease_and_refuses_stale_tokens(registry: &Subject) -> Result<()> {
+    registry.register(worker("a", &["x"], Available, 0, 0))?;
+    let claimed = registry.claim(&named_task("job", &["x"]), Some(Duration::from_secs(5)))?;
+    let token = claimed.claim.token;
+    let renewed = registry.renew("job", Some(token), Duration::from_secs(3600))?;
+    assert_eq!(renewed.token, token);
+    assert!(renewed.lease_expires_at > claimed.claim.lease_expires_at);
+    assert!(renewed.lease_expires_at.expect("lease") > Utc::now() + TimeDelta::minutes(59));
+    // Without a token: an operator's override.
+    registry.renew("job", None, Duration::from_secs(60))?;
+    for (task_id, token) in [("job", Some(token + 1)), ("other", None)] {
+        match registry.renew(task_id, token, Duration::from_secs(60)) {
+            Err(Error::StaleClaim { .. }) => {}
+            other => panic!("expected StaleClaim, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        registry.renew("job", Some(token), Duration::ZERO),
+        Err(Error::Invalid { field: "lease", .. })
+    ));
+    assert_eq!(registry.claims(None)?.len(), 1);
+    Ok(())
+}
+
+/// [`AgentRegistry::recover`]: "Takes back every claim whose agent was
+/// deregistered, whose agent is offline, or whose lease has run out ... and
+/// returns each with its reason ... agent gone over agent offline over lease
+/// expired"; [`AgentRegistry::deregister`]: "The claims it holds are kept,
+/// detached from it".
+pub fn recover_takes_back_what_is_due_once_with_its_reason(registry: &Subject) -> Result<()> {
+    for id in ["gone", "off", "live"] {
+        registry.register(worker(id, &[id], Available, 0, 0))?;
+    }
+    let short = Some(Duration::from_nanos(1));
+    let gone = registry.claim(&named_task("t-gone", &["gone"]), short)?;
+    let off = registry.claim(&named_task("t-off", &["off"]), short)?;
+    let expired = registry.claim(&named_task("t-expired", &["live"]), short)?;
+    let kept = registry.claim(
+        &named_task("t-kept", &["live"]),
+        Some(Duration::from_secs(3600)),
+    )?;
+    let unleased = registry.claim(&named_task("t-unleased", &["live"]), None)?;
+    registry.deregister("gone")?;
+    registry.set_status("off", Offline)?;
+    // Deregistered, its claim is still listed, under the agent that took it.
+    assert_eq!(
+        registry.claims(Some("gone"))?,
+        std::slice::from_ref(&gone.claim)
+    );
+    // Let the one-nanosecond leases run out for sure.
+    while Utc::now() <= expired.claim.lease_expires_at.expect("lease") {
+        std::hint::spin_loop();
+    }
+    let recovered = registry.recover()?;
+    let got: Vec<(&str, RecoverReason)> = recovered
+        .iter()
+        .map(|r| (r.claim.task_id.as_str(), r.reason))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("t-gone", RecoverReason::AgentGone),
+            ("t-off", RecoverReason::AgentOffline),
+            ("t-expired", RecoverReason::LeaseExpired),
+        ]
+    );
+    assert_eq!(recovered[1].claim, off.claim);
+    assert!(
+        registry.recover()?.is_empty(),
+        "each claim is recovered once"
+    );
+    assert_eq!(registry.claims(None)?, [kept.claim, unleased.claim]);
+    assert_eq!(registry.get("off")?.current_load, 0);
+    assert_eq!(registry.get("live")?.current_load, 2);
+    // The tasks may be claimed again.
+    registry.claim(&named_task("t-expired", &["live"]), None)?;
+    Ok(())
+}
+
+/// [`AgentRegistry::register`]: "the claims the agent holds stay held: the
+/// caller's `current_load` is the agent's untracked load ... a register whose
+/// load plus the held claims would pass a non-zero `max_load` is refused";
+/// "Claims of an agent that was deregistered are not inherited by a new
+/// agent registered under the same id".
+pub fn register_keeps_claims_and_new_agents_do_not_inherit_them(registry: &Subject) -> Result<()> {
+    registry.register(worker("a", &["x"], Available, 0, 3))?;
+    registry.claim(&named_task("j1", &["x"]), None)?;
+    registry.claim(&named_task("j2", &["x"]), None)?;
+    // A sidecar restarts and registers with load 0: the claims stay.
+    registry.register(worker("a", &["x"], Available, 0, 3))?;
+    assert_eq!(registry.get("a")?.current_load, 2);
+    assert_eq!(registry.claims(Some("a"))?.len(), 2);
+    registry.register(worker("a", &["x"], Busy, 1, 3))?;
+    assert_eq!(registry.get("a")?.current_load, 3);
+    match registry.register(worker("a", &["x"], Available, 2, 3)) {
+        Err(Error::Invalid {
+            field: "current_load",
+            reason,
+        }) => assert!(
+            reason.contains("plus the 2 claim(s) the agent holds is above max_load 3"),
+            "{reason}"
+        ),
+        other => panic!("expected invalid current_load, got {other:?}"),
+    }
+    assert_eq!(registry.get("a")?.current_load, 3);
+    // An offline agent that heartbeats back keeps its claims.
+    registry.set_status("a", Offline)?;
+    registry.heartbeat("a")?;
+    assert_eq!(registry.get("a")?.current_load, 3);
+    assert!(registry.recover()?.is_empty());
+    // Deregistered and registered again: a new agent, without the claims.
+    registry.deregister("a")?;
+    registry.register(worker("a", &["x"], Available, 0, 3))?;
+    assert_eq!(registry.get("a")?.current_load, 0);
+    let recovered = registry.recover()?;
+    assert_eq!(recovered.len(), 2);
+    assert!(
+        recovered
+            .iter()
+            .all(|r| r.reason == RecoverReason::AgentGone)
+    );
+    assert_eq!(registry.get("a")?.current_load, 0);
     Ok(())
 }

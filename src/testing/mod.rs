@@ -84,13 +84,10 @@ pub mod model;
 use std::any::Any;
 use std::fmt;
 use std::ops::Deref;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::agent::AgentInfo;
 use crate::registry::AgentRegistry;
-use crate::task::Task;
 
 /// What a factory or a test of the contract can fail with, besides a failed
 /// assertion (which panics, as in any test).
@@ -246,8 +243,7 @@ pub fn temporary_sqlite() -> Result<FreshRegistry, BoxError> {
 }
 
 /// The registry a conformance [`Case`] checks, with the backend's
-/// [`Precision`]. It is an [`AgentRegistry`] that passes every call to the
-/// registry under test.
+/// [`Precision`]. It dereferences to the registry under test.
 pub struct Subject<'a> {
     registry: &'a dyn AgentRegistry,
     precision: Precision,
@@ -261,45 +257,11 @@ impl Subject<'_> {
 }
 
 /// Every call goes to the registry under test.
-impl AgentRegistry for Subject<'_> {
-    fn register(&self, agent: AgentInfo) -> crate::Result<()> {
-        self.registry.register(agent)
-    }
+impl<'a> std::ops::Deref for Subject<'a> {
+    type Target = dyn AgentRegistry + 'a;
 
-    fn deregister(&self, id: &str) -> crate::Result<()> {
-        self.registry.deregister(id)
-    }
-
-    fn get(&self, id: &str) -> crate::Result<AgentInfo> {
-        self.registry.get(id)
-    }
-
-    fn list(&self) -> crate::Result<Vec<AgentInfo>> {
-        self.registry.list()
-    }
-
-    fn heartbeat(&self, id: &str) -> crate::Result<()> {
-        self.registry.heartbeat(id)
-    }
-
-    fn set_status(&self, id: &str, status: crate::AgentStatus) -> crate::Result<()> {
-        self.registry.set_status(id, status)
-    }
-
-    fn drain(&self, id: &str, drained: bool) -> crate::Result<()> {
-        self.registry.drain(id, drained)
-    }
-
-    fn reap(&self, ttl: Duration) -> crate::Result<Vec<String>> {
-        self.registry.reap(ttl)
-    }
-
-    fn claim(&self, task: &Task) -> crate::Result<AgentInfo> {
-        self.registry.claim(task)
-    }
-
-    fn release(&self, id: &str) -> crate::Result<()> {
-        self.registry.release(id)
+    fn deref(&self) -> &Self::Target {
+        self.registry
     }
 }
 
@@ -553,6 +515,11 @@ macro_rules! roster_conformance {
             drained_agents_get_no_claims_and_register_keeps_the_drain,
             set_status_changes_only_the_status,
             bad_metadata_is_refused,
+            claims_are_rows_with_growing_tokens,
+            claims_refuse_held_tasks_bad_ids_and_empty_leases,
+            renew_extends_a_lease_and_refuses_stale_tokens,
+            recover_takes_back_what_is_due_once_with_its_reason,
+            register_keeps_claims_and_new_agents_do_not_inherit_them,
         }
     };
     (@case tests; $($case:ident),* $(,)?) => {

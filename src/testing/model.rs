@@ -22,7 +22,8 @@ use proptest::test_runner::TestRunner;
 use super::{BoxError, Contract};
 use crate::registry::reap_cutoff;
 use crate::{
-    AgentInfo, AgentRegistry, AgentStatus, DefaultRouter, Error, Priority, Result, Task, TaskRouter,
+    AgentInfo, AgentRegistry, AgentStatus, Claim, Claimed, DefaultRouter, Error, Priority,
+    RecoverReason, Recovered, Result, Task, TaskRouter,
 };
 
 /// [`AgentRegistry`]: "Every implementation keeps the same contract ...: the
@@ -59,15 +60,58 @@ pub fn registry_agrees_with_the_model(contract: &Contract) -> Result<(), BoxErro
     Ok(())
 }
 
-/// The contract, plainly: agents in the order they were first registered.
+/// The contract, plainly: agents in the order they were first registered,
+/// claims in the order they were taken, each with whether its agent is still
+/// the one that took it.
 #[derive(Debug, Default)]
 struct Model {
     agents: Mutex<Vec<AgentInfo>>,
+    claims: Mutex<Vec<(Claim, bool)>>,
+    token: Mutex<u64>,
 }
 
 impl Model {
     fn agents(&self) -> MutexGuard<'_, Vec<AgentInfo>> {
         self.agents.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn claims_held(&self) -> MutexGuard<'_, Vec<(Claim, bool)>> {
+        self.claims.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many claims agent `id` holds.
+    fn held_by(&self, id: &str) -> u32 {
+        let held = self
+            .claims_held()
+            .iter()
+            .filter(|(claim, attached)| *attached && claim.agent_id == id)
+            .count();
+        u32::try_from(held).unwrap_or(u32::MAX)
+    }
+
+    /// The position of the claim of `task_id` under `token`, or the error.
+    fn find(&self, task_id: &str, token: Option<u64>) -> Result<usize> {
+        let claims = self.claims_held();
+        match claims
+            .iter()
+            .position(|(claim, _)| claim.task_id == task_id)
+        {
+            Some(at) if token.is_none_or(|t| t == claims[at].0.token) => Ok(at),
+            other => Err(Error::StaleClaim {
+                task_id: task_id.to_owned(),
+                token,
+                held: other.map(|at| claims[at].0.token),
+            }),
+        }
+    }
+
+    /// Deletes the claim at `at`, giving its slot back.
+    fn remove(&self, at: usize) -> Claim {
+        let (claim, attached) = self.claims_held().remove(at);
+        if attached && let Some(agent) = self.agents().iter_mut().find(|a| a.id == claim.agent_id) {
+            agent.current_load -= 1;
+        }
+        claim
     }
 }
 
@@ -78,6 +122,21 @@ fn not_found(id: &str) -> Error {
 impl AgentRegistry for Model {
     fn register(&self, agent: AgentInfo) -> Result<()> {
         let mut agent = agent.validated()?;
+        let held = self.held_by(&agent.id);
+        match agent.current_load.checked_add(held) {
+            Some(total) if agent.max_load == 0 || total <= agent.max_load => {
+                agent.current_load = total;
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "current_load",
+                    format!(
+                        "{} plus the {held} claim(s) the agent holds is above max_load {} (release or recover them first)",
+                        agent.current_load, agent.max_load
+                    ),
+                ));
+            }
+        }
         let mut agents = self.agents();
         match agents.iter_mut().find(|a| a.id == agent.id) {
             Some(old) => {
@@ -98,6 +157,11 @@ impl AgentRegistry for Model {
         agents.retain(|a| a.id != id);
         if agents.len() == before {
             return Err(not_found(id));
+        }
+        for (claim, attached) in self.claims_held().iter_mut() {
+            if claim.agent_id == id {
+                *attached = false;
+            }
         }
         Ok(())
     }
@@ -163,28 +227,120 @@ impl AgentRegistry for Model {
         Ok(reaped)
     }
 
-    fn claim(&self, task: &Task) -> Result<AgentInfo> {
+    fn claim(&self, task: &Task, lease: Option<Duration>) -> Result<Claimed> {
+        let task_id = if task.id.is_empty() {
+            crate::claim::new_task_id()
+        } else {
+            crate::text::check_text(
+                "task_id",
+                &task.id,
+                crate::MAX_ID_CHARS,
+                crate::text::Refuses::FormatCharacters,
+            )?;
+            task.id.clone()
+        };
+        task.checked_labels()?;
+        let claimed_at = Utc::now();
+        let lease_expires_at = match lease {
+            None => None,
+            Some(lease) => Some(crate::claim::lease_expiry(claimed_at, lease)?),
+        };
+        if let Some((held, _)) = self
+            .claims_held()
+            .iter()
+            .find(|(c, _)| c.task_id == task_id)
+        {
+            return Err(Error::AlreadyClaimed {
+                task_id,
+                agent_id: held.agent_id.clone(),
+                token: held.token,
+            });
+        }
         let chosen = DefaultRouter::new().route(task, &self.list()?)?;
+        let mut token = self.token.lock().unwrap_or_else(PoisonError::into_inner);
+        *token += 1;
+        let claim = Claim {
+            task_id,
+            agent_id: chosen.clone(),
+            token: *token,
+            claimed_at,
+            lease_expires_at,
+        };
+        self.claims_held().push((claim.clone(), true));
         let mut agents = self.agents();
         let agent = agents
             .iter_mut()
             .find(|a| a.id == chosen)
             .ok_or_else(|| not_found(&chosen))?;
         agent.current_load += 1;
-        Ok(agent.clone())
+        Ok(Claimed {
+            claim,
+            agent: agent.clone(),
+        })
     }
 
-    fn release(&self, id: &str) -> Result<()> {
-        let mut agents = self.agents();
-        let agent = agents
-            .iter_mut()
-            .find(|a| a.id == id)
-            .ok_or_else(|| not_found(id))?;
-        if agent.current_load == 0 {
-            return Err(Error::NothingToRelease(id.to_owned()));
+    fn release(&self, task_id: &str, token: Option<u64>) -> Result<Claim> {
+        let at = self.find(task_id, token)?;
+        Ok(self.remove(at))
+    }
+
+    fn renew(&self, task_id: &str, token: Option<u64>, lease: Duration) -> Result<Claim> {
+        let expiry = crate::claim::lease_expiry(Utc::now(), lease)?;
+        let at = self.find(task_id, token)?;
+        let mut claims = self.claims_held();
+        if !claims[at].1 {
+            return Err(Error::StaleClaim {
+                task_id: task_id.to_owned(),
+                token,
+                held: None,
+            });
         }
-        agent.current_load -= 1;
-        Ok(())
+        claims[at].0.lease_expires_at = Some(expiry);
+        Ok(claims[at].0.clone())
+    }
+
+    fn claims(&self, agent_id: Option<&str>) -> Result<Vec<Claim>> {
+        Ok(self
+            .claims_held()
+            .iter()
+            .filter(|(claim, _)| agent_id.is_none_or(|id| claim.agent_id == id))
+            .map(|(claim, _)| claim.clone())
+            .collect())
+    }
+
+    fn recover(&self) -> Result<Vec<Recovered>> {
+        let now = Utc::now();
+        let mut recovered = Vec::new();
+        let mut at = 0;
+        loop {
+            let due = {
+                let claims = self.claims_held();
+                let Some((claim, attached)) = claims.get(at) else {
+                    break;
+                };
+                let offline = self
+                    .agents()
+                    .iter()
+                    .any(|a| a.id == claim.agent_id && a.status == AgentStatus::Offline);
+                if !attached {
+                    Some(RecoverReason::AgentGone)
+                } else if offline {
+                    Some(RecoverReason::AgentOffline)
+                } else if claim.lease_expires_at.is_some_and(|e| e < now) {
+                    Some(RecoverReason::LeaseExpired)
+                } else {
+                    None
+                }
+            };
+            match due {
+                Some(reason) => recovered.push(Recovered {
+                    claim: self.remove(at),
+                    reason,
+                }),
+                None => at += 1,
+            }
+        }
+        Ok(recovered)
     }
 }
 
@@ -195,8 +351,11 @@ enum Op {
     Get(String),
     Heartbeat(String),
     Reap(Duration),
-    Claim(Task),
-    Release(String),
+    Claim(Task, Option<Duration>),
+    Release(String, Option<u64>),
+    Renew(String, Option<u64>),
+    Claims(Option<String>),
+    Recover,
     Drain(String, bool),
     SetStatus(String, AgentStatus),
     List,
@@ -204,6 +363,25 @@ enum Op {
 
 const IDS: [&str; 5] = ["a", "b", "c", "d", ""];
 const CAPS: [&str; 4] = ["x", "y", "z", ""];
+
+const TASK_IDS: [&str; 4] = ["t1", "t2", "t3", ""];
+
+fn task_id() -> impl Strategy<Value = String> {
+    proptest::sample::select(&TASK_IDS[..]).prop_map(String::from)
+}
+
+/// No lease, a long one, or one that runs out at once.
+fn lease() -> impl Strategy<Value = Option<Duration>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Duration::from_secs(3600))),
+        Just(Some(Duration::from_nanos(1)))
+    ]
+}
+
+fn token() -> impl Strategy<Value = Option<u64>> {
+    prop::option::of(1_u64..5)
+}
 
 fn id() -> impl Strategy<Value = String> {
     proptest::sample::select(&IDS[..]).prop_map(String::from)
@@ -262,12 +440,20 @@ fn op() -> impl Strategy<Value = Op> {
         1 => id().prop_map(Op::Get),
         2 => id().prop_map(Op::Heartbeat),
         1 => prop_oneof![Just(Duration::from_secs(3600)), Just(Duration::ZERO)].prop_map(Op::Reap),
-        3 => (subsequence(&CAPS[..], 0..=2), 0_usize..4).prop_map(|(labels, p)| Op::Claim(Task {
-            id: "t".into(),
-            labels: labels.into_iter().map(String::from).collect(),
-            priority: Priority::ALL[p],
-        })),
-        2 => id().prop_map(Op::Release),
+        3 => (subsequence(&CAPS[..], 0..=2), 0_usize..4, task_id(), lease()).prop_map(
+            |(labels, p, id, lease)| Op::Claim(
+                Task {
+                    id,
+                    labels: labels.into_iter().map(String::from).collect(),
+                    priority: Priority::ALL[p],
+                },
+                lease,
+            )
+        ),
+        2 => (task_id(), token()).prop_map(|(id, token)| Op::Release(id, token)),
+        1 => (task_id(), token()).prop_map(|(id, token)| Op::Renew(id, token)),
+        1 => prop::option::of(id()).prop_map(Op::Claims),
+        1 => Just(Op::Recover),
         1 => (id(), any::<bool>()).prop_map(|(id, drained)| Op::Drain(id, drained)),
         1 => (id(), 0_usize..3).prop_map(|(id, s)| Op::SetStatus(id, AgentStatus::ALL[s])),
         1 => Just(Op::List),
@@ -281,6 +467,17 @@ fn comparable(mut agent: AgentInfo) -> (AgentInfo, bool) {
     agent.last_heartbeat = chrono::DateTime::UNIX_EPOCH;
     agent.started_at = agent.started_at.map(|_| chrono::DateTime::UNIX_EPOCH);
     (agent, fresh)
+}
+
+/// A claim without its times (taken microseconds apart in the two) and with
+/// a generated task id reduced to its prefix, keeping whether it has a lease.
+fn comparable_claim(mut claim: Claim) -> Claim {
+    claim.claimed_at = chrono::DateTime::UNIX_EPOCH;
+    claim.lease_expires_at = claim.lease_expires_at.map(|_| chrono::DateTime::UNIX_EPOCH);
+    if claim.task_id.starts_with("task-") {
+        claim.task_id = "task-*".into();
+    }
+    claim
 }
 
 /// An operation's answer in a form both implementations must agree on.
@@ -297,8 +494,27 @@ fn apply(registry: &dyn AgentRegistry, op: &Op) -> String {
         Op::Get(id) => show(registry.get(id).map(comparable)),
         Op::Heartbeat(id) => show(registry.heartbeat(id)),
         Op::Reap(ttl) => show(registry.reap(*ttl)),
-        Op::Claim(task) => show(registry.claim(task).map(comparable)),
-        Op::Release(id) => show(registry.release(id)),
+        Op::Claim(task, lease) => show(
+            registry
+                .claim(task, *lease)
+                .map(|c| (comparable_claim(c.claim), comparable(c.agent))),
+        ),
+        Op::Release(id, token) => show(registry.release(id, *token).map(comparable_claim)),
+        Op::Renew(id, token) => show(
+            registry
+                .renew(id, *token, Duration::from_secs(3600))
+                .map(comparable_claim),
+        ),
+        Op::Claims(agent) => show(
+            registry
+                .claims(agent.as_deref())
+                .map(|all| all.into_iter().map(comparable_claim).collect::<Vec<_>>()),
+        ),
+        Op::Recover => show(registry.recover().map(|all| {
+            all.into_iter()
+                .map(|r| (comparable_claim(r.claim), r.reason))
+                .collect::<Vec<_>>()
+        })),
         Op::Drain(id, drained) => show(registry.drain(id, *drained)),
         Op::SetStatus(id, status) => show(registry.set_status(id, *status)),
         Op::List => show(

@@ -1,0 +1,299 @@
+//! The command line as clap sees it: global options, subcommands, their
+//! flags, and the parsers that turn flag values into checked values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+use roster::{AgentInfo, AgentStatus, MAX_BUSY_TIMEOUT, Priority};
+
+use super::exit;
+
+/// roster: a persistent registry of agents for orchestrators on one host.
+///
+/// The registry is one SQLite file (--db, else $ROSTER_DB, else roster.db),
+/// created on first use and shared by every process on the host.
+#[derive(Debug, Parser)]
+#[command(
+    name = "roster",
+    version,
+    after_help = exit::help(),
+    arg_required_else_help = true
+)]
+pub(crate) struct Cli {
+    /// The registry file [default: roster.db; roster-demo.db for `demo`].
+    /// Commands that only read, or that need an agent to exist, never
+    /// create it.
+    #[arg(long, global = true, env = "ROSTER_DB", hide_env_values = true)]
+    pub(crate) db: Option<PathBuf>,
+    /// Print JSON instead of text: one document per command, one per line
+    /// for `agent`, `reaper` and `demo`; errors as one object on stderr.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// How long to wait for other processes that hold the registry's lock
+    /// before failing with exit code 6 (at most 24days 20h 31m 23s 647ms).
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        value_parser = busy_timeout,
+        default_value = "5s",
+        allow_hyphen_values = true
+    )]
+    pub(crate) busy_timeout: Duration,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Add an agent, or replace every field of an existing one.
+    #[command(
+        after_help = "Example:\n  roster register builder-1 --cap rust --cap linux --max-load 4"
+    )]
+    Register(AgentArgs),
+    /// Remove an agent.
+    #[command(after_help = "Example:\n  roster deregister builder-1")]
+    Deregister {
+        /// The agent's id.
+        id: String,
+    },
+    /// Show one agent.
+    #[command(after_help = "Example:\n  roster get builder-1")]
+    Get {
+        /// The agent's id.
+        id: String,
+    },
+    /// Record that an agent is alive (an offline agent becomes available).
+    #[command(after_help = "Example:\n  roster heartbeat builder-1")]
+    Heartbeat {
+        /// The agent's id.
+        id: String,
+    },
+    /// Give back the slot held for a task by `claim`.
+    #[command(after_help = "Example:\n  roster release build-42")]
+    Release {
+        /// The task's id.
+        id: String,
+    },
+    /// List the agents, ordered by id.
+    #[command(after_help = "Example:\n  roster list --status available --cap gpu")]
+    List {
+        /// Only agents with this status.
+        #[arg(long)]
+        status: Option<AgentStatus>,
+        /// Only agents holding this capability (repeat for several).
+        #[arg(long = "cap", value_name = "CAP")]
+        capabilities: Vec<String>,
+    },
+    /// Mark offline every agent silent for longer than the TTL, once.
+    #[command(after_help = "Example:\n  roster reap --ttl 30s")]
+    Reap {
+        /// How long an agent may stay silent (30s, 5m, 1h...; 0 or more).
+        #[arg(long, value_parser = ttl, allow_hyphen_values = true)]
+        ttl: Duration,
+    },
+    /// Take a slot on the best agent for a task and print it.
+    #[command(after_help = "Example:\n  roster claim --label gpu --label cuda --priority high")]
+    Claim {
+        /// A capability the agent must hold (repeat for several).
+        #[arg(long = "label", value_name = "LABEL")]
+        labels: Vec<String>,
+        /// low, medium, high or critical (critical goes to the least loaded
+        /// agent).
+        #[arg(long, default_value = "medium")]
+        priority: Priority,
+        /// Your id for the task (roster does not interpret it).
+        #[arg(long, default_value = "")]
+        task_id: String,
+    },
+    /// Register an agent, then heartbeat for it until SIGINT or SIGTERM: the
+    /// sidecar for an agent written in any language.
+    #[command(
+        after_help = "Example:\n  roster agent worker-7 --cap python --max-load 2 --every 5s"
+    )]
+    Agent {
+        /// The agent to register.
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// Time between heartbeats (at least 1ms).
+        #[arg(long, value_parser = interval, default_value = "5s", allow_hyphen_values = true)]
+        every: Duration,
+        /// Remove the agent from the registry when stopped by a signal,
+        /// instead of marking it offline.
+        #[arg(long)]
+        deregister_on_exit: bool,
+        /// Leave the agent as it is when stopped by a signal (available,
+        /// claimable until the reaper's TTL runs out), instead of marking it
+        /// offline: for a restart that must keep the agent's tasks.
+        #[arg(long, conflicts_with = "deregister_on_exit")]
+        keep_on_exit: bool,
+    },
+    /// Reap in a loop, printing each agent that went offline, until SIGINT
+    /// or SIGTERM.
+    #[command(after_help = "Example:\n  roster reaper --ttl 30s --every 5s")]
+    Reaper {
+        /// How long an agent may stay silent (30s, 5m, 1h...; 0 or more).
+        #[arg(long, value_parser = ttl, allow_hyphen_values = true)]
+        ttl: Duration,
+        /// Time between reaps (at least 1ms).
+        #[arg(long, value_parser = interval, default_value = "5s", allow_hyphen_values = true)]
+        every: Duration,
+    },
+    /// Drain an agent: it gets no new claims, keeps heartbeating and keeps
+    /// the slots it holds (like `kubectl cordon`); `--undo` ends the drain.
+    #[command(after_help = "Examples:\n  roster drain builder-1\n  roster drain builder-1 --undo")]
+    Drain {
+        /// The agent's id.
+        id: String,
+        /// Let the agent take claims again.
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Run one SQL statement against the registry and print the rows.
+    /// Read-only unless --write is given.
+    #[command(
+        after_help = "Examples:\n  roster sql \"SELECT status, count(*) FROM agents GROUP BY status\"\n  roster sql --write \"UPDATE agents SET max_load = 8 WHERE id = 'builder-1'\""
+    )]
+    Sql {
+        /// The statement (it may start with a hyphen, as a `-- comment`
+        /// does).
+        #[arg(allow_hyphen_values = true)]
+        query: String,
+        /// Allow a statement that writes; the number of rows it changed is
+        /// printed.
+        #[arg(long)]
+        write: bool,
+        /// How long the statement may run before it is interrupted (0: no
+        /// limit). Ctrl-C interrupts it too; either way nothing is changed.
+        #[arg(long, value_parser = ttl, default_value = "30s", allow_hyphen_values = true)]
+        timeout: Duration,
+    },
+    /// Show in under 30 seconds what roster is for: agent processes, a
+    /// dispatcher, a crash, the reaper, a restart and a query.
+    #[command(
+        after_help = "Example:\n  roster demo            (uses roster-demo.db, replaced on each run)"
+    )]
+    Demo,
+    /// Print a completion script for a shell, generated from these very
+    /// flags.
+    #[command(
+        after_help = "Examples:\n  roster completions bash > /etc/bash_completion.d/roster\n  roster completions zsh > \"${fpath[1]}/_roster\"\n  roster completions fish > ~/.config/fish/completions/roster.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Print the manual page (roff) of roster, or of one subcommand,
+    /// generated from these very flags.
+    #[command(
+        after_help = "Examples:\n  roster man > roster.1 && man -l roster.1\n  roster man claim > roster-claim.1"
+    )]
+    Man {
+        /// The subcommand whose page to print (`roster-SUBCOMMAND(1)`).
+        subcommand: Option<String>,
+    },
+}
+
+/// The fields of an agent, as flags (shared by `register` and `agent`).
+#[derive(Clone, Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// The agent's id.
+    pub(crate) id: String,
+    /// A human-readable name [default: the id].
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// A capability (repeat for several).
+    #[arg(long = "cap", value_name = "CAP")]
+    pub(crate) capabilities: Vec<String>,
+    /// Tasks allowed at once: 0 or more, 0 meaning unlimited (a negative
+    /// number is refused).
+    #[arg(long, default_value_t = 0, value_parser = count, allow_negative_numbers = true)]
+    pub(crate) max_load: u32,
+    /// available, busy or offline.
+    #[arg(long, default_value = "available")]
+    pub(crate) status: AgentStatus,
+    /// Tasks running now: 0 or more, at most --max-load unless that is 0.
+    #[arg(long, default_value_t = 0, value_parser = count, allow_negative_numbers = true)]
+    pub(crate) load: u32,
+}
+
+impl AgentArgs {
+    /// The agent these flags describe, heartbeating now.
+    pub(crate) fn to_agent(&self) -> AgentInfo {
+        AgentInfo {
+            id: self.id.clone(),
+            name: self.name.clone().unwrap_or_else(|| self.id.clone()),
+            capabilities: self.capabilities.clone(),
+            status: self.status,
+            last_heartbeat: roster::now(),
+            current_load: self.load,
+            max_load: self.max_load,
+            ..AgentInfo::default()
+        }
+    }
+}
+
+/// The longest `--ttl`, `--every` or `--timeout`: 100 years. Longer ones
+/// reach past what clocks can count.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// Parses "30s", "5m", "1h", "250ms", "1h 30m": 0 up to [`MAX_DURATION`].
+fn duration(text: &str) -> Result<Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err("a duration cannot be negative: give 0 or more, e.g. 30s".to_owned());
+    }
+    let duration = humantime::parse_duration(text).map_err(|e| {
+        format!("not a duration ({e}); expected a number with a unit, e.g. 30s, 5m, 1h, 250ms")
+    })?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "must be at most {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(duration)
+}
+
+/// A TTL or a time limit: any [`duration`], 0 included.
+fn ttl(text: &str) -> Result<Duration, String> {
+    duration(text)
+}
+
+/// The time between two rounds of a loop: a [`duration`] of at least 1 ms,
+/// since 0 would spin.
+fn interval(text: &str) -> Result<Duration, String> {
+    let interval = duration(text)?;
+    if interval < Duration::from_millis(1) {
+        return Err("must be at least 1ms: the loop waits this long between two rounds".to_owned());
+    }
+    Ok(interval)
+}
+
+/// A busy timeout: a [`duration`] SQLite can take, at most
+/// [`MAX_BUSY_TIMEOUT`].
+fn busy_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = duration(text)?;
+    if timeout > MAX_BUSY_TIMEOUT {
+        return Err(format!(
+            "must be at most {}, the longest SQLite can wait",
+            humantime::format_duration(MAX_BUSY_TIMEOUT)
+        ));
+    }
+    Ok(timeout)
+}
+
+/// A number of tasks: 0 to `u32::MAX`.
+fn count(text: &str) -> Result<u32, String> {
+    let number: i128 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected a whole number, e.g. 4".to_owned())?;
+    if number < 0 {
+        return Err("must be 0 or more".to_owned());
+    }
+    u32::try_from(number).map_err(|_| format!("must be at most {}", u32::MAX))
+}
