@@ -63,11 +63,16 @@ CREATE INDEX claims_by_agent ON claims (agent_id) WHERE NOT detached;
 -- The leases in expiry order: for recover.
 CREATE INDEX claims_by_lease ON claims (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
 
--- A new claim is attached and gets its token from the sequence, after a
--- transaction lock on its task id (in the one-bigint key space of advisory
--- locks; roster's migration lock uses the two-integer one).
+-- A new claim is attached, of a task that is not held, and gets its token
+-- from the sequence. A transaction lock on its task id (in the one-bigint key
+-- space of advisory locks; roster's migration lock uses the two-integer one)
+-- comes first: once it has it, no other insert of the task is under way, and
+-- the claims it reads are all there are. So a held task is refused before it
+-- costs a token, and tokens of one task follow commit order.
 CREATE FUNCTION claims_insert_takes_a_token() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    holder record;
 BEGIN
     IF NEW.token IS NOT NULL THEN
         RAISE EXCEPTION 'claims.token is given by the sequence claim_tokens: leave it out of the INSERT'
@@ -78,6 +83,11 @@ BEGIN
             USING ERRCODE = 'integrity_constraint_violation';
     END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended(TG_TABLE_SCHEMA || '.claims ' || NEW.task_id, 0));
+    SELECT c.agent_id, c.token INTO holder FROM claims AS c WHERE c.task_id = NEW.task_id;
+    IF FOUND THEN
+        RAISE EXCEPTION 'task % is already claimed by agent % (token %)', NEW.task_id, holder.agent_id, holder.token
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'claims_pkey';
+    END IF;
     NEW.token := nextval('claim_tokens');
     RETURN NEW;
 END

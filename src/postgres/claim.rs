@@ -6,8 +6,8 @@
 //! claim index in routing order and locking the first eligible agent that no
 //! other transaction holds, so concurrent dispatchers take different agents
 //! instead of queueing on the best one; a second CTE inserts the claim on
-//! it (`ON CONFLICT (task_id) DO NOTHING`), and the schema's triggers take
-//! the slot and the token. Under READ COMMITTED, PostgreSQL re-checks the
+//! it, and the schema's triggers take the slot and the token, or refuse a
+//! held task with a unique violation before it costs a token. Under READ COMMITTED, PostgreSQL re-checks the
 //! WHERE clause on the newest version of a row before it locks it, so a slot
 //! another claim just took is never taken twice (and `agents_load_valid`
 //! would refuse it anyway). The agent comes back as it was locked, with the
@@ -37,7 +37,7 @@ use crate::claim::{Claim, Claimed};
 use crate::error::Error;
 use crate::memory::already_claimed;
 use crate::postgres::conn::{Session, Tx};
-use crate::postgres::retry::Result;
+use crate::postgres::retry::{Failure, Result, is_unique_violation};
 use crate::postgres::row::{self, agent_columns, claim_columns};
 use crate::route::TaskRouter;
 use crate::task::{Priority, Task};
@@ -108,7 +108,8 @@ macro_rules! locked_agent {
 /// microseconds, or NULL) on the agent the CTE `chosen` picks and locks
 /// (`$picked`: a `WHERE` clause and what follows it), returning the agent
 /// (as [`agent_columns!`], after taking the slot) and then the claim (as
-/// [`claim_columns!`]). Nothing when `chosen` is empty or the task is held.
+/// [`claim_columns!`]). Nothing when `chosen` is empty; a unique violation
+/// (SQLSTATE 23505, from the schema's trigger) when the task is held.
 macro_rules! record {
     ($picked:expr) => {
         concat!(
@@ -117,7 +118,7 @@ macro_rules! record {
             $picked,
             "), taken AS (INSERT INTO claims (task_id, agent_id, claimed_at, lease_expires_at) \
              SELECT $1::text, chosen.id, now(), now() + $2::bigint * interval '1 microsecond' \
-             FROM chosen ON CONFLICT (task_id) DO NOTHING RETURNING ",
+             FROM chosen RETURNING ",
             claim_columns!("claims"),
             ") SELECT ",
             agent_columns!("chosen"),
@@ -254,13 +255,13 @@ pub(super) fn choose(
     } else {
         (order.skip_labelled, order.wait_labelled, &labelled)
     };
-    if let Some(row) = session.query_opt(skip, params)? {
+    if let Some(row) = record(session, request.task_id, skip, params)? {
         return claimed(&row);
     }
     if let Some(holder) = held(session, request.task_id)? {
         return Err(already_claimed(&holder).into());
     }
-    if let Some(row) = session.query_opt(wait, params)? {
+    if let Some(row) = record(session, request.task_id, wait, params)? {
         return claimed(&row);
     }
     // A claim of the same task may have won the race in between.
@@ -270,31 +271,41 @@ pub(super) fn choose(
     }
 }
 
-/// What the generic path of claim came to.
-pub(super) enum Routed {
-    /// The claim was recorded.
-    Taken(Claimed),
-    /// The router's choice stopped being eligible, or another claim took
-    /// the task, before the claim could be recorded: read again.
-    Lost,
+/// Runs one statement of [`record!`]: its row, if it claimed; the
+/// [`Error::AlreadyClaimed`] of the holder if the task is held; a lost race
+/// if it was held and is no longer.
+fn record(
+    session: &mut impl Session,
+    task_id: &str,
+    sql: &'static str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<postgres::Row>> {
+    match session.query_opt(sql, params) {
+        Err(e) if is_unique_violation(&e) => match held(session, task_id)? {
+            Some(holder) => Err(already_claimed(&holder).into()),
+            None => Err(Failure::Lost),
+        },
+        other => Ok(other?),
+    }
 }
 
 /// Refuses a held task, reads the eligible agents, asks `router`, and
-/// records the claim on its choice if that agent is still eligible, all in
-/// the transaction `tx`.
+/// records the claim on its choice, all in the transaction `tx`.
 ///
 /// # Errors
 ///
 /// [`Error::AlreadyClaimed`] when the task is held,
 /// [`Error::NoEligibleAgent`] when no agent can take it, and
 /// [`Error::Invalid`] for a router that chooses an agent that is not
-/// eligible.
+/// eligible. [`Failure::Lost`] when the router's choice stopped being
+/// eligible, or another claim took the task, before the claim could be
+/// recorded: the caller reads again in a new transaction.
 pub(super) fn route(
     tx: &mut Tx<'_>,
     router: &dyn TaskRouter,
     task: &Task,
     request: &Request<'_>,
-) -> Result<Routed> {
+) -> Result<Claimed> {
     if let Some(holder) = held(tx, request.task_id)? {
         return Err(already_claimed(&holder).into());
     }
@@ -316,9 +327,12 @@ pub(super) fn route(
         &id,
         &request.labels,
     ];
-    match tx.query_opt(TAKE, &params)? {
-        Some(row) => Ok(Routed::Taken(claimed(&row)?)),
-        None => Ok(Routed::Lost),
+    match tx.query_opt(TAKE, &params) {
+        Ok(Some(row)) => claimed(&row),
+        // The transaction is rolled back; the next one sees why.
+        Ok(None) => Err(Failure::Lost),
+        Err(e) if is_unique_violation(&e) => Err(Failure::Lost),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -337,7 +351,6 @@ mod tests {
             ] {
                 assert!(sql.contains(has_slot!("a")), "{sql}");
                 assert!(sql.contains("FOR UPDATE OF a"), "{sql}");
-                assert!(sql.contains("ON CONFLICT (task_id) DO NOTHING"), "{sql}");
             }
             assert!(order.skip.contains("SKIP LOCKED") && !order.wait.contains("SKIP LOCKED"));
         }

@@ -34,7 +34,7 @@ mod schema;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use r2d2::Pool;
 
@@ -108,6 +108,11 @@ impl PostgresRegistry {
     }
 }
 
+/// How many times register tries to either update an agent that exists or
+/// insert one that does not, while other registers and deregisters of the
+/// same id keep changing which it is.
+const REGISTER_TURNS: u32 = 100;
+
 /// One agent with its capabilities in order, if it exists.
 const GET: &str = concat!(
     "SELECT ",
@@ -132,38 +137,36 @@ impl AgentRegistry for PostgresRegistry {
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .unzip();
         self.write(|tx| {
-            // The claims it holds stay held and keep counting. The agent's
-            // row is locked first, so that no claim of it commits between
-            // the count and the write.
-            tx.execute(
-                "SELECT 1 FROM agents WHERE id = $1 FOR UPDATE",
-                &[&agent.id],
-            )?;
-            let held: i64 = tx
-                .query_opt(
-                    "SELECT count(*) FROM claims WHERE agent_id = $1 AND NOT detached",
-                    &[&agent.id],
-                )?
-                .map_or(Ok(0), |row| row.try_get(0))?;
-            let held = u32::try_from(held).unwrap_or(u32::MAX);
-            let current_load = agent
-                .current_load
-                .checked_add(held)
-                .filter(|total| agent.max_load == 0 || *total <= agent.max_load)
-                .map(i64::from)
-                .ok_or_else(|| crate::memory::over_max(&agent, held))?;
-            // drained is left out: a new agent starts undrained, an existing
-            // one keeps what an operator set.
-            tx.execute(
-                "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load,
-                                     host, pid, started_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (id) DO UPDATE SET
-                     name = excluded.name, status = excluded.status,
-                     last_heartbeat = excluded.last_heartbeat,
-                     current_load = excluded.current_load, max_load = excluded.max_load,
-                     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at",
-                &[
+            // The claims it holds stay held and keep counting. An existing
+            // agent's row is locked before they are counted, so that no
+            // claim of it commits between the count and the write; a new
+            // agent holds none, unless another register creates it first
+            // (then it exists on the next turn).
+            let mut turns = 0;
+            loop {
+                let exists = tx
+                    .query_opt(
+                        "SELECT 1 FROM agents WHERE id = $1 FOR UPDATE",
+                        &[&agent.id],
+                    )?
+                    .is_some();
+                let held: i64 = if exists {
+                    tx.query_opt(
+                        "SELECT count(*) FROM claims WHERE agent_id = $1 AND NOT detached",
+                        &[&agent.id],
+                    )?
+                    .map_or(Ok(0), |row| row.try_get(0))?
+                } else {
+                    0
+                };
+                let held = u32::try_from(held).unwrap_or(u32::MAX);
+                let current_load = agent
+                    .current_load
+                    .checked_add(held)
+                    .filter(|total| agent.max_load == 0 || *total <= agent.max_load)
+                    .map(i64::from)
+                    .ok_or_else(|| crate::memory::over_max(&agent, held))?;
+                let params: [&(dyn postgres::types::ToSql + Sync); 9] = [
                     &agent.id,
                     &agent.name,
                     &agent.status.as_str(),
@@ -173,8 +176,34 @@ impl AgentRegistry for PostgresRegistry {
                     &agent.host,
                     &pid,
                     &agent.started_at,
-                ],
-            )?;
+                ];
+                // drained is left out: a new agent starts undrained, an
+                // existing one keeps what an operator set.
+                let written = if exists {
+                    tx.execute(
+                        "UPDATE agents SET name = $2, status = $3, last_heartbeat = $4,
+                             current_load = $5, max_load = $6, host = $7, pid = $8,
+                             started_at = $9
+                         WHERE id = $1",
+                        &params,
+                    )?
+                } else {
+                    tx.execute(
+                        "INSERT INTO agents (id, name, status, last_heartbeat, current_load,
+                                             max_load, host, pid, started_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                         ON CONFLICT (id) DO NOTHING",
+                        &params,
+                    )?
+                };
+                if written == 1 {
+                    break;
+                }
+                turns += 1;
+                if turns == REGISTER_TURNS {
+                    return Err(Error::Busy(self.options.busy_timeout).into());
+                }
+            }
             tx.execute("DELETE FROM capabilities WHERE agent_id = $1", &[&agent.id])?;
             if !agent.capabilities.is_empty() {
                 tx.execute(
@@ -295,16 +324,9 @@ impl AgentRegistry for PostgresRegistry {
             lease_micros,
             labels: &labels,
         };
-        let Some(router) = &self.options.router else {
-            return self.run(|conn| claim::choose(conn, &request, task.priority));
-        };
-        let deadline = Instant::now() + self.options.busy_timeout;
-        loop {
-            match self.write(|tx| claim::route(tx, router.as_ref(), task, &request))? {
-                claim::Routed::Taken(claimed) => return Ok(claimed),
-                claim::Routed::Lost if Instant::now() < deadline => {}
-                claim::Routed::Lost => return Err(Error::Busy(self.options.busy_timeout)),
-            }
+        match &self.options.router {
+            None => self.run(|conn| claim::choose(conn, &request, task.priority)),
+            Some(router) => self.write(|tx| claim::route(tx, router.as_ref(), task, &request)),
         }
     }
 

@@ -23,11 +23,14 @@ use crate::postgres::PostgresRegistry;
 use crate::postgres::conn::{Conn, Tx};
 
 /// What the work inside a call can fail with: a PostgreSQL error, classified
-/// once by [`classify`], or roster's own answer passed through as it is.
+/// once by [`classify`], roster's own answer passed through as it is, or a
+/// race lost to another call that changed what the work read (the work is
+/// run again from the start, as for a deadlock).
 #[derive(Debug)]
 pub(crate) enum Failure {
     Pg(postgres::Error),
     Roster(Error),
+    Lost,
 }
 
 impl From<postgres::Error> for Failure {
@@ -51,6 +54,12 @@ pub(crate) fn is_retryable(error: &postgres::Error) -> bool {
         error.code(),
         Some(&SqlState::T_R_SERIALIZATION_FAILURE | &SqlState::T_R_DEADLOCK_DETECTED)
     )
+}
+
+/// Whether the statement was refused for a duplicate key: for claims, a task
+/// that is held.
+pub(crate) fn is_unique_violation(error: &postgres::Error) -> bool {
+    error.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
 /// A cached statement whose plan the schema changed under (another process
@@ -144,6 +153,7 @@ impl Failure {
         match self {
             Self::Pg(e) => classify(e, limits),
             Self::Roster(e) => e,
+            Self::Lost => Error::Busy(limits.busy_timeout),
         }
     }
 }
@@ -191,6 +201,7 @@ impl PostgresRegistry {
         loop {
             match work(&mut conn) {
                 Ok(value) => return Ok(value),
+                Err(Failure::Lost) if Instant::now() < deadline => {}
                 Err(Failure::Pg(e)) if is_retryable(&e) && Instant::now() < deadline => {
                     // A pause that differs between the losers, so that they
                     // do not meet again at once.
