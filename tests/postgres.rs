@@ -16,7 +16,7 @@ use common::eventually;
 use common::pg::{self, SchemaGuard};
 use roster::{
     AgentInfo, AgentRegistry, AgentStatus, Claimed, Error, ErrorKind, MAX_PG_POOL_SIZE,
-    PostgresOptions, PostgresRegistry, Priority, Task,
+    PostgresOptions, PostgresRegistry, Priority, RecoverReason, Task,
 };
 
 fn agent(id: &str, caps: &[&str], load: u32, max: u32) -> AgentInfo {
@@ -34,9 +34,17 @@ fn agent(id: &str, caps: &[&str], load: u32, max: u32) -> AgentInfo {
 /// A task with a generated id.
 fn task(labels: &[&str], priority: Priority) -> Task {
     Task {
-        id: String::new(),
-        labels: labels.iter().map(|l| l.to_string()).collect(),
         priority,
+        ..named("", labels)
+    }
+}
+
+/// The task `id` of medium priority.
+fn named(id: &str, labels: &[&str]) -> Task {
+    Task {
+        id: id.into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        priority: Priority::Medium,
     }
 }
 
@@ -538,6 +546,184 @@ fn the_readmes_hand_typed_sql_works() -> roster::Result<()> {
     Ok(())
 }
 
+/// Runs `sql` by hand and returns the server's message and constraint, or
+/// fails if it was accepted.
+fn refused(client: &mut postgres::Client, sql: &str) -> String {
+    let err = client
+        .batch_execute(sql)
+        .expect_err(&format!("{sql} should be refused"));
+    err.as_db_error()
+        .map(|db| format!("{} {}", db.message(), db.constraint().unwrap_or_default()))
+        .unwrap_or_else(|| panic!("{sql}: {err:?}"))
+}
+
+/// Each agent's stored load and the attached claims it holds.
+fn loads(client: &mut postgres::Client) -> Vec<(String, i64, i64)> {
+    client
+        .query(
+            "SELECT a.id, a.current_load,
+                    (SELECT count(*) FROM claims AS c WHERE c.agent_id = a.id AND NOT c.detached)
+             FROM agents AS a ORDER BY a.id",
+            &[],
+        )
+        .expect("loads")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+#[test]
+fn hand_typed_sql_on_claims_keeps_loads_right() -> roster::Result<()> {
+    let (registry, guard) = pg::registry();
+    registry.register(agent("a", &["x"], 1, 4))?;
+    registry.register(agent("b", &["y"], 0, 1))?;
+    let j1 = registry.claim(&named("j1", &["x"]), None)?.claim;
+    registry.claim(&named("j2", &["x"]), Some(Duration::from_secs(3600)))?;
+    let mut client = client_in(&guard.0);
+    assert_eq!(
+        loads(&mut client),
+        [("a".to_owned(), 3, 2), ("b".to_owned(), 0, 0)]
+    );
+
+    // Deleting a claim by hand gives its slot back.
+    client
+        .batch_execute("DELETE FROM claims WHERE task_id = 'j1'")
+        .expect("delete a claim");
+    assert_eq!(registry.get("a")?.current_load, 2);
+    // Inserting one takes a slot, a token from the sequence and the
+    // server's now.
+    client
+        .batch_execute("INSERT INTO claims (task_id, agent_id) VALUES ('by-hand', 'a')")
+        .expect("insert a claim");
+    let by_hand = registry
+        .claims(Some("a"))?
+        .into_iter()
+        .find(|c| c.task_id == "by-hand")
+        .expect("the claim typed by hand");
+    assert!(by_hand.token > j1.token);
+    assert!((Utc::now() - by_hand.claimed_at).abs() < TimeDelta::minutes(1));
+    assert_eq!(registry.get("a")?.current_load, 3);
+
+    for (sql, rule) in [
+        (
+            "INSERT INTO claims (task_id, agent_id, token) VALUES ('t', 'a', 999)",
+            "claims.token is given by the sequence claim_tokens",
+        ),
+        (
+            "INSERT INTO claims (task_id, agent_id) VALUES ('j2', 'b')",
+            "task j2 is already claimed by agent a",
+        ),
+        (
+            "INSERT INTO claims (task_id, agent_id) VALUES ('t', 'ghost')",
+            "must be the id of a row in agents",
+        ),
+        (
+            "INSERT INTO claims (task_id, agent_id, detached) VALUES ('t', 'a', true)",
+            "a new claim is attached",
+        ),
+        (
+            "INSERT INTO claims (task_id, agent_id) VALUES ('', 'a')",
+            "claims_task_id_valid",
+        ),
+        (
+            "INSERT INTO claims (task_id, agent_id, lease_expires_at) VALUES ('t', 'a', 'infinity')",
+            "claims_lease_expires_at_valid",
+        ),
+        (
+            "INSERT INTO claims (task_id, agent_id) VALUES ('t1', 'b'), ('t2', 'b')",
+            "agents_load_valid",
+        ),
+        (
+            "UPDATE agents SET current_load = 1 WHERE id = 'a'",
+            "agents.current_load cannot drop below the 2 claim(s) agent a holds",
+        ),
+        (
+            "UPDATE claims SET token = token + 1000 WHERE task_id = 'j2'",
+            "a claim cannot change except its lease_expires_at",
+        ),
+        (
+            "UPDATE claims SET agent_id = 'b' WHERE task_id = 'j2'",
+            "a claim cannot change except its lease_expires_at",
+        ),
+        ("TRUNCATE claims", "DELETE FROM claims instead"),
+    ] {
+        let said = refused(&mut client, sql);
+        assert!(said.contains(rule), "{sql}: {said}");
+    }
+    assert_eq!(
+        loads(&mut client),
+        [("a".to_owned(), 3, 2), ("b".to_owned(), 0, 0)]
+    );
+
+    // A lease ended by hand is recovered as expired; detaching by hand
+    // gives the slot back.
+    client
+        .batch_execute(
+            "UPDATE claims SET lease_expires_at = now() - interval '1 second' WHERE task_id = 'j2'",
+        )
+        .expect("end a lease");
+    let recovered = registry.recover()?;
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(
+        (recovered[0].claim.task_id.as_str(), recovered[0].reason),
+        ("j2", RecoverReason::LeaseExpired)
+    );
+    registry.claim(&named("j3", &["x"]), None)?;
+    client
+        .batch_execute("UPDATE claims SET detached = true WHERE task_id = 'j3'")
+        .expect("detach by hand");
+    assert_eq!(registry.get("a")?.current_load, 2);
+    let said = refused(
+        &mut client,
+        "UPDATE claims SET detached = false WHERE task_id = 'j3'",
+    );
+    assert!(said.contains("a claim cannot change"), "{said}");
+
+    // From a session whose search_path does not name the schema, the
+    // triggers still find the schema's tables.
+    let mut elsewhere = pg::client();
+    elsewhere
+        .batch_execute(&format!(
+            "SET search_path = public; DELETE FROM {0}.claims WHERE task_id = 'by-hand'; \
+             INSERT INTO {0}.claims (task_id, agent_id) VALUES ('from-public', 'b')",
+            guard.0
+        ))
+        .expect("claims typed from another search_path");
+    assert_eq!(
+        loads(&mut client),
+        [("a".to_owned(), 1, 0), ("b".to_owned(), 1, 1)]
+    );
+
+    // Deleting an agent by hand detaches its claims: listed, recoverable as
+    // agent_gone, and not inherited by a new agent of the same id.
+    client
+        .batch_execute("DELETE FROM agents WHERE id = 'b'")
+        .expect("delete an agent");
+    registry.register(agent("b", &["y"], 0, 1))?;
+    assert_eq!(registry.get("b")?.current_load, 0);
+    assert_eq!(registry.claims(Some("b"))?.len(), 1);
+    // TRUNCATE agents, which fires no row trigger, detaches every claim.
+    registry.claim(&named("j4", &["x"]), None)?;
+    client
+        .batch_execute("TRUNCATE agents CASCADE")
+        .expect("truncate agents");
+    let reasons: Vec<(String, RecoverReason)> = registry
+        .recover()?
+        .into_iter()
+        .map(|r| (r.claim.task_id, r.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("j3".to_owned(), RecoverReason::AgentGone),
+            ("from-public".to_owned(), RecoverReason::AgentGone),
+            ("j4".to_owned(), RecoverReason::AgentGone),
+        ]
+    );
+    assert!(registry.claims(None)?.is_empty());
+    Ok(())
+}
+
 // ------------------------------------------------------- the clock
 
 #[test]
@@ -629,6 +815,53 @@ fn claims_from_many_threads_and_handles_never_overbook() -> roster::Result<()> {
     for agent in registry.list()? {
         assert_eq!(agent.current_load, agent.max_load, "{}", agent.id);
     }
+    Ok(())
+}
+
+#[test]
+fn one_task_claimed_from_many_threads_at_once_is_held_once() -> roster::Result<()> {
+    let (registry, guard) = pg::registry();
+    for i in 0..4 {
+        registry.register(agent(&format!("agent-{i}"), &["x"], 0, 2))?;
+    }
+    let gate = Arc::new(Barrier::new(8));
+    let claimers: Vec<_> = (0..8)
+        .map(|n| {
+            let gate = Arc::clone(&gate);
+            let registry = if n % 2 == 0 {
+                Ok(registry.clone())
+            } else {
+                open_in(&guard.0)
+            };
+            thread::spawn(move || {
+                let registry = registry?;
+                gate.wait();
+                registry.claim(&named("the-task", &["x"]), None)
+            })
+        })
+        .collect();
+    let (mut won, mut refused) = (Vec::new(), Vec::new());
+    for claimer in claimers {
+        match claimer.join().expect("claimer thread") {
+            Ok(claimed) => won.push(claimed.claim),
+            Err(Error::AlreadyClaimed { task_id, token, .. }) => refused.push((task_id, token)),
+            Err(other) => return Err(other),
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    assert_eq!(refused.len(), 7);
+    assert!(
+        refused
+            .iter()
+            .all(|(task, token)| task == "the-task" && *token == won[0].token),
+        "{refused:?}"
+    );
+    assert_eq!(registry.claims(None)?, won);
+    let loads: u32 = registry.list()?.iter().map(|a| a.current_load).sum();
+    assert_eq!(loads, 1);
+    // The refused claims cost no token: the next claim gets the next one.
+    let next = registry.claim(&named("next", &["x"]), None)?;
+    assert_eq!(next.claim.token, won[0].token + 1);
     Ok(())
 }
 
@@ -760,6 +993,8 @@ fn skewed_client() -> roster::Result<()> {
         })?;
     }
     registry.heartbeat("heartbeating")?;
+    // claimed_at and the lease's end are the server's now and now + 60 s.
+    registry.claim(&named("skewed-lease", &[]), Some(Duration::from_secs(60)))?;
     Ok(())
 }
 
@@ -792,5 +1027,25 @@ fn a_client_whose_clock_is_behind_cannot_make_a_live_agent_look_dead() -> roster
     // stamped itself is reaped.
     assert_eq!(registry.reap(Duration::from_secs(60))?, ["self-stamped"]);
     assert_eq!(registry.get("heartbeating")?.status, AgentStatus::Available);
+    // Its claim's lease runs in the server's clock too: taken now, ending in
+    // a minute, so it is not recovered (with the child's clock it would have
+    // ended two hours ago).
+    let claims = registry.claims(None)?;
+    assert_eq!(claims.len(), 1);
+    let claim = &claims[0];
+    assert_eq!(
+        (claim.task_id.as_str(), claim.agent_id.as_str()),
+        ("skewed-lease", "heartbeating")
+    );
+    assert!(
+        (Utc::now() - claim.claimed_at).abs() < TimeDelta::minutes(5),
+        "claimed at {}",
+        claim.claimed_at
+    );
+    assert_eq!(
+        claim.lease_expires_at.map(|end| end - claim.claimed_at),
+        Some(TimeDelta::seconds(60))
+    );
+    assert!(registry.recover()?.is_empty());
     Ok(())
 }
