@@ -390,17 +390,20 @@ fn the_schema_refuses_exactly_what_the_rules_refuse() -> roster::Result<()> {
         .validated()
         .is_ok();
         let stored_id = client
-            .execute("INSERT INTO agents (id, name) VALUES ($1, '')", &[&text])
+            .execute(
+                "INSERT INTO agents (id, name) VALUES ($1::text, '')",
+                &[&text],
+            )
             .is_ok();
         let stored_name = client
             .execute(
-                "INSERT INTO agents (id, name) VALUES ('named', $1)",
+                "INSERT INTO agents (id, name) VALUES ('named', $1::text)",
                 &[&text],
             )
             .is_ok();
         let stored_capability = client
             .execute(
-                "INSERT INTO capabilities (agent_id, position, capability) VALUES ('holder', 0, $1)",
+                "INSERT INTO capabilities (agent_id, position, capability) VALUES ('holder', 0, $1::text)",
                 &[&text],
             )
             .is_ok();
@@ -432,27 +435,27 @@ fn hand_typed_sql_cannot_store_an_impossible_row() -> roster::Result<()> {
         ),
         (
             "UPDATE agents SET current_load = -1 WHERE id = 'a'",
-            "agents_load_valid",
+            "roster_load_valid",
         ),
         (
             "UPDATE agents SET max_load = 4294967296 WHERE id = 'a'",
-            "agents_load_valid",
+            "roster_load_valid",
         ),
         (
             "UPDATE agents SET status = 'sleeping' WHERE id = 'a'",
-            "agents_status_valid",
+            "roster_status_valid",
         ),
         (
             "UPDATE agents SET last_heartbeat = 'infinity' WHERE id = 'a'",
-            "agents_last_heartbeat_valid",
+            "roster_time_valid",
         ),
         (
             "UPDATE agents SET pid = 0 WHERE id = 'a'",
-            "agents_pid_valid",
+            "roster_pid_valid",
         ),
         (
             "UPDATE agents SET host = '' WHERE id = 'a'",
-            "agents_host_valid",
+            "roster_host_valid",
         ),
         (
             "UPDATE agents SET id = 'b' WHERE id = 'a'",
@@ -472,7 +475,7 @@ fn hand_typed_sql_cannot_store_an_impossible_row() -> roster::Result<()> {
         ),
         (
             "INSERT INTO metadata VALUES ('a', '', 'v')",
-            "metadata_key_valid",
+            "roster_word_valid",
         ),
         (
             "INSERT INTO metadata VALUES ('ghost', 'k', 'v')",
@@ -623,11 +626,11 @@ fn hand_typed_sql_on_claims_keeps_loads_right() -> roster::Result<()> {
         ),
         (
             "INSERT INTO claims (task_id, agent_id) VALUES ('', 'a')",
-            "claims_task_id_valid",
+            "roster_id_valid",
         ),
         (
             "INSERT INTO claims (task_id, agent_id, lease_expires_at) VALUES ('t', 'a', 'infinity')",
-            "claims_lease_expires_at_valid",
+            "roster_time_valid",
         ),
         (
             "INSERT INTO claims (task_id, agent_id) VALUES ('t1', 'b'), ('t2', 'b')",

@@ -8,6 +8,17 @@
 -- schema first in the connection's search_path, and records it in
 -- roster_migrations.
 --
+-- Every rule of one column is the column's type: a domain (roster_id,
+-- roster_name, roster_time...) whose CHECK PostgreSQL evaluates only when a
+-- value is written to a column of that type. Table CHECK constraints would be
+-- evaluated on every UPDATE of the row, whatever it changes, and their
+-- setup costs more than the rest of a heartbeat; a heartbeat writes only
+-- last_heartbeat and status, so it pays for those two rules only. The one
+-- rule that spans two columns (current_load <= max_load) is the trigger
+-- agents_load_valid, which runs only when one of them is written. A
+-- statement that binds a parameter to such a column from a strict client
+-- (Rust's postgres crate) casts it to the base type: VALUES ($1::text, ...).
+--
 -- Differences from SQLite, all of them PostgreSQL's types:
 -- - times are timestamptz, kept to the microsecond (SQLite keeps text to the
 --   nanosecond); compare them with now() and intervals;
@@ -24,6 +35,65 @@
 -- holds no NUL and, in a UTF8 database, only valid UTF-8: roster refuses to
 -- open a database of another encoding.
 
+-- The rules of single columns, as types.
+
+-- Ids of agents and tasks: 1 to 128 characters, no control or format
+-- characters; compared byte by byte.
+CREATE DOMAIN roster_id AS text COLLATE "C"
+    CONSTRAINT roster_id_valid CHECK (
+        char_length(VALUE) BETWEEN 1 AND 128
+        AND VALUE !~ '[\u0001-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]'
+    );
+
+-- Capabilities and metadata keys: 1 to 64 characters, no control or format
+-- characters.
+CREATE DOMAIN roster_word AS text COLLATE "C"
+    CONSTRAINT roster_word_valid CHECK (
+        char_length(VALUE) BETWEEN 1 AND 64
+        AND VALUE !~ '[\u0001-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]'
+    );
+
+-- Host names: 1 to 255 characters, no control or format characters.
+CREATE DOMAIN roster_host AS text
+    CONSTRAINT roster_host_valid CHECK (
+        char_length(VALUE) BETWEEN 1 AND 255
+        AND VALUE !~ '[\u0001-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]'
+    );
+
+-- Agent names: 0 to 256 characters, no control characters or bidirectional
+-- controls.
+CREATE DOMAIN roster_name AS text
+    CONSTRAINT roster_name_valid CHECK (
+        char_length(VALUE) <= 256
+        AND VALUE !~ '[\u0001-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]'
+    );
+
+-- Metadata values: 0 to 1024 characters, the characters of names.
+CREATE DOMAIN roster_value AS text
+    CONSTRAINT roster_value_valid CHECK (
+        char_length(VALUE) <= 1024
+        AND VALUE !~ '[\u0001-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]'
+    );
+
+-- 'available', 'busy' or 'offline'.
+CREATE DOMAIN roster_status AS text
+    CONSTRAINT roster_status_valid CHECK (VALUE IN ('available', 'busy', 'offline'));
+
+-- A time in the years 0000 to 9999 (0000 is 1 BC), as roster's rules; never
+-- 'infinity'.
+CREATE DOMAIN roster_time AS timestamptz
+    CONSTRAINT roster_time_valid CHECK (
+        VALUE >= '0001-01-01 00:00:00+00 BC' AND VALUE < '10000-01-01 00:00:00+00'
+    );
+
+-- Loads: 0 to 4294967295.
+CREATE DOMAIN roster_load AS bigint
+    CONSTRAINT roster_load_valid CHECK (VALUE BETWEEN 0 AND 4294967295);
+
+-- Process ids: 1 to 4294967295.
+CREATE DOMAIN roster_pid AS bigint
+    CONSTRAINT roster_pid_valid CHECK (VALUE BETWEEN 1 AND 4294967295);
+
 -- The migrations applied to this schema: the schema version is the highest.
 CREATE TABLE roster_migrations (
     version    integer     NOT NULL PRIMARY KEY CHECK (version >= 1),
@@ -32,56 +102,27 @@ CREATE TABLE roster_migrations (
 );
 
 CREATE TABLE agents (
-    -- Unique id: 1 to 128 characters, no control or format characters.
-    id             text COLLATE "C" NOT NULL PRIMARY KEY,
-    -- Human-readable name: 0 to 256 characters, no control characters or
-    -- bidirectional controls.
-    name           text        NOT NULL,
+    -- Unique id.
+    id             roster_id     NOT NULL PRIMARY KEY,
+    -- Human-readable name.
+    name           roster_name   NOT NULL,
     -- 'available', 'busy' or 'offline'.
-    status         text        NOT NULL DEFAULT 'available',
+    status         roster_status NOT NULL DEFAULT 'available',
     -- The last heartbeat, in the database server's clock: heartbeat and reap
     -- use now(), never a client's clock.
-    last_heartbeat timestamptz NOT NULL DEFAULT now(),
+    last_heartbeat roster_time   NOT NULL DEFAULT now(),
     -- Tasks running now; at most max_load unless max_load is 0.
-    current_load   bigint      NOT NULL DEFAULT 0,
+    current_load   roster_load   NOT NULL DEFAULT 0,
     -- Tasks allowed at once; 0 means unlimited.
-    max_load       bigint      NOT NULL DEFAULT 0,
+    max_load       roster_load   NOT NULL DEFAULT 0,
     -- true when an operator drained the agent: no new claims; it keeps
     -- heartbeating and keeps what it holds. register never changes it.
-    drained        boolean     NOT NULL DEFAULT false,
+    drained        boolean       NOT NULL DEFAULT false,
     -- Where and since when the agent's process runs, as its sidecar reports
     -- it; NULL when unknown.
-    host           text,
-    pid            bigint,
-    started_at     timestamptz,
-
-    CONSTRAINT agents_id_valid CHECK (
-        char_length(id) BETWEEN 1 AND 128
-        AND id !~ '[\u0001-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]'
-    ),
-    CONSTRAINT agents_name_valid CHECK (
-        char_length(name) <= 256
-        AND name !~ '[\u0001-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]'
-    ),
-    CONSTRAINT agents_status_valid CHECK (status IN ('available', 'busy', 'offline')),
-    -- The years 0000 to 9999 (0000 is 1 BC), as roster's rules; never
-    -- 'infinity'.
-    CONSTRAINT agents_last_heartbeat_valid CHECK (
-        last_heartbeat >= '0001-01-01 00:00:00+00 BC' AND last_heartbeat < '10000-01-01 00:00:00+00'
-    ),
-    CONSTRAINT agents_load_valid CHECK (
-        current_load BETWEEN 0 AND 4294967295
-        AND max_load BETWEEN 0 AND 4294967295
-        AND (max_load = 0 OR current_load <= max_load)
-    ),
-    CONSTRAINT agents_host_valid CHECK (host IS NULL OR (
-        char_length(host) BETWEEN 1 AND 255
-        AND host !~ '[\u0001-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]'
-    )),
-    CONSTRAINT agents_pid_valid CHECK (pid IS NULL OR pid BETWEEN 1 AND 4294967295),
-    CONSTRAINT agents_started_at_valid CHECK (started_at IS NULL OR (
-        started_at >= '0001-01-01 00:00:00+00 BC' AND started_at < '10000-01-01 00:00:00+00'
-    ))
+    host           roster_host,
+    pid            roster_pid,
+    started_at     roster_time
 -- Room on each page for a heartbeat's new row version beside the old one:
 -- no index covers last_heartbeat or status, so heartbeats are HOT updates
 -- that rewrite no index.
@@ -90,18 +131,14 @@ CREATE TABLE agents (
 -- One row per capability of an agent, in the order the agent gave them.
 CREATE TABLE capabilities (
     -- The agent that holds the capability.
-    agent_id   text COLLATE "C" NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
+    agent_id   roster_id   NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
     -- 0, 1, 2...: the order in which the agent listed its capabilities.
-    position   integer NOT NULL,
-    -- The capability: 1 to 64 characters, no control or format characters.
-    capability text COLLATE "C" NOT NULL,
+    position   integer     NOT NULL,
+    -- The capability.
+    capability roster_word NOT NULL,
 
     PRIMARY KEY (agent_id, position),
-    CONSTRAINT capabilities_position_valid CHECK (position BETWEEN 0 AND 63),
-    CONSTRAINT capabilities_capability_valid CHECK (
-        char_length(capability) BETWEEN 1 AND 64
-        AND capability !~ '[\u0001-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]'
-    )
+    CONSTRAINT capabilities_position_valid CHECK (position BETWEEN 0 AND 63)
 );
 
 -- Finds the agents holding a capability; also keeps capabilities unique per agent.
@@ -110,21 +147,12 @@ CREATE UNIQUE INDEX capabilities_by_capability ON capabilities (capability, agen
 -- One row per metadata pair of an agent.
 CREATE TABLE metadata (
     -- The agent the pair describes.
-    agent_id text COLLATE "C" NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
-    -- 1 to 64 characters, no control or format characters; unique per agent.
-    key      text COLLATE "C" NOT NULL,
-    -- 0 to 1024 characters, no control characters or bidirectional controls.
-    value    text NOT NULL,
+    agent_id roster_id    NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
+    -- Unique per agent.
+    key      roster_word  NOT NULL,
+    value    roster_value NOT NULL,
 
-    PRIMARY KEY (agent_id, key),
-    CONSTRAINT metadata_key_valid CHECK (
-        char_length(key) BETWEEN 1 AND 64
-        AND key !~ '[\u0001-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]'
-    ),
-    CONSTRAINT metadata_value_valid CHECK (
-        char_length(value) <= 1024
-        AND value !~ '[\u0001-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]'
-    )
+    PRIMARY KEY (agent_id, key)
 );
 
 -- The claim indexes: the agents with a free slot, in routing order (usage
@@ -138,6 +166,23 @@ WHERE current_load < (CASE max_load WHEN 0 THEN 4294967295 ELSE max_load END);
 CREATE INDEX agents_claim_by_load
 ON agents (current_load, id)
 WHERE current_load < (CASE max_load WHEN 0 THEN 4294967295 ELSE max_load END);
+
+-- At most max_load tasks at once, unless max_load is 0: checked when either
+-- is written (a heartbeat writes neither).
+CREATE FUNCTION agents_load_valid() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.max_load <> 0 AND NEW.current_load > NEW.max_load THEN
+        RAISE EXCEPTION 'agents.current_load % is above max_load % (agent %)',
+            NEW.current_load, NEW.max_load, NEW.id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'agents_load_valid';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER agents_load_valid
+BEFORE INSERT OR UPDATE OF current_load, max_load ON agents
+FOR EACH ROW EXECUTE FUNCTION agents_load_valid();
 
 -- An agent keeps its id: a new id is a new agent.
 CREATE FUNCTION agents_id_immutable() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -29,33 +29,19 @@
 CREATE SEQUENCE claim_tokens AS bigint MINVALUE 1 NO CYCLE;
 
 CREATE TABLE claims (
-    -- The task: 1 to 128 characters, no control or format characters;
-    -- unique among held claims.
-    task_id          text COLLATE "C" NOT NULL PRIMARY KEY,
+    -- The task; unique among held claims.
+    task_id          roster_id   NOT NULL PRIMARY KEY,
     -- The agent that took it (kept when the claim is detached).
-    agent_id         text COLLATE "C" NOT NULL,
-    -- The fencing token, from the sequence claim_tokens: leave it out of an
-    -- INSERT.
+    agent_id         roster_id   NOT NULL,
+    -- The fencing token, from the sequence claim_tokens (so at least 1):
+    -- leave it out of an INSERT.
     token            bigint      NOT NULL UNIQUE,
     -- When the claim was taken, in the server's clock.
-    claimed_at       timestamptz NOT NULL DEFAULT now(),
+    claimed_at       roster_time NOT NULL DEFAULT now(),
     -- When the lease runs out; NULL: no lease.
-    lease_expires_at timestamptz,
+    lease_expires_at roster_time,
     -- true once agent_id was deregistered while holding it; never back.
-    detached         boolean     NOT NULL DEFAULT false,
-
-    CONSTRAINT claims_task_id_valid CHECK (
-        char_length(task_id) BETWEEN 1 AND 128
-        AND task_id !~ '[\u0001-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]'
-    ),
-    CONSTRAINT claims_token_valid CHECK (token >= 1),
-    -- The years 0000 to 9999, as every time roster stores; never 'infinity'.
-    CONSTRAINT claims_claimed_at_valid CHECK (
-        claimed_at >= '0001-01-01 00:00:00+00 BC' AND claimed_at < '10000-01-01 00:00:00+00'
-    ),
-    CONSTRAINT claims_lease_expires_at_valid CHECK (lease_expires_at IS NULL OR (
-        lease_expires_at >= '0001-01-01 00:00:00+00 BC' AND lease_expires_at < '10000-01-01 00:00:00+00'
-    ))
+    detached         boolean     NOT NULL DEFAULT false
 );
 
 -- The claims an agent holds: for the load triggers, register and recover.
@@ -97,8 +83,8 @@ CREATE TRIGGER claims_insert_takes_a_token
 BEFORE INSERT ON claims
 FOR EACH ROW EXECUTE FUNCTION claims_insert_takes_a_token();
 
--- Taking a claim takes a slot on an existing agent: agents_load_valid
--- refuses it past max_load.
+-- Taking a claim takes a slot on an existing agent: the trigger
+-- agents_load_valid refuses it past max_load.
 CREATE FUNCTION claims_insert_takes_a_slot() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
@@ -200,7 +186,7 @@ DECLARE
     held bigint;
 BEGIN
     SELECT count(*) INTO held FROM claims WHERE agent_id = NEW.id AND NOT detached;
-    -- With no claim held, the CHECK agents_load_valid speaks for itself.
+    -- With no claim held, the type roster_load speaks for itself.
     IF held > 0 AND NEW.current_load < held THEN
         RAISE EXCEPTION 'agents.current_load cannot drop below the % claim(s) agent % holds: delete claims to release them', held, NEW.id
             USING ERRCODE = 'check_violation';

@@ -181,17 +181,19 @@ impl AgentRegistry for PostgresRegistry {
                 // existing one keeps what an operator set.
                 let written = if exists {
                     tx.execute(
-                        "UPDATE agents SET name = $2, status = $3, last_heartbeat = $4,
-                             current_load = $5, max_load = $6, host = $7, pid = $8,
-                             started_at = $9
-                         WHERE id = $1",
+                        "UPDATE agents SET name = $2::text, status = $3::text,
+                             last_heartbeat = $4::timestamptz, current_load = $5::bigint,
+                             max_load = $6::bigint, host = $7::text, pid = $8::bigint,
+                             started_at = $9::timestamptz
+                         WHERE id = $1::text",
                         &params,
                     )?
                 } else {
                     tx.execute(
                         "INSERT INTO agents (id, name, status, last_heartbeat, current_load,
                                              max_load, host, pid, started_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                         VALUES ($1::text, $2::text, $3::text, $4::timestamptz, $5::bigint,
+                                 $6::bigint, $7::text, $8::bigint, $9::timestamptz)
                          ON CONFLICT (id) DO NOTHING",
                         &params,
                     )?
@@ -268,7 +270,7 @@ impl AgentRegistry for PostgresRegistry {
     fn set_status(&self, id: &str, status: AgentStatus) -> Result<()> {
         let updated = self.run(|conn| {
             Ok(conn.execute(
-                "UPDATE agents SET status = $1 WHERE id = $2",
+                "UPDATE agents SET status = $1::text WHERE id = $2",
                 &[&status.as_str(), &id],
             )?)
         })?;

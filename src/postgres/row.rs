@@ -15,7 +15,8 @@ use crate::text::escape_bytes;
 /// The columns of an agent, as [`agent`] reads them, for the table alias
 /// `$t`: its fields, its capabilities in order as `text[]`, then its
 /// metadata keys and values, by key, as two `text[]`. One statement, so one
-/// snapshot for all of them.
+/// snapshot for all of them. (A column of a domain type comes back as its
+/// base type, an array of them as an array of the domain: hence the casts.)
 macro_rules! agent_columns {
     ($t:literal) => {
         concat!(
@@ -31,7 +32,7 @@ macro_rules! agent_columns {
             ".current_load, ",
             $t,
             ".max_load, ",
-            "ARRAY(SELECT c.capability FROM capabilities AS c WHERE c.agent_id = ",
+            "ARRAY(SELECT c.capability::text FROM capabilities AS c WHERE c.agent_id = ",
             $t,
             ".id ORDER BY c.position), ",
             $t,
@@ -42,10 +43,10 @@ macro_rules! agent_columns {
             ".pid, ",
             $t,
             ".started_at, ",
-            "ARRAY(SELECT m.key FROM metadata AS m WHERE m.agent_id = ",
+            "ARRAY(SELECT m.key::text FROM metadata AS m WHERE m.agent_id = ",
             $t,
             ".id ORDER BY m.key), ",
-            "ARRAY(SELECT m.value FROM metadata AS m WHERE m.agent_id = ",
+            "ARRAY(SELECT m.value::text FROM metadata AS m WHERE m.agent_id = ",
             $t,
             ".id ORDER BY m.key)"
         )
