@@ -6,7 +6,7 @@
 //! their spread (smallest and largest). Pass `quick` after `--` for a smaller
 //! run (`cargo bench --bench compare -- quick`), or row names to run only
 //! those rows (`-- heartbeat claim`): heartbeat, claim, reap, list, redis,
-//! command, memory, processes, durability.
+//! command, memory, processes, durability, postgres.
 //!
 //! This file only reads the arguments and runs the rows. The shared setup
 //! (generated fleets and tasks, paired timing, medians, the table, temporary
@@ -23,7 +23,9 @@ use std::env;
 use std::process::ExitCode;
 
 use common::Bench;
-use figures::{claim, command, durability, heartbeat, list, memory, processes, reap, redis};
+use figures::{
+    claim, command, durability, heartbeat, list, memory, postgres, processes, reap, redis,
+};
 
 /// Repetitions of each pair in a full run and in a quick one.
 const REPS: usize = 7;
@@ -33,7 +35,7 @@ const QUICK_REPS: usize = 5;
 type Figure = fn(&mut Bench);
 
 /// The row groups, by the name that selects them, in table order.
-const ROWS: [(&str, Figure); 9] = [
+const ROWS: [(&str, Figure); 10] = [
     ("heartbeat", heartbeat::run),
     ("claim", claim::run),
     ("reap", reap::run),
@@ -43,6 +45,7 @@ const ROWS: [(&str, Figure); 9] = [
     ("memory", memory::run),
     ("processes", processes::run),
     ("durability", durability::run),
+    ("postgres", postgres::run),
 ];
 
 fn main() -> ExitCode {
@@ -54,6 +57,10 @@ fn main() -> ExitCode {
         }
         Some(memory::WORKER) => {
             memory::worker(&args[1..]);
+            return ExitCode::SUCCESS;
+        }
+        Some(postgres::WORKER) => {
+            postgres::worker(&args[1..]);
             return ExitCode::SUCCESS;
         }
         _ => {}

@@ -11,6 +11,7 @@ pub mod durability;
 pub mod heartbeat;
 pub mod list;
 pub mod memory;
+pub mod postgres;
 pub mod processes;
 pub mod reap;
 pub mod redis;
