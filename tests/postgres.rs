@@ -546,6 +546,32 @@ fn the_readmes_hand_typed_sql_works() -> roster::Result<()> {
         )
         .expect("heartbeat by hand");
     assert!(registry.reap(Duration::from_secs(30))?.is_empty());
+
+    // Claims: the leases that ran out, and a slot given back by hand.
+    let short = registry.claim(&named("job-41", &["gpu"]), Some(Duration::from_micros(1)))?;
+    registry.claim(&named("job-42", &["gpu"]), Some(Duration::from_secs(3600)))?;
+    let expired = eventually("the one-microsecond lease to run out", || {
+        let rows: Vec<(String, i64)> = client
+            .query(
+                "SELECT task_id, agent_id, token, lease_expires_at FROM claims \
+                 WHERE lease_expires_at < now() ORDER BY token",
+                &[],
+            )
+            .expect("expired leases")
+            .iter()
+            .map(|row| (row.get(0), row.get(2)))
+            .collect();
+        (!rows.is_empty()).then_some(rows)
+    });
+    assert_eq!(expired, [("job-41".to_owned(), short.claim.token as i64)]);
+    let loads = |registry: &PostgresRegistry| -> roster::Result<u32> {
+        Ok(registry.list()?.iter().map(|a| a.current_load).sum())
+    };
+    let before = loads(&registry)?;
+    client
+        .batch_execute("DELETE FROM claims WHERE task_id = 'job-42'")
+        .expect("give a slot back by hand");
+    assert_eq!(loads(&registry)?, before - 1);
     Ok(())
 }
 
