@@ -6,7 +6,7 @@
 //! their spread (smallest and largest). Pass `quick` after `--` for a smaller
 //! run (`cargo bench --bench compare -- quick`), or row names to run only
 //! those rows (`-- heartbeat claim`): heartbeat, claim, reap, list, redis,
-//! command, memory, processes, durability, postgres.
+//! command, memory, processes, durability, postgres, feed, triggers, top.
 //!
 //! This file only reads the arguments and runs the rows. The shared setup
 //! (generated fleets and tasks, paired timing, medians, the table, temporary
@@ -24,7 +24,8 @@ use std::process::ExitCode;
 
 use common::Bench;
 use figures::{
-    claim, command, durability, heartbeat, list, memory, postgres, processes, reap, redis,
+    claim, command, durability, feed, heartbeat, list, memory, postgres, processes, reap, redis,
+    top,
 };
 
 /// Repetitions of each pair in a full run and in a quick one.
@@ -35,7 +36,7 @@ const QUICK_REPS: usize = 5;
 type Figure = fn(&mut Bench);
 
 /// The row groups, by the name that selects them, in table order.
-const ROWS: [(&str, Figure); 10] = [
+const ROWS: [(&str, Figure); 13] = [
     ("heartbeat", heartbeat::run),
     ("claim", claim::run),
     ("reap", reap::run),
@@ -46,6 +47,9 @@ const ROWS: [(&str, Figure); 10] = [
     ("processes", processes::run),
     ("durability", durability::run),
     ("postgres", postgres::run),
+    ("feed", feed::run),
+    ("triggers", feed::triggers),
+    ("top", top::run),
 ];
 
 fn main() -> ExitCode {
@@ -61,6 +65,10 @@ fn main() -> ExitCode {
         }
         Some(postgres::WORKER) => {
             postgres::worker(&args[1..]);
+            return ExitCode::SUCCESS;
+        }
+        Some(feed::WORKER) => {
+            feed::worker(&args[1..]);
             return ExitCode::SUCCESS;
         }
         _ => {}

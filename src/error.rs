@@ -101,6 +101,30 @@ pub enum Error {
     /// was given a statement that writes; it was not run.
     #[error("the statement writes to the registry, and this SQL is read-only")]
     WriteRefused,
+    /// The change feed no longer holds the events right after this cursor:
+    /// they were pruned (or deleted by hand). Read the state afresh (`list`)
+    /// and watch from the oldest kept event.
+    #[error(
+        "cursor {cursor} is older than the oldest kept event {oldest}: list, then watch from {oldest}"
+    )]
+    CursorTooOld {
+        /// The cursor given.
+        cursor: u64,
+        /// The oldest event the registry still holds (or the next one, when
+        /// it holds none).
+        oldest: u64,
+    },
+    /// A cursor beyond the newest event: it comes from another registry, or
+    /// from before this one was replaced.
+    #[error(
+        "cursor {cursor} is ahead of the newest event {newest}: it is not a cursor of this registry"
+    )]
+    CursorAhead {
+        /// The cursor given.
+        cursor: u64,
+        /// The newest event's cursor.
+        newest: u64,
+    },
     /// Ad-hoc SQL was stopped before it finished: it ran past its time limit
     /// or was cancelled; nothing was changed.
     #[error("interrupted: {why}; nothing was changed")]
@@ -211,7 +235,10 @@ impl Error {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::MissingId | Self::Invalid { .. } | Self::WriteRefused => ErrorKind::InvalidInput,
             Self::Interrupted { .. } => ErrorKind::Interrupted,
-            Self::AlreadyClaimed { .. } | Self::StaleClaim { .. } => ErrorKind::Conflict,
+            Self::AlreadyClaimed { .. }
+            | Self::StaleClaim { .. }
+            | Self::CursorTooOld { .. }
+            | Self::CursorAhead { .. } => ErrorKind::Conflict,
             Self::NoEligibleAgent => ErrorKind::NoCapacity,
             Self::Busy(_) => ErrorKind::Busy,
             Self::Unreadable { .. }
@@ -236,7 +263,7 @@ impl Error {
 fn stale_message(task_id: &str, token: Option<u64>, held: Option<u64>) -> String {
     match (token, held) {
         (Some(token), Some(held)) => format!(
-            "stale token {token} for task {task_id}: it is held under token {held} now (it was recovered and claimed again)"
+            "stale token {token} for task {task_id}: it is held under token {held} now (the claim was recovered and taken again, or the token is wrong)"
         ),
         (_, _) => format!("no claim of task {task_id} is held (released or recovered already)"),
     }

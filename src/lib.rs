@@ -30,6 +30,7 @@
 mod agent;
 mod claim;
 mod error;
+mod event;
 mod json;
 mod memory;
 mod open;
@@ -49,11 +50,14 @@ pub use agent::{
 };
 pub use claim::{Claim, Claimed, RecoverReason, Recovered};
 pub use error::{DatabaseError, Error, ErrorKind, Result};
+pub use event::{
+    DEFAULT_EVENTS_KEEP, DEFAULT_EVENTS_KEEP_SECONDS, Event, EventKind, MAX_EVENTS_PAGE,
+};
 pub use json::{ZERO_TIME, to_json, to_json_writer};
 pub use memory::MemoryRegistry;
 pub use open::{Registry, RegistryOptions, open};
 #[cfg(feature = "postgres")]
-pub use postgres::{MAX_PG_POOL_SIZE, MAX_PG_TIMEOUT, PostgresOptions, PostgresRegistry};
+pub use postgres::{Copied, MAX_PG_POOL_SIZE, MAX_PG_TIMEOUT, PostgresOptions, PostgresRegistry};
 pub use registry::{AgentRegistry, now};
 pub use route::{DefaultRouter, TaskRouter};
 pub use sqlite::{

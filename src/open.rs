@@ -215,6 +215,18 @@ impl AgentRegistry for Registry {
     fn recover(&self) -> Result<Vec<Recovered>> {
         self.inner().recover()
     }
+
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<crate::Event>> {
+        self.inner().events(after, limit)
+    }
+
+    fn last_event(&self) -> Result<u64> {
+        self.inner().last_event()
+    }
+
+    fn watch(&self, after: u64, limit: usize, timeout: Duration) -> Result<Vec<crate::Event>> {
+        self.inner().watch(after, limit, timeout)
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::agent::AgentInfo;
 use crate::claim::{Claim, Claimed, Recovered};
 use crate::error::Result;
+use crate::event::Event;
 use crate::task::Task;
 
 /// A registry of agents: who they are, whether they are alive, how loaded
@@ -161,6 +162,38 @@ pub trait AgentRegistry: Send + Sync {
     ///
     /// Only errors of the storage underneath.
     fn recover(&self) -> Result<Vec<Recovered>>;
+
+    /// The change feed: the events after cursor `after`, oldest first, at
+    /// most `limit` of them (1 to [`MAX_EVENTS_PAGE`](crate::MAX_EVENTS_PAGE)).
+    /// Every state transition is one event, written in the same transaction
+    /// as the change; cursors grow by one per event in commit order, so
+    /// reading from where the last page ended returns every later event
+    /// exactly once. Cursor 0 is before the first event.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CursorTooOld`](crate::Error::CursorTooOld) when events after
+    /// `after` were pruned, [`Error::CursorAhead`](crate::Error::CursorAhead)
+    /// for a cursor beyond the newest event,
+    /// [`Error::Invalid`](crate::Error::Invalid) for a `limit` out of range.
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
+
+    /// The cursor of the newest event (0 before any): where a watcher that
+    /// wants only what happens from now on starts.
+    ///
+    /// # Errors
+    ///
+    /// Only errors of the storage underneath.
+    fn last_event(&self) -> Result<u64>;
+
+    /// Like [`events`](AgentRegistry::events), but waits up to `timeout` for
+    /// at least one event after `after`, waking as soon as any process
+    /// commits one; returns an empty page when the time is up.
+    ///
+    /// # Errors
+    ///
+    /// As [`events`](AgentRegistry::events).
+    fn watch(&self, after: u64, limit: usize, timeout: Duration) -> Result<Vec<Event>>;
 }
 
 /// The instant before which a heartbeat is stale for `ttl`, shared by every

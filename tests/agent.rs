@@ -398,7 +398,7 @@ fn every_error_says_what_was_wrong() {
                 token: Some(3),
                 held: Some(12),
             },
-            "stale token 3 for task build-7: it is held under token 12 now (it was recovered and claimed again)",
+            "stale token 3 for task build-7: it is held under token 12 now (the claim was recovered and taken again, or the token is wrong)",
         ),
         (
             Error::StaleClaim {

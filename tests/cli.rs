@@ -130,11 +130,11 @@ fn the_registry_from_the_shell() {
         "{table}"
     );
 
-    let claimed: AgentInfo = sh.json(&["claim", "--label", "rust"]);
-    assert_eq!(
-        (claimed.id.as_str(), claimed.current_load),
-        ("builder-1", 1)
-    );
+    let claimed: serde_json::Value = sh.json(&["claim", "--label", "rust"]);
+    let agent: AgentInfo = serde_json::from_value(claimed["agent"].clone()).expect("an agent");
+    assert_eq!((agent.id.as_str(), agent.current_load), ("builder-1", 1));
+    assert_eq!(claimed["agent_id"], "builder-1");
+    assert_eq!(claimed["token"], 1);
     assert_eq!(
         sh.ok(&[
             "claim",
@@ -145,11 +145,11 @@ fn the_registry_from_the_shell() {
             "--task-id",
             "render-1"
         ]),
-        "claimed a slot on gpu-1 (load 1/1)\n"
+        "claimed task render-1 on gpu-1 (load 1/1, token 2)\n"
     );
     assert_eq!(
-        sh.ok(&["release", "render-1"]),
-        "released task render-1 on gpu-1 (load 0/1)\n"
+        sh.ok(&["release", "render-1", "--token", "2"]),
+        "released task render-1 on gpu-1 (load 0/1, token 2)\n"
     );
 
     let busy: Vec<AgentInfo> = sh.json(&["list", "--status", "busy"]);
@@ -288,10 +288,13 @@ fn every_subcommand_has_help_with_an_example() {
         "deregister",
         "get",
         "heartbeat",
-        "release",
         "list",
         "reap",
         "claim",
+        "release",
+        "renew",
+        "claims",
+        "recover",
         "agent",
         "reaper",
         "drain",
@@ -473,19 +476,27 @@ fn the_demo_completes_and_cleans_up() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // In this order: the crash scene shows the task taken back and
+    // dispatched again, and the dead run's token refused.
+    let mut rest = stdout.as_ref();
     for step in [
         "all 4 registered",
-        "-> builder-1 (load 1/2)",
-        "killed the gpu-1 process with SIGKILL",
+        "train-1 [cuda] high            -> gpu-1 (load 1/1, token 3)",
+        "killed the gpu-1 process with SIGKILL while it ran train-1",
         "reaper: gpu-1 went offline",
+        "reaper: task train-1 taken back from gpu-1 (agent_offline, token 3)",
+        "train-1 [cuda] -> waits: the only cuda agent is offline",
+        "restarted the gpu-1 process",
+        "train-1 dispatched again -> gpu-1 (load 1/1, token 8)",
+        "the crashed run's token 3 is stale",
         "reads exactly the same state",
         "sqlite3 ",
-        "gpu-1      offline",
+        "gpu-1      offline  1             1         train-1",
     ] {
-        assert!(
-            stdout.contains(step),
-            "the demo did not show {step:?}:\n{stdout}"
-        );
+        let Some(at) = rest.find(step) else {
+            panic!("the demo did not show {step:?} (in this order):\n{stdout}");
+        };
+        rest = &rest[at + step.len()..];
     }
     // Its processes are gone: no process has the file open any more, so
     // nobody heartbeats into it.
@@ -498,6 +509,13 @@ fn the_demo_completes_and_cleans_up() {
     // the file.
     let reader = SqliteRegistry::open(&demo_db).expect("open the demo's file");
     assert_eq!(reader.list().expect("list").len(), 4);
+    let held: Vec<(String, u64)> = reader
+        .claims(Some("gpu-1"))
+        .expect("claims")
+        .into_iter()
+        .map(|c| (c.task_id, c.token))
+        .collect();
+    assert_eq!(held, [("train-1".to_owned(), 8)]);
     // (A child another test forks in this moment may briefly hold a copy of
     // the descriptor until it execs, so only this process is looked for.)
     assert!(
@@ -649,7 +667,8 @@ struct BadInput {
 }
 
 /// Every bad input the README lists, run in a directory whose `roster.db`
-/// holds one agent, `a`.
+/// holds one agent, `a`, of max load 1, whose slot holds the task `held`
+/// under token 2 (its first claim, token 1, was released).
 const BAD_INPUTS: &[BadInput] = &[
     BadInput {
         args: &["register", "a", "--max-load", "-1"],
@@ -748,6 +767,42 @@ const BAD_INPUTS: &[BadInput] = &[
         code: 2,
     },
     BadInput {
+        args: &["claim", "--task-id", "a\u{200b}b"],
+        code: 2,
+    },
+    BadInput {
+        args: &["claim", "--lease", "0"],
+        code: 2,
+    },
+    BadInput {
+        args: &["claim", "--lease", "300000000000y"],
+        code: 2,
+    },
+    BadInput {
+        args: &["renew", "held", "--lease", "0"],
+        code: 2,
+    },
+    BadInput {
+        args: &["release", "held", "--token", "abc"],
+        code: 2,
+    },
+    BadInput {
+        args: &["release", "held", "--token", "0"],
+        code: 2,
+    },
+    BadInput {
+        args: &["register", "a", "--meta", "zone"],
+        code: 2,
+    },
+    BadInput {
+        args: &["register", "a", "--meta", "zone=1", "--meta", "zone=2"],
+        code: 2,
+    },
+    BadInput {
+        args: &["register", "a", "--meta", "=eu"],
+        code: 2,
+    },
+    BadInput {
         args: &["man", "bogus"],
         code: 2,
     },
@@ -762,6 +817,24 @@ const BAD_INPUTS: &[BadInput] = &[
     BadInput {
         args: &["--db", "typo.db", "list"],
         code: 7,
+    },
+    // The held task is refused although no agent is free (a's one slot
+    // holds it).
+    BadInput {
+        args: &["claim", "--task-id", "held"],
+        code: 8,
+    },
+    BadInput {
+        args: &["release", "held", "--token", "1"],
+        code: 9,
+    },
+    BadInput {
+        args: &["renew", "held", "--lease", "30s", "--token", "1"],
+        code: 9,
+    },
+    BadInput {
+        args: &["release", "ghost"],
+        code: 9,
     },
 ];
 
@@ -804,7 +877,10 @@ fn code_span(text: &str) -> String {
 #[test]
 fn every_bad_input_of_the_readme_catalogue_gets_its_message_and_exit_code() {
     let sh = Shell::new();
-    sh.ok(&["register", "a"]);
+    sh.ok(&["register", "a", "--max-load", "1"]);
+    sh.ok(&["claim", "--task-id", "held"]);
+    sh.ok(&["release", "held"]);
+    sh.ok(&["claim", "--task-id", "held"]);
     let readme = include_str!("../README.md");
     let mut missing = Vec::new();
     for bad in BAD_INPUTS {
@@ -852,6 +928,18 @@ fn every_bad_input_of_the_readme_catalogue_gets_its_message_and_exit_code() {
     // Nothing was changed by any of them, and no file was created.
     let agents: Vec<AgentInfo> = sh.json(&["list"]);
     assert_eq!(agents.len(), 1);
+    assert_eq!((agents[0].current_load, agents[0].max_load), (1, 1));
+    assert!(agents[0].metadata.is_empty());
+    let claims: serde_json::Value = sh.json(&["claims"]);
+    assert_eq!(claims.as_array().map(Vec::len), Some(1), "{claims}");
+    assert_eq!(
+        (
+            &claims[0]["task_id"],
+            &claims[0]["token"],
+            &claims[0]["lease_expires_at"]
+        ),
+        (&"held".into(), &2.into(), &serde_json::Value::Null)
+    );
     assert!(!sh.dir.path().join("typo.db").exists());
 }
 
@@ -1327,6 +1415,10 @@ fn commands_that_only_read_never_create_the_file() {
         &["heartbeat", "a"],
         &["deregister", "a"],
         &["release", "a"],
+        &["release", "a", "--token", "1"],
+        &["renew", "a", "--lease", "1m"],
+        &["claims"],
+        &["recover"],
         &["drain", "a"],
         &["claim"],
         &["reap", "--ttl", "1s"],
@@ -1383,7 +1475,9 @@ fn bash_completes_a_subcommand() {
             .trim()
             .to_owned()
     };
-    assert_eq!(complete("roster cl"), "claim");
+    // Both start with `claim`, which bash puts on the line.
+    assert_eq!(complete("roster cl"), "claim claims");
+    assert_eq!(complete("roster rec"), "recover");
     assert_eq!(complete("roster dr"), "drain");
     assert!(complete("roster agent x --keep").contains("--keep-on-exit"));
     for shell in ["zsh", "fish"] {
@@ -1454,12 +1548,597 @@ fn the_demo_speaks_json_lines_when_asked() {
     let last = events.last().expect("events");
     assert_eq!(
         last["columns"],
-        serde_json::json!(["id", "status", "current_load", "max_load"])
+        serde_json::json!(["id", "status", "current_load", "max_load", "tasks"])
     );
     assert!(
-        last["rows"]
-            .as_array()
-            .is_some_and(|rows| rows.contains(&serde_json::json!(["gpu-1", "offline", 1, 1]))),
+        events
+            .iter()
+            .any(|e| e["step"]
+                == "reaper: task train-1 taken back from gpu-1 (agent_offline, token 3)"),
+        "{stdout}"
+    );
+    assert!(
+        last["rows"].as_array().is_some_and(
+            |rows| rows.contains(&serde_json::json!(["gpu-1", "offline", 1, 1, "train-1"]))
+        ),
         "{last}"
+    );
+}
+
+// ----------------------------------------------------------------- claims
+
+/// The claims held, as `roster --json claims` prints them: (task, agent,
+/// token).
+fn held(sh: &Shell) -> Vec<(String, String, u64)> {
+    let claims: Vec<serde_json::Value> = sh.json(&["claims"]);
+    claims
+        .iter()
+        .map(|c| {
+            assert!(c.get("agent").is_none(), "no agent in `claims`: {c}");
+            (
+                c["task_id"].as_str().expect("task_id").to_owned(),
+                c["agent_id"].as_str().expect("agent_id").to_owned(),
+                c["token"].as_u64().expect("token"),
+            )
+        })
+        .collect()
+}
+
+/// An RFC 3339 time of a JSON document.
+fn time_of(value: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value} is no time"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+        .to_utc()
+}
+
+#[test]
+fn claims_are_rows_with_task_ids_tokens_and_leases() {
+    let sh = Shell::new();
+    sh.ok(&["register", "a", "--cap", "x", "--max-load", "2"]);
+
+    // A claim with a task id and a lease, as JSON.
+    let before = chrono::Utc::now();
+    let claimed: serde_json::Value = sh.json(&[
+        "claim",
+        "--task-id",
+        "build-42",
+        "--label",
+        "x",
+        "--lease",
+        "10m",
+    ]);
+    let after = chrono::Utc::now();
+    let mut keys: Vec<&String> = claimed.as_object().expect("an object").keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "agent",
+            "agent_id",
+            "claimed_at",
+            "lease_expires_at",
+            "task_id",
+            "token"
+        ]
+    );
+    assert_eq!(
+        (&claimed["task_id"], &claimed["agent_id"], &claimed["token"]),
+        (&"build-42".into(), &"a".into(), &1.into())
+    );
+    let claimed_at = time_of(&claimed["claimed_at"]);
+    assert!(before <= claimed_at && claimed_at <= after, "{claimed}");
+    assert_eq!(
+        time_of(&claimed["lease_expires_at"]) - claimed_at,
+        chrono::TimeDelta::minutes(10)
+    );
+    // The agent as `get --json` prints it, with the slot taken.
+    let agent: serde_json::Value = sh.json(&["get", "a"]);
+    assert_eq!(claimed["agent"], agent);
+    assert_eq!(agent["current_load"], 1);
+
+    // Without --task-id and --lease, in text: a new unique id, no lease.
+    let line = sh.ok(&["claim", "--label", "x"]);
+    let generated = line
+        .strip_prefix("claimed task ")
+        .and_then(|rest| rest.strip_suffix(" on a (load 2/2, token 2)\n"))
+        .unwrap_or_else(|| panic!("{line:?}"));
+    assert!(
+        generated.starts_with("task-") && generated.len() == 31,
+        "{generated}"
+    );
+    assert_eq!(
+        held(&sh),
+        [
+            ("build-42".to_owned(), "a".to_owned(), 1),
+            (generated.to_owned(), "a".to_owned(), 2)
+        ]
+    );
+    let claims: Vec<serde_json::Value> = sh.json(&["claims"]);
+    assert_eq!(claims[1]["lease_expires_at"], serde_json::Value::Null);
+    let table = sh.ok(&["claims"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("TASK "), "{table}");
+    assert!(
+        lines[0].ends_with("AGENT  TOKEN  CLAIMED  LEASE"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("build-42 ") && lines[1].ends_with("a      1      now      in 9m"),
+        "{table}"
+    );
+    assert!(lines[2].ends_with("a      2      now      -"), "{table}");
+    let none: Vec<serde_json::Value> = sh.json(&["claims", "--agent", "b"]);
+    assert!(none.is_empty());
+    assert_eq!(sh.ok(&["claims", "--agent", "b"]), "no claims held on b\n");
+
+    // A held task id is refused, although the agent is full, and nothing
+    // changes.
+    let message = sh.fails(&["claim", "--task-id", "build-42"], 8, "already claimed");
+    assert!(message.contains("by agent a (token 1)"), "{message}");
+    sh.fails(
+        &["claim", "--task-id", "build-42", "--label", "nobody-has-it"],
+        8,
+        "task build-42 is already claimed",
+    );
+    sh.fails(&["claim", "--task-id", "build-43"], 4, "no eligible agent");
+
+    // renew moves the lease; a stale token is refused and changes nothing.
+    let renewed: serde_json::Value =
+        sh.json(&["renew", "build-42", "--lease", "1h", "--token", "1"]);
+    assert!(renewed.get("agent").is_none(), "{renewed}");
+    assert_eq!(renewed["token"], 1);
+    let expiry = time_of(&renewed["lease_expires_at"]);
+    assert!(expiry - chrono::Utc::now() > chrono::TimeDelta::minutes(59));
+    sh.fails(
+        &["renew", "build-42", "--lease", "2h", "--token", "2"],
+        9,
+        "stale token 2 for task build-42",
+    );
+    sh.fails(
+        &["release", "build-42", "--token", "2"],
+        9,
+        "stale token 2 for task build-42",
+    );
+    let claims: Vec<serde_json::Value> = sh.json(&["claims"]);
+    assert_eq!(time_of(&claims[0]["lease_expires_at"]), expiry);
+    let text = sh.ok(&["renew", generated, "--lease", "30s"]);
+    assert!(
+        text.starts_with(&format!(
+            "renewed task {generated} on a (token 2, lease until "
+        )),
+        "{text}"
+    );
+
+    // The holder's release, then an operator's (without a token).
+    let released: serde_json::Value = sh.json(&["release", "build-42", "--token", "1"]);
+    assert_eq!(
+        (&released["task_id"], &released["token"]),
+        (&"build-42".into(), &1.into())
+    );
+    assert_eq!(released["agent"]["current_load"], 1);
+    assert_eq!(
+        sh.ok(&["release", generated]),
+        format!("released task {generated} on a (load 0/2, token 2)\n")
+    );
+    sh.fails(&["release", generated], 9, "no claim of task");
+    assert!(held(&sh).is_empty());
+    assert_eq!(sh.ok(&["claims"]), "no claims held\n");
+    // A task id may be claimed again once released, under a new token.
+    let again: serde_json::Value = sh.json(&["claim", "--task-id", "build-42"]);
+    assert_eq!(again["token"], 3);
+}
+
+#[test]
+fn recover_takes_back_each_claim_once_with_its_reason() {
+    let sh = Shell::new();
+    for id in ["gone", "quiet", "fine"] {
+        sh.ok(&["register", id, "--cap", id]);
+    }
+    sh.ok(&["claim", "--task-id", "t-gone", "--label", "gone"]);
+    sh.ok(&["claim", "--task-id", "t-quiet", "--label", "quiet"]);
+    sh.ok(&[
+        "claim",
+        "--task-id",
+        "t-late",
+        "--label",
+        "fine",
+        "--lease",
+        "1h",
+    ]);
+    sh.ok(&[
+        "claim",
+        "--task-id",
+        "t-fine",
+        "--label",
+        "fine",
+        "--lease",
+        "1h",
+    ]);
+    assert_eq!(sh.ok(&["recover"]), "nothing to recover\n");
+
+    sh.ok(&["deregister", "gone"]);
+    sh.ok(&["sql", "--write", &heartbeat_back("quiet", "-2 hours")]);
+    sh.ok(&["reap", "--ttl", "1h"]);
+    // A lease that ran out, typed in the documented format.
+    sh.ok(&[
+        "sql",
+        "--write",
+        "UPDATE claims SET lease_expires_at = strftime('%Y-%m-%d %H:%M:%f000000', 'now', '-1 minute') WHERE task_id = 't-late'",
+    ]);
+    let recovered: Vec<serde_json::Value> = sh.json(&["recover"]);
+    let reasons: Vec<(&str, &str, &str)> = recovered
+        .iter()
+        .map(|r| {
+            (
+                r["task_id"].as_str().expect("task_id"),
+                r["agent_id"].as_str().expect("agent_id"),
+                r["reason"].as_str().expect("reason"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("t-gone", "gone", "agent_gone"),
+            ("t-quiet", "quiet", "agent_offline"),
+            ("t-late", "fine", "lease_expired"),
+        ]
+    );
+    for r in &recovered {
+        let mut keys: Vec<&String> = r.as_object().expect("an object").keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "agent_id",
+                "claimed_at",
+                "lease_expires_at",
+                "reason",
+                "task_id",
+                "token"
+            ]
+        );
+    }
+    assert_eq!(
+        held(&sh),
+        [("t-fine".to_owned(), "fine".to_owned(), 4)],
+        "the others were taken back"
+    );
+    assert_eq!(sh.ok(&["recover"]), "nothing to recover\n", "once");
+    let quiet: AgentInfo = sh.json(&["get", "quiet"]);
+    assert_eq!(quiet.current_load, 0);
+
+    // In text, one line per claim.
+    sh.ok(&["sql", "--write", &heartbeat_back("fine", "-2 hours")]);
+    sh.ok(&["reap", "--ttl", "1h"]);
+    assert_eq!(
+        sh.ok(&["recover"]),
+        "task t-fine taken back from fine (agent_offline, token 4)\n"
+    );
+    // The task taken back is free to be claimed again.
+    sh.ok(&["heartbeat", "fine"]);
+    let again: serde_json::Value = sh.json(&["claim", "--task-id", "t-fine"]);
+    assert_eq!(
+        (&again["agent_id"], &again["token"]),
+        (&"fine".into(), &5.into())
+    );
+}
+
+#[test]
+fn the_reaper_recovers_as_well_as_it_reaps() {
+    let sh = Shell::new();
+    sh.ok(&["register", "quiet-1", "--cap", "q"]);
+    sh.ok(&["register", "fresh-1", "--cap", "f"]);
+    sh.ok(&["claim", "--task-id", "t-quiet", "--label", "q"]);
+    sh.ok(&["claim", "--task-id", "t-fresh", "--label", "f"]);
+    sh.ok(&["sql", "--write", &heartbeat_back("quiet-1", "-2 hours")]);
+    let (mut reaper, first) = start(&sh, &["--json", "reaper", "--ttl", "1h", "--every", "50ms"]);
+    let started: serde_json::Value = serde_json::from_str(&first).expect("a JSON document");
+    assert_eq!(started["event"], "started");
+    // Its first round: quiet-1 goes offline, then its claim comes back.
+    let offline: serde_json::Value =
+        serde_json::from_str(&reaper.expect_line("quiet-1 offline")).expect("JSON");
+    assert_eq!(
+        (&offline["event"], &offline["id"]),
+        (&"offline".into(), &"quiet-1".into())
+    );
+    let taken: serde_json::Value =
+        serde_json::from_str(&reaper.expect_line("t-quiet recovered")).expect("JSON");
+    assert_eq!(
+        (
+            &taken["event"],
+            &taken["task_id"],
+            &taken["agent_id"],
+            &taken["token"],
+            &taken["reason"]
+        ),
+        (
+            &"recovered".into(),
+            &"t-quiet".into(),
+            &"quiet-1".into(),
+            &1.into(),
+            &"agent_offline".into()
+        )
+    );
+    assert!(taken["time"].is_string() && taken["claimed_at"].is_string());
+    // A later round: a deregistered agent's claim.
+    sh.ok(&["deregister", "fresh-1"]);
+    let gone: serde_json::Value =
+        serde_json::from_str(&reaper.expect_line("t-fresh recovered")).expect("JSON");
+    assert_eq!(
+        (&gone["task_id"], &gone["reason"]),
+        (&"t-fresh".into(), &"agent_gone".into())
+    );
+    sigterm(&reaper);
+    let out = reaper.finish();
+    out.expect_success("the reaper");
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+    assert!(held(&sh).is_empty());
+
+    // In text, each line starts with the time.
+    sh.ok(&["register", "quiet-2", "--cap", "q"]);
+    sh.ok(&["claim", "--task-id", "t-2", "--label", "q"]);
+    sh.ok(&["sql", "--write", &heartbeat_back("quiet-2", "-2 hours")]);
+    let (mut reaper, first) = start(&sh, &["reaper", "--ttl", "1h", "--every", "50ms"]);
+    assert!(
+        after_stamp(&first)
+            .contains("claims of offline or deregistered agents and expired leases are taken back"),
+        "{first}"
+    );
+    assert_eq!(
+        after_stamp(&reaper.expect_line("offline")),
+        "quiet-2 went offline"
+    );
+    assert_eq!(
+        after_stamp(&reaper.expect_line("recovered")),
+        "task t-2 taken back from quiet-2 (agent_offline, token 3)"
+    );
+    sigterm(&reaper);
+    reaper.finish().expect_success("the reaper");
+}
+
+// ------------------------------------------------ sidecars and metadata
+
+#[test]
+fn a_live_sidecar_keeps_its_agent_unless_replaced() -> roster::Result<()> {
+    let sh = Shell::new();
+    let registry = SqliteRegistry::open(sh.db())?;
+    let (mut first, _) = start(&sh, &["agent", "side-7", "--every", "50ms"]);
+    let first_pid = first.id();
+    let host = registry
+        .get("side-7")?
+        .host
+        .expect("the sidecar stores its host");
+
+    // A second sidecar for the same id is refused while the first lives
+    // (its heartbeat is well within 3 x 1h), and changes nothing.
+    let message = sh.fails(&["agent", "side-7", "--every", "1h"], 10, "live sidecar");
+    assert!(
+        message.contains(&format!(
+            "agent side-7 is run by a live sidecar (pid {first_pid} on host {host}, last heartbeat "
+        )) && message.contains("pass --replace to take the agent over"),
+        "{message}"
+    );
+    assert_eq!(registry.get("side-7")?.pid, Some(first_pid));
+    let out = sh.run(&["--json", "agent", "side-7", "--every", "1h"]);
+    assert_eq!(out.status.code(), Some(10));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).expect("a JSON error");
+    assert_eq!(
+        (&error["kind"], &error["exit_code"]),
+        (&"conflict".into(), &10.into())
+    );
+
+    // --replace takes it over; the first sees it at its next round and
+    // stops by itself, leaving the agent to the new one.
+    let (second, line) = start(&sh, &["agent", "side-7", "--every", "1h", "--replace"]);
+    assert!(
+        after_stamp(&line).starts_with(&format!(
+            "agent side-7 registered; heartbeat every 1h until SIGINT or SIGTERM; took it over from the sidecar with pid {first_pid} on host {host}"
+        )),
+        "{line}"
+    );
+    let said = first.expect_line("the first sidecar stepping down");
+    assert_eq!(
+        after_stamp(&said),
+        format!(
+            "agent side-7 was taken over by the sidecar with pid {} on host {host}; stopping (left as it is)",
+            second.id()
+        )
+    );
+    let out = first.finish();
+    out.expect_success("the replaced sidecar");
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "{}",
+        out.stderr
+    );
+    let agent = registry.get("side-7")?;
+    assert_eq!(
+        (agent.pid, agent.status),
+        (Some(second.id()), AgentStatus::Available)
+    );
+
+    // A sidecar killed without a word: its pid is dead on this host, so a
+    // new one starts at once, without --replace.
+    second.kill();
+    let (third, _) = start(&sh, &["agent", "side-7", "--every", "1h"]);
+    assert_eq!(registry.get("side-7")?.pid, Some(third.id()));
+    // Stopped: it marked the agent offline, which is not live either.
+    sigterm(&third);
+    third.finish().expect_success("the third sidecar");
+    assert_eq!(registry.get("side-7")?.status, AgentStatus::Offline);
+    let (fourth, _) = start(&sh, &["agent", "side-7", "--every", "1h"]);
+
+    // A live process whose heartbeat is older than 3 x --every (of the new
+    // sidecar) no longer counts as running the agent.
+    sh.ok(&["sql", "--write", &heartbeat_back("side-7", "-2 hours")]);
+    sh.fails(&["agent", "side-7", "--every", "1h"], 10, "live sidecar");
+    let (fifth, _) = start(&sh, &["agent", "side-7", "--every", "30m"]);
+    assert_eq!(registry.get("side-7")?.pid, Some(fifth.id()));
+    // The fourth, stopped before its next round, leaves the agent to the
+    // fifth instead of marking it offline.
+    sigterm(&fourth);
+    let out = fourth.finish();
+    out.expect_success("the fourth sidecar");
+    assert_eq!(out.stdout.len(), 1, "{:?}", out.stdout);
+    assert_eq!(
+        after_stamp(&out.stdout[0]),
+        "agent side-7 stopped (left as it is: another sidecar took it over)"
+    );
+    let agent = registry.get("side-7")?;
+    assert_eq!(
+        (agent.pid, agent.status),
+        (Some(fifth.id()), AgentStatus::Available)
+    );
+    fifth.kill();
+
+    // An agent registered by hand has no sidecar: nothing to refuse.
+    sh.ok(&["register", "by-hand"]);
+    let (sixth, _) = start(&sh, &["agent", "by-hand", "--every", "1h"]);
+    sixth.kill();
+    Ok(())
+}
+
+#[test]
+fn register_and_agent_take_metadata_pairs() -> roster::Result<()> {
+    let sh = Shell::new();
+    let out = sh.ok(&[
+        "register",
+        "a",
+        "--meta",
+        "zone=eu-1",
+        "--meta",
+        "url=http://h:80/?x=1",
+    ]);
+    assert!(
+        out.contains("metadata       url=http://h:80/?x=1\n"),
+        "{out}"
+    );
+    assert!(out.contains("metadata       zone=eu-1\n"), "{out}");
+    let agent: serde_json::Value = sh.json(&["get", "a"]);
+    assert_eq!(
+        agent["metadata"],
+        serde_json::json!({ "url": "http://h:80/?x=1", "zone": "eu-1" })
+    );
+    // register replaces them.
+    sh.ok(&["register", "a", "--meta", "zone=eu-2"]);
+    let agent: AgentInfo = sh.json(&["get", "a"]);
+    assert_eq!(
+        agent.metadata.into_iter().collect::<Vec<_>>(),
+        [("zone".to_owned(), "eu-2".to_owned())]
+    );
+    sh.ok(&["register", "a"]);
+    let agent: serde_json::Value = sh.json(&["get", "a"]);
+    assert!(
+        agent.get("metadata").is_none(),
+        "left out when empty: {agent}"
+    );
+
+    // The sidecar stores them with its host, pid and start time.
+    let (side, _) = start(&sh, &["agent", "s", "--meta", "role=gpu", "--every", "1h"]);
+    let registry = SqliteRegistry::open(sh.db())?;
+    let stored = registry.get("s")?;
+    assert_eq!(stored.metadata.get("role").map(String::as_str), Some("gpu"));
+    assert_eq!(stored.pid, Some(side.id()));
+    let shown = sh.ok(&["get", "s"]);
+    assert!(shown.contains("metadata       role=gpu\n"), "{shown}");
+    assert!(
+        shown.contains(&format!("pid            {}\n", side.id())),
+        "{shown}"
+    );
+    side.kill();
+    Ok(())
+}
+
+// ------------------------------------------- another language, in the README
+
+/// The README's Python example, as a file of `dir`.
+fn readme_python(dir: &std::path::Path) -> PathBuf {
+    let readme = include_str!("../README.md");
+    let mut blocks = readme.split("```python\n").skip(1);
+    let block = blocks
+        .next()
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has a ```python block");
+    assert!(blocks.next().is_none(), "one Python example");
+    let path = dir.join("worker.py");
+    std::fs::write(&path, block).expect("write worker.py");
+    path
+}
+
+#[test]
+fn the_readme_python_writers_never_see_database_is_locked() {
+    let sh = Shell::new();
+    sh.ok(&["register", "builder-1"]);
+    let worker = readme_python(sh.dir.path());
+    const PROCESSES: usize = 4;
+    const ROUNDS: usize = 150;
+    let children: Vec<std::process::Child> = (0..PROCESSES)
+        .map(|_| {
+            Command::new("python3")
+                .arg(&worker)
+                .arg(sh.db())
+                .arg("builder-1")
+                .arg(ROUNDS.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("python3 must be installed")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("wait for python3");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.is_empty(), "{stderr}");
+    }
+    // Every read-then-write counted: no update was lost.
+    let agent: AgentInfo = sh.json(&["get", "builder-1"]);
+    let done = (PROCESSES * ROUNDS).to_string();
+    assert_eq!(agent.metadata.get("tasks_done"), Some(&done));
+    assert_eq!(agent.status, AgentStatus::Available);
+
+    // What the README says of a deferred BEGIN, shown with two connections
+    // of one process: a read, another connection's commit, then the write
+    // fails at once although the timeout is 5 s.
+    let deferred = sh.dir.path().join("deferred.py");
+    std::fs::write(
+        &deferred,
+        r#"import sqlite3, sys
+from worker import connect, heartbeat
+path = sys.argv[1]
+mine, theirs = connect(path), connect(path)
+mine.execute("BEGIN")
+mine.execute("SELECT value FROM metadata WHERE key = 'tasks_done'").fetchone()
+heartbeat(theirs, "builder-1")
+try:
+    mine.execute("UPDATE metadata SET value = '0' WHERE key = 'tasks_done'")
+    print("written")
+except sqlite3.OperationalError as e:
+    print(e)
+"#,
+    )
+    .expect("write deferred.py");
+    let out = Command::new("python3")
+        .arg(&deferred)
+        .arg(sh.db())
+        .current_dir(sh.dir.path())
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "database is locked\n");
+    let agent: AgentInfo = sh.json(&["get", "builder-1"]);
+    assert_eq!(
+        agent.metadata.get("tasks_done"),
+        Some(&done),
+        "nothing written"
     );
 }

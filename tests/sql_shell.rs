@@ -147,6 +147,44 @@ fn readme_queries_give_the_documented_answers() -> Result<()> {
         ),
         "rust\nlinux\n"
     );
+    // Claims and events: one claim with a lease on cpu-fresh, one released.
+    let held = fleet.registry.claim(
+        &roster::Task {
+            id: "build-1".into(),
+            labels: vec!["rust".into()],
+            ..roster::Task::default()
+        },
+        Some(std::time::Duration::from_secs(600)),
+    )?;
+    assert_eq!(held.claim.agent_id, "cpu-fresh");
+    let expiry = stored(held.claim.lease_expires_at.expect("a lease"));
+    assert_eq!(
+        shell_ok(
+            db,
+            &readme_query("claims held per agent, with their oldest lease")
+        ),
+        format!("cpu-fresh|1|{expiry}\n")
+    );
+    fleet.registry.release("build-1", Some(held.claim.token))?;
+    let last_three: Vec<String> = shell_ok(
+        db,
+        &readme_query("the last 20 things that happened, newest first"),
+    )
+    .lines()
+    .take(3)
+    .map(|line| {
+        let fields: Vec<&str> = line.split('|').collect();
+        format!("{}|{}|{}|{}", fields[0], fields[2], fields[3], fields[4])
+    })
+    .collect();
+    assert_eq!(
+        last_three,
+        [
+            "6|released|cpu-fresh|build-1",
+            "5|claimed|cpu-fresh|build-1",
+            "4|registered|old-gpu|"
+        ]
+    );
     // The library's view agrees with the shell's.
     let stale: Vec<String> = fleet
         .registry

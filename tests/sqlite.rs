@@ -121,7 +121,12 @@ fn schema_contract_tables_and_columns() -> Result<()> {
         ("drained", "INTEGER"),
     ]);
     // Optional: NULL when unknown.
-    for (name, kind) in [("host", "TEXT"), ("pid", "INTEGER"), ("started_at", "TEXT")] {
+    for (name, kind) in [
+        ("host", "TEXT"),
+        ("pid", "INTEGER"),
+        ("started_at", "TEXT"),
+        ("registered_at", "TEXT"),
+    ] {
         agents.push((name.into(), kind.into(), false));
     }
     assert_eq!(columns("agents"), agents);
@@ -489,4 +494,43 @@ fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
     let left = registry.query("SELECT count(*) FROM capabilities", SqlAccess::ReadOnly)?;
     assert_eq!(left.rows, [[SqlValue::Integer(0)]]);
     Ok(())
+}
+
+#[test]
+fn a_user_version_changed_by_hand_is_named_not_index_already_exists() {
+    let file = TempRegistry::new().close();
+    let path = file.path().to_owned();
+    let out = common::sqlite3(&path, "PRAGMA user_version = 1;", common::OnError::Stop);
+    assert!(out.status.success());
+    let err = SqliteRegistry::open(&path).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains(
+            "the file's PRAGMA user_version (1) is older than its tables; was it changed by hand?"
+        ),
+        "{message}"
+    );
+    assert_eq!(err.kind(), roster::ErrorKind::Unusable);
+    // Nothing was changed: setting it back makes the file work again.
+    let out = common::sqlite3(
+        &path,
+        &format!("PRAGMA user_version = {};", SqliteRegistry::SCHEMA_VERSION),
+        common::OnError::Stop,
+    );
+    assert!(out.status.success());
+    SqliteRegistry::open(&path).expect("the repaired file opens");
+}
+
+#[test]
+fn another_programs_database_is_described_in_good_english() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("other.db");
+    let out = common::sqlite3(&path, "CREATE TABLE t (x);", common::OnError::Stop);
+    assert!(out.status.success());
+    let err = SqliteRegistry::open(&path).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("it holds 1 schema object and user_version 0 but no roster application_id"),
+        "{err}"
+    );
 }

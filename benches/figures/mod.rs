@@ -8,6 +8,7 @@
 pub mod claim;
 pub mod command;
 pub mod durability;
+pub mod feed;
 pub mod heartbeat;
 pub mod list;
 pub mod memory;
@@ -15,3 +16,4 @@ pub mod postgres;
 pub mod processes;
 pub mod reap;
 pub mod redis;
+pub mod top;

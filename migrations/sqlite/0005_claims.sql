@@ -105,6 +105,24 @@ BEGIN
     SELECT RAISE(ABORT, 'claims.agent_id must be the id of a row in agents, and a new claim is attached (detached = 0)');
 END;
 
+-- A held task is not claimed again, not even by INSERT OR REPLACE (whose
+-- delete would skip the triggers that give the old slot back).
+CREATE TRIGGER claims_insert_new_task
+BEFORE INSERT ON claims
+WHEN EXISTS (SELECT 1 FROM claims WHERE task_id = NEW.task_id)
+BEGIN
+    SELECT RAISE(ABORT, 'the task is already claimed: release it first (INSERT OR REPLACE is refused)');
+END;
+
+-- An agent row is added once; INSERT OR REPLACE, whose delete would skip the
+-- triggers that keep claims, capabilities and events right, is refused.
+CREATE TRIGGER agents_insert_new_id
+BEFORE INSERT ON agents
+WHEN EXISTS (SELECT 1 FROM agents WHERE id = NEW.id)
+BEGIN
+    SELECT RAISE(ABORT, 'an agent with this id exists: UPDATE it (INSERT OR REPLACE is refused)');
+END;
+
 CREATE TRIGGER claims_insert_fresh_token
 BEFORE INSERT ON claims
 WHEN NEW.token <= (SELECT value FROM counters WHERE name = 'claim_token')
@@ -126,6 +144,16 @@ AFTER DELETE ON claims
 WHEN OLD.detached = 0
 BEGIN
     UPDATE agents SET current_load = current_load - 1 WHERE id = OLD.agent_id;
+END;
+
+-- A claim is detached only when its agent is gone (the agents delete
+-- trigger does it); by hand, release it instead.
+CREATE TRIGGER claims_detach_needs_a_gone_agent
+BEFORE UPDATE OF detached ON claims
+WHEN NEW.detached = 1 AND OLD.detached = 0
+  AND EXISTS (SELECT 1 FROM agents WHERE id = OLD.agent_id)
+BEGIN
+    SELECT RAISE(ABORT, 'a claim is detached only when its agent is deregistered: delete the claim to release it');
 END;
 
 -- Only the lease changes, and detached goes from 0 to 1, never back.
@@ -163,10 +191,10 @@ END;
 
 -- The counters only grow, and are never deleted.
 CREATE TRIGGER counters_only_grow
-BEFORE UPDATE OF value ON counters
-WHEN NEW.value < OLD.value OR NEW.name IS NOT OLD.name
+BEFORE UPDATE ON counters
+WHEN NEW.value < OLD.value OR NEW.name IS NOT OLD.name OR NEW.value > 4611686018427387904
 BEGIN
-    SELECT RAISE(ABORT, 'counters only grow');
+    SELECT RAISE(ABORT, 'counters only grow, keep their names and stay below 2^62');
 END;
 
 CREATE TRIGGER counters_are_kept

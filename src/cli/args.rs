@@ -1,6 +1,7 @@
 //! The command line as clap sees it: global options, subcommands, their
 //! flags, and the parsers that turn flag values into checked values.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
 use roster::{AgentInfo, AgentStatus, MAX_BUSY_TIMEOUT, Priority};
 
-use super::exit;
+use super::exit::{self, Failure};
 
 /// roster: a persistent registry of agents for orchestrators on one host.
 ///
@@ -28,7 +29,8 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "ROSTER_DB", hide_env_values = true)]
     pub(crate) db: Option<PathBuf>,
     /// Print JSON instead of text: one document per command, one per line
-    /// for `agent`, `reaper` and `demo`; errors as one object on stderr.
+    /// for `agent`, `reaper`, `watch` and `demo`; errors as one object on
+    /// stderr.
     #[arg(long, global = true)]
     pub(crate) json: bool,
     /// How long to wait for other processes that hold the registry's lock
@@ -73,12 +75,6 @@ pub(crate) enum Command {
         /// The agent's id.
         id: String,
     },
-    /// Give back the slot held for a task by `claim`.
-    #[command(after_help = "Example:\n  roster release build-42")]
-    Release {
-        /// The task's id.
-        id: String,
-    },
     /// List the agents, ordered by id.
     #[command(after_help = "Example:\n  roster list --status available --cap gpu")]
     List {
@@ -96,9 +92,16 @@ pub(crate) enum Command {
         #[arg(long, value_parser = ttl, allow_hyphen_values = true)]
         ttl: Duration,
     },
-    /// Take a slot on the best agent for a task and print it.
-    #[command(after_help = "Example:\n  roster claim --label gpu --label cuda --priority high")]
+    /// Take a slot on the best agent for a task and print the claim: the
+    /// task id, the agent, its load and the fencing token.
+    #[command(
+        after_help = "Examples:\n  roster claim --task-id build-42 --label rust --lease 10m\n  roster --json claim --label gpu --label cuda --priority high"
+    )]
     Claim {
+        /// Your id for the task: 1 to 128 characters, no control or format
+        /// characters [default: a new unique one, `task-` and a ULID].
+        #[arg(long, allow_hyphen_values = true)]
+        task_id: Option<String>,
         /// A capability the agent must hold (repeat for several).
         #[arg(long = "label", value_name = "LABEL")]
         labels: Vec<String>,
@@ -106,10 +109,48 @@ pub(crate) enum Command {
         /// agent).
         #[arg(long, default_value = "medium")]
         priority: Priority,
-        /// Your id for the task (roster does not interpret it).
-        #[arg(long, default_value = "")]
-        task_id: String,
+        /// Give the claim a lease (30s, 10m, 1h...): unless renewed or
+        /// released before it runs out, `recover` takes the claim back.
+        #[arg(long, value_parser = lease, allow_hyphen_values = true)]
+        lease: Option<Duration>,
     },
+    /// Give back the slot held for a task by `claim`.
+    #[command(
+        after_help = "Examples:\n  roster release build-42 --token 7     (the holder: refused if the task was taken back since)\n  roster release build-42               (an operator: whoever holds it)"
+    )]
+    Release {
+        /// The task's id.
+        task_id: String,
+        /// The token `claim` printed: only that claim is released (exit code 9
+        /// when the task was recovered, and perhaps claimed again, since).
+        /// Without it, whichever claim holds the task is released.
+        #[arg(long, value_parser = token, allow_hyphen_values = true)]
+        token: Option<u64>,
+    },
+    /// Extend the lease of a held claim to now + the lease.
+    #[command(after_help = "Example:\n  roster renew build-42 --lease 10m --token 7")]
+    Renew {
+        /// The task's id.
+        task_id: String,
+        /// The new lease, from now (30s, 10m, 1h...).
+        #[arg(long, value_parser = lease, allow_hyphen_values = true)]
+        lease: Duration,
+        /// The token `claim` printed: only that claim is renewed (exit code 9
+        /// when the task was recovered, and perhaps claimed again, since).
+        #[arg(long, value_parser = token, allow_hyphen_values = true)]
+        token: Option<u64>,
+    },
+    /// List the claims held, in the order they were taken.
+    #[command(after_help = "Examples:\n  roster claims\n  roster --json claims --agent builder-1")]
+    Claims {
+        /// Only the claims taken on this agent.
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+    },
+    /// Take back, once, every claim whose agent is offline or was
+    /// deregistered, or whose lease ran out; print each with the reason.
+    #[command(after_help = "Example:\n  roster recover")]
+    Recover,
     /// Register an agent, then heartbeat for it until SIGINT or SIGTERM: the
     /// sidecar for an agent written in any language.
     #[command(
@@ -131,17 +172,49 @@ pub(crate) enum Command {
         /// offline: for a restart that must keep the agent's tasks.
         #[arg(long, conflicts_with = "deregister_on_exit")]
         keep_on_exit: bool,
+        /// Take over an agent that a live sidecar runs (one that stored its
+        /// host and pid, is not offline, heartbeated within 3 x --every and,
+        /// on this host, whose process is alive); that sidecar stops at its
+        /// next round. Without it, such an agent is refused (exit code 10).
+        #[arg(long)]
+        replace: bool,
     },
-    /// Reap in a loop, printing each agent that went offline, until SIGINT
-    /// or SIGTERM.
+    /// Reap and recover in a loop, printing each agent that went offline and
+    /// each claim taken back, until SIGINT or SIGTERM.
     #[command(after_help = "Example:\n  roster reaper --ttl 30s --every 5s")]
     Reaper {
         /// How long an agent may stay silent (30s, 5m, 1h...; 0 or more).
         #[arg(long, value_parser = ttl, allow_hyphen_values = true)]
         ttl: Duration,
-        /// Time between reaps (at least 1ms).
+        /// Time between rounds of reap and recover (at least 1ms).
         #[arg(long, value_parser = interval, default_value = "5s", allow_hyphen_values = true)]
         every: Duration,
+    },
+    /// Copy an SQLite registry into PostgreSQL: agents, held claims with
+    /// their tokens, the token counter (stop the file's writers first).
+    #[command(
+        after_help = "Example:\n  roster copy --from roster.db --to postgres://roster@db.example/roster"
+    )]
+    Copy {
+        /// The SQLite registry file to copy.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The PostgreSQL database (a postgres:// URL) to copy into; it
+        /// must hold no agents or claims unless --replace.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Delete what the target holds first.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Print every change of the registry as it is committed, by any
+    /// process, one line each, until SIGINT or SIGTERM.
+    #[command(after_help = "Examples:\n  roster watch\n  roster --json watch --since 1200")]
+    Watch {
+        /// Start after this event (its `seq`; 0 for every event kept), or
+        /// `now` [default: now].
+        #[arg(long, value_name = "SEQ|now", value_parser = super::watch::since, allow_hyphen_values = true)]
+        since: Option<super::watch::Since>,
     },
     /// Drain an agent: it gets no new claims, keeps heartbeating and keeps
     /// the slots it holds (like `kubectl cordon`); `--undo` ends the drain.
@@ -172,8 +245,13 @@ pub(crate) enum Command {
         #[arg(long, value_parser = ttl, default_value = "30s", allow_hyphen_values = true)]
         timeout: Duration,
     },
+    /// A live full-screen view of the agents and of recent events.
+    Top(super::top::TopArgs),
+    /// Print the registry's state in the Prometheus text format, or serve it over HTTP.
+    Metrics(super::metrics::MetricsArgs),
     /// Show in under 30 seconds what roster is for: agent processes, a
-    /// dispatcher, a crash, the reaper, a restart and a query.
+    /// dispatcher, a crash whose task the reaper takes back, a restart and a
+    /// query.
     #[command(
         after_help = "Example:\n  roster demo            (uses roster-demo.db, replaced on each run)"
     )]
@@ -216,15 +294,33 @@ pub(crate) struct AgentArgs {
     /// available, busy or offline.
     #[arg(long, default_value = "available")]
     pub(crate) status: AgentStatus,
-    /// Tasks running now: 0 or more, at most --max-load unless that is 0.
+    /// Tasks running now that no claim records: 0 or more. The claims the
+    /// agent holds are added to it, and the total must stay within
+    /// --max-load unless that is 0.
     #[arg(long, default_value_t = 0, value_parser = count, allow_negative_numbers = true)]
     pub(crate) load: u32,
+    /// A metadata pair, KEY=VALUE (repeat for several): free-form strings
+    /// that `get` and JSON show. They replace the agent's pairs.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = meta_pair)]
+    pub(crate) metadata: Vec<(String, String)>,
 }
 
 impl AgentArgs {
     /// The agent these flags describe, heartbeating now.
-    pub(crate) fn to_agent(&self) -> AgentInfo {
-        AgentInfo {
+    ///
+    /// # Errors
+    ///
+    /// Bad input when a metadata key is given twice.
+    pub(crate) fn to_agent(&self) -> Result<AgentInfo, Failure> {
+        let mut metadata = BTreeMap::new();
+        for (key, value) in &self.metadata {
+            if metadata.insert(key.clone(), value.clone()).is_some() {
+                return Err(Failure::bad_input(format!(
+                    "--meta {key:?} is given twice; give each key once"
+                )));
+            }
+        }
+        Ok(AgentInfo {
             id: self.id.clone(),
             name: self.name.clone().unwrap_or_else(|| self.id.clone()),
             capabilities: self.capabilities.clone(),
@@ -232,8 +328,9 @@ impl AgentArgs {
             last_heartbeat: roster::now(),
             current_load: self.load,
             max_load: self.max_load,
+            metadata,
             ..AgentInfo::default()
-        }
+        })
     }
 }
 
@@ -284,6 +381,40 @@ fn busy_timeout(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(timeout)
+}
+
+/// A lease: a [`duration`] longer than 0 (a lease of 0 would run out at
+/// once).
+fn lease(text: &str) -> Result<Duration, String> {
+    let lease = duration(text)?;
+    if lease.is_zero() {
+        return Err("must be longer than 0: a lease of 0 would run out at once".to_owned());
+    }
+    Ok(lease)
+}
+
+/// A fencing token, as `claim` printed it: 1 to `i64::MAX`.
+fn token(text: &str) -> Result<u64, String> {
+    let number: i128 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected the token `roster claim` printed, a whole number".to_owned())?;
+    if number < 1 {
+        return Err("tokens start at 1".to_owned());
+    }
+    u64::try_from(number)
+        .ok()
+        .filter(|&token| i64::try_from(token).is_ok())
+        .ok_or_else(|| format!("must be at most {}", i64::MAX))
+}
+
+/// A metadata pair, `KEY=VALUE`, split at the first `=` (the value may hold
+/// more). The library checks the key and the value.
+fn meta_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+        None => Err("expected KEY=VALUE, e.g. zone=eu-west-1".to_owned()),
+    }
 }
 
 /// A number of tasks: 0 to `u32::MAX`.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::CommandFactory;
 use clap_complete::Shell;
 use roster::{
-    AgentInfo, AgentRegistry, AgentStatus, Error, Priority, SqlAccess, SqlOptions, SqlSummary,
-    SqlValue, SqliteRegistry, Task,
+    AgentInfo, AgentRegistry, AgentStatus, Claim, Claimed, Error, SqlAccess, SqlOptions,
+    SqlSummary, SqlValue, SqliteRegistry, Task,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -30,7 +30,7 @@ fn show(out: &mut Printer, agent: &AgentInfo, line: String) -> Outcome {
 
 /// `roster register`.
 pub(crate) fn register(registry: &SqliteRegistry, out: &mut Printer, args: &AgentArgs) -> Outcome {
-    registry.register(args.to_agent())?;
+    registry.register(args.to_agent()?)?;
     let stored = registry.get(&args.id)?;
     if out.json {
         return out.json(&stored);
@@ -62,19 +62,6 @@ pub(crate) fn heartbeat(registry: &SqliteRegistry, out: &mut Printer, id: &str) 
     registry.heartbeat(id)?;
     let agent = registry.get(id)?;
     let line = format!("heartbeat {} ({})", agent.id, agent.status);
-    show(out, &agent, line)
-}
-
-/// `roster release`.
-pub(crate) fn release(registry: &SqliteRegistry, out: &mut Printer, id: &str) -> Outcome {
-    let released = registry.release(id, None)?;
-    let agent = registry.get(&released.agent_id)?;
-    let line = format!(
-        "released task {} on {} (load {})",
-        released.task_id,
-        agent.id,
-        output::load(&agent)
-    );
     show(out, &agent, line)
 }
 
@@ -117,30 +104,40 @@ pub(crate) fn reap(registry: &SqliteRegistry, out: &mut Printer, ttl: Duration) 
     }
 }
 
+/// A claim as `claim` and `release` print it with `--json`: the claim's
+/// fields and the agent (as `get --json` prints it; `null` for `release`
+/// when the agent was deregistered).
+#[derive(serde::Serialize)]
+struct ClaimWithAgent<'a> {
+    #[serde(flatten)]
+    claim: &'a Claim,
+    agent: Option<&'a AgentInfo>,
+}
+
 /// `roster claim`. A claim whose result cannot be printed gives its slot
 /// back: nobody would know which agent holds the task.
 pub(crate) fn claim(
     registry: &SqliteRegistry,
     out: &mut Printer,
-    labels: Vec<String>,
-    priority: Priority,
-    task_id: String,
+    task: Task,
+    lease: Option<Duration>,
 ) -> Outcome {
-    let claimed = registry.claim(
-        &Task {
-            id: task_id,
-            labels,
-            priority,
-        },
-        None,
-    )?;
-    let agent = claimed.agent;
-    let line = format!(
-        "claimed a slot on {} (load {})",
-        agent.id,
-        output::load(&agent)
-    );
-    let Err(failure) = show(out, &agent, line).and_then(|()| out.flush()) else {
+    let Claimed { claim, agent } = registry.claim(&task, lease)?;
+    let printed = if out.json {
+        out.json(&ClaimWithAgent {
+            claim: &claim,
+            agent: Some(&agent),
+        })
+    } else {
+        out.line(format_args!(
+            "claimed task {} on {} (load {}, {})",
+            claim.task_id,
+            agent.id,
+            output::load(&agent),
+            output::token_and_lease(&claim)
+        ))
+    };
+    let Err(failure) = printed.and_then(|()| out.flush()) else {
         return Ok(());
     };
     let why = if failure.is_closed_output() {
@@ -148,19 +145,103 @@ pub(crate) fn claim(
     } else {
         failure.message
     };
-    let task_id = claimed.claim.task_id;
-    Err(
-        match registry.release(&task_id, Some(claimed.claim.token)) {
-            Ok(_) => Failure::io(format!(
-                "{why}; the claim could not be printed, so its slot on {} was given back",
-                agent.id
-            )),
-            Err(e) => Failure::io(format!(
-                "{why}; the claim could not be printed, and giving back task {task_id} on {} failed too ({e}): run `roster release {task_id}`",
-                agent.id
-            )),
-        },
-    )
+    let task_id = claim.task_id;
+    Err(match registry.release(&task_id, Some(claim.token)) {
+        Ok(_) => Failure::io(format!(
+            "{why}; the claim could not be printed, so its slot on {} was given back",
+            agent.id
+        )),
+        Err(e) => Failure::io(format!(
+            "{why}; the claim could not be printed, and giving back task {task_id} on {} failed too ({e}): run `roster release {task_id} --token {}`",
+            agent.id, claim.token
+        )),
+    })
+}
+
+/// `roster release TASK_ID [--token N]`.
+pub(crate) fn release(
+    registry: &SqliteRegistry,
+    out: &mut Printer,
+    task_id: &str,
+    token: Option<u64>,
+) -> Outcome {
+    let claim = registry.release(task_id, token)?;
+    // The agent as it is now; it may have been deregistered since it took
+    // the task.
+    let agent = match registry.get(&claim.agent_id) {
+        Ok(agent) => Some(agent),
+        Err(Error::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if out.json {
+        return out.json(&ClaimWithAgent {
+            claim: &claim,
+            agent: agent.as_ref(),
+        });
+    }
+    match agent {
+        Some(agent) => out.line(format_args!(
+            "released task {} on {} (load {}, token {})",
+            claim.task_id,
+            agent.id,
+            output::load(&agent),
+            claim.token
+        )),
+        None => out.line(format_args!(
+            "released task {} (token {}); its agent {} was deregistered",
+            claim.task_id, claim.token, claim.agent_id
+        )),
+    }
+}
+
+/// `roster renew TASK_ID --lease DURATION [--token N]`.
+pub(crate) fn renew(
+    registry: &SqliteRegistry,
+    out: &mut Printer,
+    task_id: &str,
+    token: Option<u64>,
+    lease: Duration,
+) -> Outcome {
+    let claim = registry.renew(task_id, token, lease)?;
+    if out.json {
+        return out.json(&claim);
+    }
+    out.line(format_args!(
+        "renewed task {} on {} ({})",
+        claim.task_id,
+        claim.agent_id,
+        output::token_and_lease(&claim)
+    ))
+}
+
+/// `roster claims [--agent ID]`.
+pub(crate) fn claims(registry: &SqliteRegistry, out: &mut Printer, agent: Option<&str>) -> Outcome {
+    let claims = registry.claims(agent)?;
+    if out.json {
+        return out.json(&claims);
+    }
+    if claims.is_empty() {
+        return out.line(match agent {
+            Some(agent) => format!("no claims held on {agent}"),
+            None => "no claims held".to_owned(),
+        });
+    }
+    output::claims(out, &claims)
+}
+
+/// `roster recover`.
+pub(crate) fn recover(registry: &SqliteRegistry, out: &mut Printer) -> Outcome {
+    let recovered = registry.recover()?;
+    if out.json {
+        return out.json(&recovered);
+    }
+    if recovered.is_empty() {
+        return out.line("nothing to recover");
+    }
+    for taken in &recovered {
+        out.line(output::recovered(taken))?;
+    }
+    Ok(())
 }
 
 /// `roster drain` (`drained`) and `roster drain --undo`.

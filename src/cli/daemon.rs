@@ -11,11 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chrono::SecondsFormat;
-use roster::{AgentInfo, AgentRegistry, AgentStatus, Error, SqliteRegistry};
+use chrono::{DateTime, Utc};
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use roster::{AgentInfo, AgentRegistry, AgentStatus, Error, Recovered, SqliteRegistry};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::exit::{Exit, Failure, Outcome};
+use super::output;
 use super::printer::{Printer, warn};
 
 /// Set by SIGINT or SIGTERM.
@@ -119,7 +123,7 @@ impl FileIdentity {
 /// Now, as the lines of `agent` and `reaper` show it: RFC 3339 in UTC, to
 /// the millisecond.
 fn stamp() -> String {
-    roster::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+    output::rfc3339(roster::now())
 }
 
 /// Prints one event of a daemon as a JSON line, or as a text line that
@@ -141,32 +145,156 @@ fn retrying(what: impl std::fmt::Display, error: &Error) {
     ));
 }
 
-/// `roster agent`: registers `agent` (with this process's host, pid and
-/// start time), then heartbeats for it every `every` until SIGINT or
-/// SIGTERM, and then does `on_exit`.
-pub(crate) fn agent(
-    registry: &SqliteRegistry,
-    out: &mut Printer,
-    mut agent: AgentInfo,
-    every: Duration,
-    on_exit: OnExit,
-) -> Outcome {
-    let stop = stop_flag()?;
-    let parent = parent_to_watch();
-    let id = agent.id.clone();
-    agent.host = nix::unistd::gethostname()
+/// What `roster agent` was asked to run.
+pub(crate) struct Sidecar {
+    /// The agent to register (its host, pid and start time are filled in).
+    pub(crate) agent: AgentInfo,
+    /// The time between two heartbeats.
+    pub(crate) every: Duration,
+    /// What to do to the agent when stopped by a signal.
+    pub(crate) on_exit: OnExit,
+    /// Whether to take over an agent that a live sidecar runs.
+    pub(crate) replace: bool,
+}
+
+/// How many rounds a live sidecar may miss: an agent whose heartbeat is
+/// older than this many `--every` is not run by a live sidecar any more.
+const MISSED_ROUNDS: u32 = 3;
+
+/// The host name, as the sidecar stores it (none when it cannot be read).
+fn this_host() -> Option<String> {
+    nix::unistd::gethostname()
         .ok()
         .and_then(|name| name.into_string().ok())
-        .filter(|name| !name.is_empty());
-    agent.pid = Some(std::process::id());
-    agent.started_at = Some(roster::now());
+        .filter(|name| !name.is_empty())
+}
+
+/// Whether a process with this id exists on this host (`kill -0`): one
+/// owned by another user counts (EPERM); one that cannot be asked about
+/// counts too, so that a doubt never takes an agent from a live sidecar.
+fn process_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    if raw <= 0 {
+        return false;
+    }
+    !matches!(kill(Pid::from_raw(raw), None), Err(Errno::ESRCH))
+}
+
+/// The sidecar that runs `stored`, in words, if it is live: it stored its
+/// host and pid, the agent is not offline, its last heartbeat is at most
+/// [`MISSED_ROUNDS`] x `every` old, and, when it runs on this host, its
+/// process is alive (and is not this one: a pid reused after a restart).
+fn live_sidecar(stored: &AgentInfo, every: Duration, host: Option<&str>) -> Option<String> {
+    let (Some(their_host), Some(pid)) = (stored.host.as_deref(), stored.pid) else {
+        return None;
+    };
+    if stored.status == AgentStatus::Offline {
+        return None;
+    }
+    let now = roster::now();
+    // A heartbeat in the future (another host's clock) is fresh.
+    let age = (now - stored.last_heartbeat).to_std().unwrap_or_default();
+    if age > every.saturating_mul(MISSED_ROUNDS) {
+        return None;
+    }
+    if host == Some(their_host) && (pid == std::process::id() || !process_alive(pid)) {
+        return None;
+    }
+    Some(format!(
+        "pid {pid} on host {their_host}, last heartbeat {}",
+        output::ago(stored.last_heartbeat, now)
+    ))
+}
+
+/// Who this sidecar is, as it stored itself: another sidecar that
+/// registered the agent since (`--replace`) stored other values.
+struct Identity {
+    host: Option<String>,
+    pid: Option<u32>,
+    started_at: Option<DateTime<Utc>>,
+}
+
+impl Identity {
+    /// Whether `stored` was registered since by another sidecar: it holds
+    /// a pid, and not this sidecar's identity. (An agent registered by hand
+    /// since, without a pid, is still this sidecar's to heartbeat.)
+    fn taken_over(&self, stored: &AgentInfo) -> bool {
+        stored.pid.is_some()
+            && (stored.pid, stored.host.as_ref(), stored.started_at)
+                != (self.pid, self.host.as_ref(), self.started_at)
+    }
+}
+
+/// One round of the sidecar: the agent as stored, if another sidecar took
+/// it over; otherwise a heartbeat.
+fn beat(registry: &SqliteRegistry, id: &str, me: &Identity) -> roster::Result<Option<AgentInfo>> {
+    let stored = registry.get(id)?;
+    if me.taken_over(&stored) {
+        return Ok(Some(stored));
+    }
+    registry.heartbeat(id)?;
+    Ok(None)
+}
+
+/// `roster agent`: registers the agent (with this process's host, pid and
+/// start time) unless a live sidecar runs it and `replace` is not set, then
+/// heartbeats for it every `every` until SIGINT or SIGTERM, and then does
+/// `on_exit`. It stops by itself, leaving the agent as it is, once another
+/// sidecar took the agent over.
+pub(crate) fn agent(registry: &SqliteRegistry, out: &mut Printer, sidecar: Sidecar) -> Outcome {
+    let Sidecar {
+        agent,
+        every,
+        on_exit,
+        replace,
+    } = sidecar;
+    let stop = stop_flag()?;
+    let parent = parent_to_watch();
+    // Bad fields are reported as such before the registry is asked about
+    // the id.
+    let mut agent = agent.validated()?;
+    let id = agent.id.clone();
+    let me = Identity {
+        host: this_host(),
+        pid: Some(std::process::id()),
+        started_at: Some(roster::now()),
+    };
+    let running = match registry.get(&id) {
+        Ok(stored) => live_sidecar(&stored, every, me.host.as_deref()),
+        Err(Error::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(running) = &running
+        && !replace
+    {
+        return Err(Failure::conflict(
+            Exit::AgentRunning,
+            format!(
+                "agent {id} is run by a live sidecar ({running}); stop it first, or pass --replace to take the agent over"
+            ),
+        ));
+    }
+    agent.host.clone_from(&me.host);
+    agent.pid = me.pid;
+    agent.started_at = me.started_at;
     registry.register(agent)?;
     let file = FileIdentity::of(registry)?;
+    let took_over = running
+        .as_ref()
+        .map(|running| format!("; took it over from the sidecar with {running}"))
+        .unwrap_or_default();
     let started = event(
         out,
-        serde_json::json!({ "event": "registered", "id": id, "time": roster::now() }),
+        serde_json::json!({
+            "event": "registered",
+            "id": id,
+            "time": roster::now(),
+            "replaced": running,
+        }),
         format_args!(
-            "agent {id} registered; heartbeat every {} until SIGINT or SIGTERM",
+            "agent {id} registered; heartbeat every {} until SIGINT or SIGTERM{took_over}",
             humantime::format_duration(every)
         ),
     );
@@ -178,8 +306,27 @@ pub(crate) fn agent(
     }
     while pause(every, &stop, parent) {
         file.check()?;
-        match registry.heartbeat(&id) {
-            Ok(()) => {}
+        match beat(registry, &id, &me) {
+            Ok(None) => {}
+            Ok(Some(successor)) => {
+                let by = format!(
+                    "pid {} on host {}",
+                    successor.pid.unwrap_or_default(),
+                    successor.host.as_deref().unwrap_or("?")
+                );
+                return event(
+                    out,
+                    serde_json::json!({
+                        "event": "taken_over",
+                        "id": id,
+                        "time": roster::now(),
+                        "by": { "host": successor.host, "pid": successor.pid },
+                    }),
+                    format_args!(
+                        "agent {id} was taken over by the sidecar with {by}; stopping (left as it is)"
+                    ),
+                );
+            }
             Err(Error::NotFound(_)) => {
                 return Err(Failure::new(
                     Exit::NotFound,
@@ -193,7 +340,11 @@ pub(crate) fn agent(
             }
         }
     }
-    let done = finish(registry, &id, on_exit)?;
+    // Taken over since the last round: the agent is the other sidecar's.
+    let done = match registry.get(&id) {
+        Ok(stored) if me.taken_over(&stored) => "left as it is: another sidecar took it over",
+        _ => finish(registry, &id, on_exit)?,
+    };
     event(
         out,
         serde_json::json!({ "event": "stopped", "id": id, "time": roster::now(), "agent": done }),
@@ -219,8 +370,18 @@ fn finish(registry: &SqliteRegistry, id: &str, on_exit: OnExit) -> Result<&'stat
     }
 }
 
-/// `roster reaper`: reaps with `ttl` every `every` until SIGINT or
-/// SIGTERM, printing each agent that went offline.
+/// A claim that the reaper took back, as its JSON line shows it.
+#[derive(serde::Serialize)]
+struct RecoveredEvent<'a> {
+    event: &'static str,
+    #[serde(flatten)]
+    recovered: &'a Recovered,
+    time: DateTime<Utc>,
+}
+
+/// `roster reaper`: every `every` until SIGINT or SIGTERM, reaps with
+/// `ttl` and then recovers, printing each agent that went offline and each
+/// claim taken back.
 pub(crate) fn reaper(
     registry: &SqliteRegistry,
     out: &mut Printer,
@@ -238,7 +399,7 @@ pub(crate) fn reaper(
         out,
         serde_json::json!({ "event": "started", "ttl": ttl_text, "every": every_text, "time": roster::now() }),
         format_args!(
-            "reaper: agents silent for more than {ttl_text} go offline; checking every {every_text}"
+            "reaper: agents silent for more than {ttl_text} go offline, and claims of offline or deregistered agents and expired leases are taken back; checking every {every_text}"
         ),
     )?;
     loop {
@@ -255,6 +416,21 @@ pub(crate) fn reaper(
             }
             Err(e) if e.kind().is_transient() => retrying("reap", &e),
             Err(e) => return Err(Failure::from(e).stopping("reap")),
+        }
+        match registry.recover() {
+            Ok(recovered) => {
+                for taken in &recovered {
+                    let line = serde_json::to_value(RecoveredEvent {
+                        event: "recovered",
+                        recovered: taken,
+                        time: roster::now(),
+                    })
+                    .map_err(|e| Failure::io(format!("cannot write JSON: {e}")))?;
+                    event(out, line, output::recovered(taken))?;
+                }
+            }
+            Err(e) if e.kind().is_transient() => retrying("recover", &e),
+            Err(e) => return Err(Failure::from(e).stopping("recover")),
         }
         if !pause(every, &stop, parent) {
             return Ok(());

@@ -1,9 +1,12 @@
 //! `roster demo`: what roster is for, in under 30 seconds.
 //!
 //! Agent processes (this binary's `agent` subcommand) heartbeat into a fresh
-//! file; this process dispatches tasks to them; one agent is killed with
-//! SIGKILL and a reaper process marks it offline; a new process reads the
-//! same state back; the timeline ends with a query to type into `sqlite3`.
+//! file; this process dispatches tasks to them, each claim a row with a
+//! fencing token; one agent is killed with SIGKILL while it runs a task, and
+//! a reaper process marks it offline and takes the task back; the agent
+//! restarts and the task is dispatched again, while the dead run's token is
+//! refused; a new process reads the same state back; the timeline ends with
+//! a query to type into `sqlite3`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,7 +20,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use roster::{
-    AgentInfo, AgentRegistry, AgentStatus, Error, Priority, SqlAccess, SqliteRegistry, Task,
+    AgentInfo, AgentRegistry, AgentStatus, Claim, Claimed, Error, Priority, SqlAccess,
+    SqliteRegistry, Task,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -206,22 +210,7 @@ pub(crate) fn run(named: Option<&Path>, out: &mut Printer) -> Outcome {
     // 1. Agent processes register and heartbeat.
     timeline.say("starting 4 agent processes: roster agent ID --cap ... --every 500ms")?;
     for (id, caps, max_load) in FLEET {
-        let mut command = roster_command(&db)?;
-        command.args([
-            "agent",
-            id,
-            "--every",
-            "500ms",
-            "--max-load",
-            &max_load.to_string(),
-        ]);
-        for cap in caps {
-            command.args(["--cap", cap]);
-        }
-        let child = command
-            .env("ROSTER_EXIT_WITH_PARENT", "1")
-            .stdout(Stdio::null())
-            .spawn()?;
+        let child = agent_process(&db, id, caps, max_load)?;
         processes.children.push((id.to_owned(), child));
         timeline.detail(format!(
             "{id:<10} {:<12} max load {max_load}",
@@ -241,9 +230,10 @@ pub(crate) fn run(named: Option<&Path>, out: &mut Printer) -> Outcome {
     timeline.say("all 4 registered")?;
 
     // 2. A dispatcher claims slots for a stream of tasks.
-    timeline
-        .say("dispatching 9 tasks: each claim picks the best agent and takes a slot atomically")?;
-    let mut running: Vec<(String, String)> = Vec::new();
+    timeline.say(
+        "dispatching 9 tasks: each claim picks the best agent, takes a slot and records the task with a fencing token, atomically",
+    )?;
+    let mut running: Vec<Claim> = Vec::new();
     for (task_id, labels, priority) in TASKS {
         let task = Task {
             id: task_id.to_owned(),
@@ -252,14 +242,14 @@ pub(crate) fn run(named: Option<&Path>, out: &mut Printer) -> Outcome {
         };
         let wanted = format!("{task_id} [{}] {priority}", labels.join(","));
         match registry.claim(&task, None) {
-            Ok(claimed) => {
-                let agent = claimed.agent;
+            Ok(Claimed { claim, agent }) => {
                 timeline.detail(format!(
-                    "{wanted:<30} -> {} (load {})",
+                    "{wanted:<30} -> {} (load {}, token {})",
                     agent.id,
-                    output::load(&agent)
+                    output::load(&agent),
+                    claim.token
                 ))?;
-                running.push((task_id.to_owned(), agent.id));
+                running.push(claim);
             }
             Err(Error::NoEligibleAgent) => {
                 timeline.detail(format!("{wanted:<30} -> waits: no eligible agent (offline, full, or nobody has the labels)"))?;
@@ -268,20 +258,30 @@ pub(crate) fn run(named: Option<&Path>, out: &mut Printer) -> Outcome {
         }
         thread::sleep(Duration::from_millis(60));
     }
-    for (task_id, agent) in running.iter().filter(|(t, _)| t.starts_with("build")) {
-        registry.release(task_id, None)?;
-        timeline.detail(format!("{task_id} finished: released its slot on {agent}"))?;
+    for claim in running.iter().filter(|c| c.task_id.starts_with("build")) {
+        registry.release(&claim.task_id, Some(claim.token))?;
+        timeline.detail(format!(
+            "{} finished: released its slot on {} (token {})",
+            claim.task_id, claim.agent_id, claim.token
+        ))?;
     }
     timeline.check_interrupted()?;
+    let Some(lost) = running.iter().find(|c| c.agent_id == "gpu-1").cloned() else {
+        return Err(Failure::io("no task went to gpu-1"));
+    };
 
-    // 3. One agent dies; the reaper notices.
+    // 3. One agent dies with its task; the reaper notices and takes the
+    // task back.
     let Some(mut gpu) = processes.take("gpu-1") else {
         return Err(Failure::io("the gpu-1 process is missing"));
     };
     gpu.kill()?;
     gpu.wait()?;
     let killed = Instant::now();
-    timeline.say("killed the gpu-1 process with SIGKILL: its heartbeats stop")?;
+    timeline.say(format!(
+        "killed the gpu-1 process with SIGKILL while it ran {}: its heartbeats stop",
+        lost.task_id
+    ))?;
     let mut reaper = roster_command(&db)?
         .args(["reaper", "--ttl", TTL, "--every", "250ms"])
         .env("ROSTER_EXIT_WITH_PARENT", "1")
@@ -290,67 +290,121 @@ pub(crate) fn run(named: Option<&Path>, out: &mut Printer) -> Outcome {
     let lines = reaper.stdout.take();
     processes.children.push(("reaper".to_owned(), reaper));
     timeline.say(format!(
-        "started a reaper process: roster reaper --ttl {TTL} --every 250ms"
+        "started a reaper process: roster reaper --ttl {TTL} --every 250ms (it reaps, then recovers)"
     ))?;
-    let (sender, offline) = mpsc::channel();
+    let (sender, reports) = mpsc::channel();
     if let Some(lines) = lines {
         thread::spawn(move || {
             for line in BufReader::new(lines).lines().map_while(Result::ok) {
-                if line.ends_with("went offline") && sender.send(line).is_err() {
+                let wanted = line.ends_with("went offline") || line.contains(" taken back from ");
+                if wanted && sender.send(line).is_err() {
                     return;
                 }
             }
         });
     }
+    let taken_back = format!("task {} taken back from gpu-1", lost.task_id);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         timeline.check_interrupted()?;
-        match offline.recv_timeout(Duration::from_millis(100)) {
+        match reports.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => {
-                timeline.say(format!(
-                    "reaper: {} ({:.1}s after the kill; TTL {TTL})",
-                    line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest),
-                    killed.elapsed().as_secs_f64()
-                ))?;
-                if line.contains("gpu-1") {
+                let said = line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest);
+                if line.contains(&taken_back) {
+                    timeline.say(format!("reaper: {said}"))?;
                     break;
                 }
+                timeline.say(format!(
+                    "reaper: {said} ({:.1}s after the kill; TTL {TTL})",
+                    killed.elapsed().as_secs_f64()
+                ))?;
             }
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
             Err(_) => {
-                return Err(Failure::io(
-                    "the reaper did not mark gpu-1 offline within 10 s",
-                ));
+                return Err(Failure::io(format!(
+                    "the reaper did not take {} back from gpu-1 within 10 s",
+                    lost.task_id
+                )));
             }
         }
     }
-    let retry = Task {
-        id: "train-3".into(),
+    let again = Task {
+        id: lost.task_id.clone(),
         labels: vec!["cuda".into()],
         priority: Priority::High,
     };
-    match registry.claim(&retry, None) {
+    match registry.claim(&again, None) {
         Err(Error::NoEligibleAgent) => {
-            timeline.say("train-3 [cuda] -> waits: the only cuda agent is offline")?;
+            timeline.say(format!(
+                "{} [cuda] -> waits: the only cuda agent is offline",
+                lost.task_id
+            ))?;
         }
         Ok(claimed) => {
             return Err(Failure::io(format!(
-                "train-3 went to {} although gpu-1 is offline",
-                claimed.agent.id
+                "{} went to {} although gpu-1 is offline",
+                lost.task_id, claimed.agent.id
             )));
         }
         Err(e) => return Err(e.into()),
     }
 
-    // 4. Everything stops; a new process reads the same state.
+    // 4. The agent comes back; the task is dispatched again, and the dead
+    // holder's token no longer counts.
+    let (id, caps, max_load) = FLEET[2];
+    let child = agent_process(&db, id, caps, max_load)?;
+    let pid = child.id();
+    processes.children.push((id.to_owned(), child));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry.get(id)?.pid != Some(pid) {
+        timeline.check_interrupted()?;
+        if Instant::now() > deadline {
+            return Err(Failure::io("gpu-1 did not register again within 10 s"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    timeline.say("restarted the gpu-1 process: it registers again and heartbeats")?;
+    let claimed = registry.claim(&again, None)?;
+    timeline.say(format!(
+        "{} dispatched again -> {} (load {}, token {})",
+        lost.task_id,
+        claimed.agent.id,
+        output::load(&claimed.agent),
+        claimed.claim.token
+    ))?;
+    match registry.release(&lost.task_id, Some(lost.token)) {
+        Err(Error::StaleClaim { .. }) => timeline.say(format!(
+            "the crashed run's token {} is stale: its late release of {} is refused, the new claim stands",
+            lost.token, lost.task_id
+        ))?,
+        Ok(_) => {
+            return Err(Failure::io(
+                "a release with a stale token was accepted".to_owned(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    // 5. Everything stops; a new process reads the same state.
+    if let Some(mut reaper) = processes.take("reaper") {
+        let _ = reaper.kill();
+        reaper.wait()?;
+    }
     processes.stop_all();
-    timeline.say("stopped the agents (SIGTERM) and the reaper")?;
-    let before = registry.list()?;
+    timeline.say("stopped the reaper, then the agents (SIGTERM: each marks itself offline)")?;
+    let before = (registry.list()?, registry.claims(None)?);
     drop(registry);
-    let output = roster_command(&db)?.args(["--json", "list"]).output()?;
-    let after: Vec<AgentInfo> = serde_json::from_slice(&output.stdout)
+    let agents = roster_command(&db)?.args(["--json", "list"]).output()?;
+    let claims = roster_command(&db)?.args(["--json", "claims"]).output()?;
+    let after: Vec<AgentInfo> = serde_json::from_slice(&agents.stdout)
         .map_err(|e| Failure::io(format!("could not read `roster --json list`: {e}")))?;
-    if after != before {
+    let held: Vec<serde_json::Value> = serde_json::from_slice(&claims.stdout)
+        .map_err(|e| Failure::io(format!("could not read `roster --json claims`: {e}")))?;
+    let same_claims = held.len() == before.1.len()
+        && held.iter().zip(&before.1).all(|(read, had)| {
+            read["task_id"] == had.task_id.as_str() && read["token"] == had.token
+        });
+    if after != before.0 || !same_claims {
         return Err(Failure::io("a new process read a different state"));
     }
     let offline = after
@@ -359,12 +413,16 @@ pub(crate) fn run(named: Option<&Path>, out: &mut Printer) -> Outcome {
         .count();
     let load: u32 = after.iter().map(|a| a.current_load).sum();
     timeline.say(format!(
-        "a new process (roster --json list) reads exactly the same state: {} agents, {offline} offline, {load} slots taken",
-        after.len()
+        "a new process (roster --json list, roster --json claims) reads exactly the same state: {} agents, {offline} offline, {load} slots taken by {} claims",
+        after.len(),
+        held.len()
     ))?;
+    timeline.detail(
+        "(their agents are offline: the next `roster recover` or reaper takes them back)",
+    )?;
 
-    // 5. The file is plain SQL.
-    let query = "SELECT id, status, current_load, max_load FROM agents ORDER BY id;";
+    // 6. The file is plain SQL.
+    let query = "SELECT a.id, a.status, a.current_load, a.max_load, group_concat(c.task_id) AS tasks FROM agents AS a LEFT JOIN claims AS c ON c.agent_id = a.id GROUP BY a.id ORDER BY a.id;";
     timeline.plain("")?;
     timeline.plain("Query it yourself:")?;
     timeline.plain(format!("  sqlite3 {} \"{query}\"", db.display()))?;
@@ -385,4 +443,25 @@ pub(crate) fn run(named: Option<&Path>, out: &mut Printer) -> Outcome {
         .map(|row| row.iter().map(ToString::to_string).collect())
         .collect();
     output::table(timeline.out, &header, &rows)
+}
+
+/// Starts `roster agent ID` for one agent of the fleet, heartbeating every
+/// 500 ms, stopped with the demo.
+fn agent_process(db: &Path, id: &str, caps: &[&str], max_load: u32) -> Result<Child, Failure> {
+    let mut command = roster_command(db)?;
+    command.args([
+        "agent",
+        id,
+        "--every",
+        "500ms",
+        "--max-load",
+        &max_load.to_string(),
+    ]);
+    for cap in caps {
+        command.args(["--cap", cap]);
+    }
+    Ok(command
+        .env("ROSTER_EXIT_WITH_PARENT", "1")
+        .stdout(Stdio::null())
+        .spawn()?)
 }

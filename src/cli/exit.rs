@@ -33,10 +33,14 @@ pub(crate) enum Exit {
     AlreadyClaimed = 8,
     /// The token is stale, or no claim of the task is held.
     StaleClaim = 9,
+    /// `roster agent` was asked to run an agent that a live sidecar runs.
+    AgentRunning = 10,
+    /// `roster watch` was given a cursor the change feed cannot resume from.
+    BadCursor = 11,
 }
 
 /// Every exit code and what it means, in order.
-pub(crate) const EXIT_CODES: [(Exit, &str); 10] = [
+pub(crate) const EXIT_CODES: [(Exit, &str); 12] = [
     (Exit::Success, "success"),
     (
         Exit::Failure,
@@ -44,7 +48,7 @@ pub(crate) const EXIT_CODES: [(Exit, &str); 10] = [
     ),
     (
         Exit::BadInput,
-        "bad input: flags, durations, agent fields, SQL, a write refused by read-only `sql`",
+        "bad input: flags, durations, agent fields, task ids, SQL, a write refused by read-only `sql`",
     ),
     (Exit::NotFound, "agent not found"),
     (Exit::NoEligibleAgent, "no eligible agent for the task"),
@@ -62,13 +66,21 @@ pub(crate) const EXIT_CODES: [(Exit, &str); 10] = [
     ),
     (Exit::AlreadyClaimed, "task already claimed"),
     (Exit::StaleClaim, "stale token or no such claim"),
+    (
+        Exit::AgentRunning,
+        "`roster agent`: a live sidecar already runs this agent (--replace takes over)",
+    ),
+    (
+        Exit::BadCursor,
+        "`roster watch`: the cursor is older than the oldest kept event, or ahead of the newest",
+    ),
 ];
 
 /// The table as `--help` shows it.
 pub(crate) fn help() -> String {
     let mut text = String::from("Exit codes:");
     for (exit, meaning) in EXIT_CODES {
-        let _ = write!(text, "\n  {}  {meaning}", exit.code());
+        let _ = write!(text, "\n  {:>2}  {meaning}", exit.code());
     }
     text
 }
@@ -87,7 +99,11 @@ impl Exit {
             ErrorKind::NotFound => Self::NotFound,
             ErrorKind::Conflict => match error {
                 Error::AlreadyClaimed { .. } => Self::AlreadyClaimed,
-                _ => Self::StaleClaim,
+                Error::StaleClaim { .. } => Self::StaleClaim,
+                Error::CursorTooOld { .. } | Error::CursorAhead { .. } => Self::BadCursor,
+                // A conflict this build does not know: never mislabelled
+                // as a claim's or a cursor's.
+                _ => Self::Failure,
             },
             ErrorKind::NoCapacity => Self::NoEligibleAgent,
             // Ad-hoc SQL stopped by its time limit or by Ctrl-C.
@@ -155,6 +171,12 @@ impl Failure {
         self
     }
 
+    /// The request contradicts what the registry holds (a sidecar already
+    /// runs the agent).
+    pub(crate) fn conflict(exit: Exit, message: impl Into<String>) -> Self {
+        Self::new(exit, kind_name(ErrorKind::Conflict), message)
+    }
+
     /// A failure of the command's own machinery (a process, a pipe).
     pub(crate) fn io(message: impl Into<String>) -> Self {
         Self::new(Exit::Failure, "io", message)
@@ -173,6 +195,9 @@ impl From<Error> for Failure {
                 "; check --db (or $ROSTER_DB): commands that only read never create a registry, `roster register` does"
             }
             Error::Busy(_) => " with --busy-timeout",
+            Error::AlreadyClaimed { .. } | Error::StaleClaim { .. } => {
+                "; `roster claims` shows the claims held"
+            }
             Error::NotADatabase { .. }
             | Error::NotARegistry { .. }
             | Error::SchemaTooNew { .. }

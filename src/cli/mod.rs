@@ -6,17 +6,21 @@
 
 mod args;
 mod commands;
+mod copy;
 mod daemon;
 mod demo;
 mod exit;
+mod metrics;
 mod output;
 mod printer;
+mod top;
+mod watch;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind as ClapErrorKind;
-use roster::{SqliteOptions, SqliteRegistry};
+use roster::{SqliteOptions, SqliteRegistry, Task};
 
 use args::{Cli, Command};
 use exit::{Failure, Outcome};
@@ -133,7 +137,16 @@ fn run(cli: Cli, out: &mut Printer) -> Outcome {
         Command::Deregister { id } => commands::deregister(&open(Create::No)?, out, &id),
         Command::Get { id } => commands::get(&open(Create::No)?, out, &id),
         Command::Heartbeat { id } => commands::heartbeat(&open(Create::No)?, out, &id),
-        Command::Release { id } => commands::release(&open(Create::No)?, out, &id),
+        Command::Release { task_id, token } => {
+            commands::release(&open(Create::No)?, out, &task_id, token)
+        }
+        Command::Renew {
+            task_id,
+            lease,
+            token,
+        } => commands::renew(&open(Create::No)?, out, &task_id, token, lease),
+        Command::Claims { agent } => commands::claims(&open(Create::No)?, out, agent.as_deref()),
+        Command::Recover => commands::recover(&open(Create::No)?, out),
         Command::Drain { id, undo } => commands::drain(&open(Create::No)?, out, &id, !undo),
         Command::List {
             status,
@@ -141,15 +154,24 @@ fn run(cli: Cli, out: &mut Printer) -> Outcome {
         } => commands::list(&open(Create::No)?, out, status, &capabilities),
         Command::Reap { ttl } => commands::reap(&open(Create::No)?, out, ttl),
         Command::Claim {
+            task_id,
             labels,
             priority,
-            task_id,
-        } => commands::claim(&open(Create::No)?, out, labels, priority, task_id),
+            lease,
+        } => {
+            let task = Task {
+                id: task_id.unwrap_or_default(),
+                labels,
+                priority,
+            };
+            commands::claim(&open(Create::No)?, out, task, lease)
+        }
         Command::Agent {
             agent,
             every,
             deregister_on_exit,
             keep_on_exit,
+            replace,
         } => {
             let on_exit = if deregister_on_exit {
                 daemon::OnExit::Deregister
@@ -158,9 +180,19 @@ fn run(cli: Cli, out: &mut Printer) -> Outcome {
             } else {
                 daemon::OnExit::Offline
             };
-            daemon::agent(&open(Create::Yes)?, out, agent.to_agent(), every, on_exit)
+            let sidecar = daemon::Sidecar {
+                agent: agent.to_agent()?,
+                every,
+                on_exit,
+                replace,
+            };
+            daemon::agent(&open(Create::Yes)?, out, sidecar)
         }
+        Command::Top(args) => top::run(&args, || open(Create::No)),
+        Command::Metrics(args) => metrics::run(&open(Create::No)?, out, &args),
         Command::Reaper { ttl, every } => daemon::reaper(&open(Create::Yes)?, out, ttl, every),
+        Command::Copy { from, to, replace } => copy::run(out, &from, &to, replace, busy_timeout),
+        Command::Watch { since } => watch::run(&open(Create::No)?, out, since),
         Command::Sql {
             query,
             write,

@@ -1,7 +1,7 @@
 //! Human output: aligned tables, "3s ago", loads at a glance.
 
-use chrono::{DateTime, Utc};
-use roster::{AgentInfo, ZERO_TIME};
+use chrono::{DateTime, SecondsFormat, Utc};
+use roster::{AgentInfo, Claim, Recovered, ZERO_TIME};
 use unicode_width::UnicodeWidthStr;
 
 use super::exit::Outcome;
@@ -87,6 +87,54 @@ pub fn load(agent: &AgentInfo) -> String {
     } else {
         format!("{}/{}", agent.current_load, agent.max_load)
     }
+}
+
+/// A time as the command line shows it: RFC 3339 in UTC, to the
+/// millisecond.
+pub fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// What a claim is, in words: `token 7` and, with a lease, `, lease until
+/// 2026-11-24T15:04:05.123Z`.
+pub fn token_and_lease(claim: &Claim) -> String {
+    match claim.lease_expires_at {
+        Some(expiry) => format!("token {}, lease until {}", claim.token, rfc3339(expiry)),
+        None => format!("token {}", claim.token),
+    }
+}
+
+/// A claim that `recover` took back, in words: `task build-42 taken back
+/// from builder-1 (agent_offline, token 7)`.
+pub fn recovered(taken: &Recovered) -> String {
+    format!(
+        "task {} taken back from {} ({}, token {})",
+        taken.claim.task_id, taken.claim.agent_id, taken.reason, taken.claim.token
+    )
+}
+
+/// The claims as a table, one per line: task, agent, token, when taken,
+/// when the lease runs out.
+pub fn claims(out: &mut Printer, claims: &[Claim]) -> Outcome {
+    let now = roster::now();
+    let rows: Vec<Vec<String>> = claims
+        .iter()
+        .map(|c| {
+            let lease = match c.lease_expires_at {
+                None => "-".to_owned(),
+                Some(expiry) if expiry <= now => format!("expired {}", ago(expiry, now)),
+                Some(expiry) => ago(expiry, now),
+            };
+            vec![
+                c.task_id.clone(),
+                c.agent_id.clone(),
+                c.token.to_string(),
+                ago(c.claimed_at, now),
+                lease,
+            ]
+        })
+        .collect();
+    table(out, &["TASK", "AGENT", "TOKEN", "CLAIMED", "LEASE"], &rows)
 }
 
 /// The agents as a table, one per line.

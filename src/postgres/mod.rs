@@ -27,6 +27,8 @@
 
 mod claim;
 mod conn;
+mod copy;
+mod feed;
 mod options;
 mod retry;
 mod row;
@@ -41,9 +43,11 @@ use r2d2::Pool;
 use crate::agent::{AgentInfo, AgentStatus};
 use crate::claim::{Claim, Claimed, RecoverReason, Recovered};
 use crate::error::{DatabaseError, Error, ErrorKind, Result};
+use crate::event::Event;
 use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::task::Task;
 use conn::{Conn, Manager, Session, Target};
+pub use copy::Copied;
 pub use options::{MAX_PG_POOL_SIZE, MAX_PG_TIMEOUT, PostgresOptions};
 use row::{agent_columns, claim_columns};
 
@@ -137,6 +141,9 @@ impl AgentRegistry for PostgresRegistry {
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .unzip();
         self.write(|tx| {
+            // The change feed writes one 'updated' (or 'registered') event
+            // for all of register's rows.
+            tx.execute("SELECT set_config('roster.registering', 'on', true)", &[])?;
             // The claims it holds stay held and keep counting. An existing
             // agent's row is locked before they are counted, so that no
             // claim of it commits between the count and the write; a new
@@ -355,11 +362,32 @@ impl AgentRegistry for PostgresRegistry {
         self.run(|conn| row::claims(&conn.query(CLAIMS, &[&agent_id])?))
     }
 
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        crate::event::check_limit(limit)?;
+        self.run(|conn| feed::read(conn, after, limit))
+    }
+
+    fn last_event(&self) -> Result<u64> {
+        self.run(|conn| {
+            let mut tx = conn.transaction()?;
+            let newest = feed::newest(&mut tx)?;
+            tx.commit()?;
+            Ok(newest)
+        })
+    }
+
+    fn watch(&self, after: u64, limit: usize, timeout: Duration) -> Result<Vec<Event>> {
+        crate::event::check_limit(limit)?;
+        feed::watch(self, after, limit, timeout)
+    }
+
     fn recover(&self) -> Result<Vec<Recovered>> {
         // One DELETE ... RETURNING, in a transaction that commits only once
         // every returned row has been read: a row that cannot be decoded
         // rolls the recovery back instead of losing claims unannounced.
         let mut recovered = self.write(|tx| {
+            // The change feed calls the claims deleted here 'recovered'.
+            tx.execute("SELECT set_config('roster.recovering', 'on', true)", &[])?;
             tx.query(RECOVER, &[])?
                 .iter()
                 .map(|row| {

@@ -22,6 +22,14 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
         "0002_claims",
         include_str!("../../migrations/postgres/0002_claims.sql"),
     ),
+    (
+        "0003_events",
+        include_str!("../../migrations/postgres/0003_events.sql"),
+    ),
+    (
+        "0004_copy",
+        include_str!("../../migrations/postgres/0004_copy.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
@@ -40,6 +48,8 @@ const TABLES: &[&str] = &[
     "metadata",
     "claims",
     "claim_tokens",
+    "settings",
+    "events",
 ];
 
 /// What a schema holds before roster touches it.

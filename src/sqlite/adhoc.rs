@@ -216,13 +216,35 @@ impl SqliteRegistry {
             conn::open(self.path(), flags, settings).map_err(|e| classify(e, self.busy_timeout))?;
         let refused_pragma = guard(&conn, options).map_err(|e| classify(e, self.busy_timeout))?;
         let started = Instant::now();
-        let outcome = run(&conn, sql, &mut on_row);
+        if options
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(Error::Interrupted {
+                why: "the statement was cancelled".to_owned(),
+            });
+        }
+        let outcome = {
+            let _waiting = Waiting::arm(
+                started.checked_add(self.busy_timeout),
+                options.timeout.and_then(|t| started.checked_add(t)),
+                options.cancel.clone(),
+            );
+            run(&conn, sql, options.access, &mut on_row)
+        };
         // The progress handler and the authorizer hold no borrow past here.
         let interrupted = |why: String| Error::Interrupted { why };
         outcome.map_err(|e| match e {
             QueryError::Roster(e) => e,
             QueryError::Sql(e) => match e.sqlite_error_code() {
-                Some(ErrorCode::OperationInterrupted) => {
+                Some(
+                    ErrorCode::OperationInterrupted
+                    | ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked,
+                ) if options.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+                    || options.timeout.is_some_and(|t| started.elapsed() >= t) =>
+                {
                     if options.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
                         interrupted("the statement was cancelled".to_owned())
                     } else {
@@ -254,6 +276,8 @@ impl SqliteRegistry {
                         ),
                     )
                 }
+                // The statement named a file it cannot open (ATTACH).
+                Some(ErrorCode::CannotOpen) => Error::invalid("sql", e.to_string()),
                 _ if is_mistake(&e) => Error::invalid("sql", e.to_string()),
                 _ => classify(e, self.busy_timeout),
             },
@@ -270,6 +294,7 @@ fn guard(conn: &Connection, options: &SqlOptions) -> rusqlite::Result<Arc<Mutex<
     if options.access == SqlAccess::ReadOnly {
         conn.pragma_update(None, "query_only", true)?;
     }
+    conn.busy_handler(Some(busy_handler))?;
     let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
     let cancel = options.cancel.clone();
     if deadline.is_some() || cancel.is_some() {
@@ -304,6 +329,7 @@ fn guard(conn: &Connection, options: &SqlOptions) -> rusqlite::Result<Arc<Mutex<
 /// hand would break every process (a journal mode other than WAL, a schema
 /// version that does not match the tables).
 const OWNED_PRAGMAS: &[&str] = &[
+    "schema_version",
     "journal_mode",
     "user_version",
     "application_id",
@@ -314,6 +340,7 @@ const OWNED_PRAGMAS: &[&str] = &[
 fn run(
     conn: &Connection,
     sql: &str,
+    access: SqlAccess,
     on_row: &mut impl FnMut(&[String], &[SqlValue]) -> Result<()>,
 ) -> Result<SqlSummary, QueryError> {
     if is_blank(sql) {
@@ -323,6 +350,11 @@ fn run(
         )));
     }
     let mut stmt = conn.prepare(sql)?;
+    // VACUUM INTO writes a new file before the read-only connection could
+    // refuse anything.
+    if access == SqlAccess::ReadOnly && !stmt.readonly() && starts_with_vacuum(sql) {
+        return Err(QueryError::Roster(Error::WriteRefused));
+    }
     if stmt.parameter_count() > 0 {
         return Err(QueryError::Roster(Error::invalid(
             "sql",
@@ -356,6 +388,79 @@ fn run(
         summary.changes = conn.changes();
     }
     Ok(summary)
+}
+
+/// Whether the first word of `sql`, past white space and comments, is
+/// VACUUM.
+fn starts_with_vacuum(sql: &str) -> bool {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ';');
+        if let Some(comment) = rest.strip_prefix("--") {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            rest = comment.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            return rest
+                .get(..6)
+                .is_some_and(|word| word.eq_ignore_ascii_case("vacuum"));
+        }
+    }
+}
+
+/// The waiting bounds of the ad-hoc statement running on this thread, read by
+/// [`busy_handler`]: SQLite's busy handler is a plain function.
+#[derive(Clone, Default)]
+struct Bounds {
+    busy_until: Option<Instant>,
+    time_limit: Option<Instant>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+thread_local! {
+    static BOUNDS: std::cell::RefCell<Bounds> = std::cell::RefCell::default();
+}
+
+/// Sets this thread's [`Bounds`] while a statement runs.
+struct Waiting;
+
+impl Waiting {
+    fn arm(
+        busy_until: Option<Instant>,
+        time_limit: Option<Instant>,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Self {
+        BOUNDS.with(|bounds| {
+            *bounds.borrow_mut() = Bounds {
+                busy_until,
+                time_limit,
+                cancel,
+            }
+        });
+        Self
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        BOUNDS.with(|bounds| *bounds.borrow_mut() = Bounds::default());
+    }
+}
+
+/// Waits for the lock in short pauses, giving up at the busy timeout, the
+/// statement's time limit or a cancellation, whichever comes first: waiting
+/// for the lock counts against the time limit, and Ctrl-C stops it.
+fn busy_handler(_tries: i32) -> bool {
+    let bounds = BOUNDS.with(|bounds| bounds.borrow().clone());
+    let now = Instant::now();
+    if bounds.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+        || bounds.time_limit.is_some_and(|t| now >= t)
+        || bounds.busy_until.is_none_or(|t| now >= t)
+    {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
 }
 
 /// Whether `sql` holds nothing but white space, `--` and `/* */` comments

@@ -10,6 +10,7 @@
 mod adhoc;
 mod claim;
 mod conn;
+mod feed;
 mod options;
 mod retry;
 mod row;
@@ -26,6 +27,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::agent::{AgentInfo, AgentStatus};
 use crate::claim::{Claim, Claimed, RecoverReason, Recovered};
 use crate::error::{DatabaseError, Error, Result};
+use crate::event::Event;
 use crate::memory;
 use crate::registry::{AgentRegistry, now, reap_cutoff};
 use crate::task::Task;
@@ -144,6 +146,7 @@ impl AgentRegistry for SqliteRegistry {
         let agent = agent.validated()?;
         let last_heartbeat = encode_time(&agent.last_heartbeat);
         let started_at = agent.started_at.as_ref().map(encode_time);
+        let registered_at = encode_time(&now());
         self.write(|tx| {
             // The claims it holds stay held and keep counting.
             let held: u32 = tx
@@ -154,19 +157,16 @@ impl AgentRegistry for SqliteRegistry {
                 .checked_add(held)
                 .filter(|total| agent.max_load == 0 || *total <= agent.max_load)
                 .ok_or_else(|| memory::over_max(&agent, held))?;
+            // Capabilities and metadata are rewritten below: the flag makes
+            // their triggers leave the change feed to this register's one
+            // event. It never outlives the transaction.
+            tx.prepare_cached("UPDATE settings SET value = 1 WHERE name = 'registering'")?
+                .execute([])?;
             // drained is left out: a new agent starts undrained, an existing
-            // one keeps what an operator set.
-            tx.prepare_cached(
-                "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load,
-                                     host, pid, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (id) DO UPDATE SET
-                     name = excluded.name, status = excluded.status,
-                     last_heartbeat = excluded.last_heartbeat,
-                     current_load = excluded.current_load, max_load = excluded.max_load,
-                     host = excluded.host, pid = excluded.pid, started_at = excluded.started_at",
-            )?
-            .execute(params![
+            // one keeps what an operator set. An UPDATE, then an INSERT if
+            // there was nothing to update: the schema refuses an INSERT of an
+            // existing id (INSERT OR REPLACE would skip its triggers).
+            let values = params![
                 agent.id,
                 agent.name,
                 agent.status.as_str(),
@@ -176,7 +176,24 @@ impl AgentRegistry for SqliteRegistry {
                 agent.host,
                 agent.pid,
                 started_at,
-            ])?;
+                registered_at,
+            ];
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE agents SET name = ?2, status = ?3, last_heartbeat = ?4,
+                         current_load = ?5, max_load = ?6, host = ?7, pid = ?8,
+                         started_at = ?9, registered_at = ?10
+                     WHERE id = ?1",
+                )?
+                .execute(values)?;
+            if updated == 0 {
+                tx.prepare_cached(
+                    "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load,
+                                         host, pid, started_at, registered_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(values)?;
+            }
             tx.prepare_cached("DELETE FROM capabilities WHERE agent_id = ?1")?
                 .execute([&agent.id])?;
             let mut insert = tx.prepare_cached(
@@ -193,6 +210,8 @@ impl AgentRegistry for SqliteRegistry {
             for (key, value) in &agent.metadata {
                 insert.execute(params![agent.id, key, value])?;
             }
+            tx.prepare_cached("UPDATE settings SET value = 0 WHERE name = 'registering'")?
+                .execute([])?;
             Ok(())
         })
     }
@@ -235,9 +254,19 @@ impl AgentRegistry for SqliteRegistry {
 
     fn heartbeat(&self, id: &str) -> Result<()> {
         let now = encode_time(&now());
-        // One statement, so one write transaction that SQLite starts with the
-        // write lock (a single UPDATE cannot hit a stale snapshot).
+        // The hot path sets last_heartbeat alone, so that no trigger of the
+        // change feed fires; only an offline agent's heartbeat also sets
+        // its status (and writes a `status` event). Each is one statement,
+        // one write transaction that SQLite starts with the write lock.
         let updated = self.run(|conn| {
+            let alive = conn
+                .prepare_cached(
+                    "UPDATE agents SET last_heartbeat = ?1 WHERE id = ?2 AND status <> 'offline'",
+                )?
+                .execute([&now, id])?;
+            if alive > 0 {
+                return Ok(alive);
+            }
             Ok(conn
                 .prepare_cached(
                     "UPDATE agents SET last_heartbeat = ?1,
@@ -392,6 +421,11 @@ impl AgentRegistry for SqliteRegistry {
     fn recover(&self) -> Result<Vec<Recovered>> {
         let now = encode_time(&now());
         let mut recovered = self.write(|tx| {
+            // The flag tells the change feed's trigger that these deletes
+            // are recoveries, not releases; it never outlives the
+            // transaction.
+            tx.prepare_cached("UPDATE settings SET value = 1 WHERE name = 'recovering'")?
+                .execute([])?;
             // One DELETE takes every due claim back; the reason is read in
             // the same statement, agent gone over offline over lease.
             let mut stmt = tx.prepare_cached(
@@ -419,11 +453,35 @@ impl AgentRegistry for SqliteRegistry {
                 })?;
                 recovered.push(Recovered { claim, reason });
             }
+            drop(rows);
+            drop(stmt);
+            tx.prepare_cached("UPDATE settings SET value = 0 WHERE name = 'recovering'")?
+                .execute([])?;
             Ok(recovered)
         })?;
         // RETURNING gives rows in no particular order.
         recovered.sort_by_key(|r| r.claim.token);
         Ok(recovered)
+    }
+
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        crate::event::check_limit(limit)?;
+        self.run(|conn| {
+            // One snapshot for the bounds and the page.
+            let tx = conn.transaction()?;
+            let page = feed::read(&tx, after, limit)?;
+            tx.commit()?;
+            Ok(page)
+        })
+    }
+
+    fn last_event(&self) -> Result<u64> {
+        self.run(|conn| feed::newest(conn))
+    }
+
+    fn watch(&self, after: u64, limit: usize, timeout: Duration) -> Result<Vec<Event>> {
+        crate::event::check_limit(limit)?;
+        feed::watch(self, after, limit, timeout)
     }
 }
 

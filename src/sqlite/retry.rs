@@ -41,7 +41,11 @@ pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// The kind of a storage error that is not busy: whether it may pass.
+/// The kind of a storage error of roster's own statements that is not
+/// busy: whether it may pass. A generic SQL error (a table or column gone)
+/// or a constraint roster's own write breaks (a counter or setting typed by
+/// hand out of the ways roster writes them) means the schema or the data is
+/// not what roster wrote: retrying will not help.
 pub(crate) fn kind_of(error: &rusqlite::Error) -> ErrorKind {
     match error.sqlite_error_code() {
         Some(
@@ -50,8 +54,15 @@ pub(crate) fn kind_of(error: &rusqlite::Error) -> ErrorKind {
             | ErrorCode::CannotOpen
             | ErrorCode::ReadOnly
             | ErrorCode::PermissionDenied
-            | ErrorCode::AuthorizationForStatementDenied,
+            | ErrorCode::AuthorizationForStatementDenied
+            | ErrorCode::Unknown
+            | ErrorCode::ConstraintViolation
+            | ErrorCode::TypeMismatch
+            | ErrorCode::SchemaChanged,
         ) => ErrorKind::Unusable,
+        // rusqlite's own errors on reading a row: a value roster cannot
+        // have written.
+        None => ErrorKind::Unusable,
         _ => ErrorKind::Storage,
     }
 }

@@ -784,7 +784,7 @@ pub fn release_refuses_what_it_cannot_do(registry: &Subject) -> Result<()> {
         Err(e @ Error::StaleClaim { .. }) => assert_eq!(
             e.to_string(),
             format!(
-                "stale token {} for task job: it is held under token {token} now (it was recovered and claimed again)",
+                "stale token {} for task job: it is held under token {token} now (the claim was recovered and taken again, or the token is wrong)",
                 token + 1
             )
         ),
@@ -1207,4 +1207,143 @@ pub fn register_keeps_claims_and_new_agents_do_not_inherit_them(registry: &Subje
     );
     assert_eq!(registry.get("a")?.current_load, 0);
     Ok(())
+}
+
+/// The kinds and subjects of the events after `after`.
+fn kinds_after(registry: &Subject, after: u64) -> Result<Vec<String>> {
+    Ok(registry
+        .events(after, crate::MAX_EVENTS_PAGE)?
+        .into_iter()
+        .map(|e| {
+            let mut text = format!("{} {}", e.kind, e.agent_id);
+            if let Some(task) = e.task_id {
+                text.push_str(&format!(" {task}"));
+            }
+            if let Some(status) = e.status {
+                text.push_str(&format!(" {status}"));
+            }
+            if let Some(reason) = e.reason {
+                text.push_str(&format!(" {reason}"));
+            }
+            text
+        })
+        .collect())
+}
+
+/// [`AgentRegistry::events`]: "Every state transition is one event ...
+/// cursors grow by one per event in commit order"; a heartbeat that changes
+/// nothing but `last_heartbeat` writes no event.
+pub fn every_transition_is_one_event(registry: &Subject) -> Result<()> {
+    let start = registry.last_event()?;
+    registry.register(worker("a", &["x"], Available, 0, 2))?;
+    registry.heartbeat("a")?;
+    registry.heartbeat("a")?;
+    registry.register(worker("a", &["x"], Busy, 0, 2))?;
+    registry.set_status("a", Offline)?;
+    registry.set_status("a", Offline)?;
+    registry.heartbeat("a")?;
+    registry.drain("a", true)?;
+    registry.drain("a", true)?;
+    registry.drain("a", false)?;
+    let claimed = registry.claim(&named_task("job", &["x"]), Some(Duration::from_secs(60)))?;
+    registry.renew("job", Some(claimed.claim.token), Duration::from_secs(120))?;
+    registry.release("job", Some(claimed.claim.token))?;
+    registry.claim(&named_task("job2", &["x"]), None)?;
+    registry.set_status("a", Offline)?;
+    registry.recover()?;
+    registry.register(worker("b", &[], Available, 0, 0))?;
+    registry.reap(Duration::ZERO)?;
+    registry.deregister("a")?;
+    assert_eq!(
+        kinds_after(registry, start)?,
+        [
+            "registered a available",
+            "updated a busy",
+            "status a offline",
+            "status a available",
+            "drained a",
+            "undrained a",
+            "claimed a job",
+            "renewed a job",
+            "released a job",
+            "claimed a job2",
+            "status a offline",
+            "recovered a job2 agent_offline",
+            "registered b available",
+            "status b offline",
+            "deregistered a",
+        ]
+    );
+    let events = registry.events(start, crate::MAX_EVENTS_PAGE)?;
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (start + 1..=start + 15).collect();
+    assert_eq!(seqs, expected, "cursors grow by one per event");
+    assert_eq!(registry.last_event()?, start + 15);
+    let claim_event = &events[6];
+    assert_eq!(claim_event.token, Some(claimed.claim.token));
+    assert!(events.windows(2).all(|w| w[0].at <= w[1].at));
+    Ok(())
+}
+
+/// [`AgentRegistry::events`]: "reading from where the last page ended
+/// returns every later event exactly once"; "[`Error::CursorAhead`] for a
+/// cursor beyond the newest event"; a limit of 1 to
+/// [`MAX_EVENTS_PAGE`](crate::MAX_EVENTS_PAGE).
+pub fn events_read_in_pages_from_a_cursor(registry: &Subject) -> Result<()> {
+    let start = registry.last_event()?;
+    for i in 0..7 {
+        registry.register(worker(&format!("w{i}"), &[], Available, 0, 0))?;
+    }
+    let mut cursor = start;
+    let mut seen = Vec::new();
+    loop {
+        let page = registry.events(cursor, 3)?;
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        cursor = page.last().map_or(cursor, |e| e.seq);
+        seen.extend(page.into_iter().map(|e| e.agent_id));
+    }
+    assert_eq!(seen, ["w0", "w1", "w2", "w3", "w4", "w5", "w6"]);
+    assert_eq!(cursor, registry.last_event()?);
+    assert!(registry.events(cursor, 10)?.is_empty());
+    match registry.events(cursor + 1, 10) {
+        Err(e @ Error::CursorAhead { .. }) => assert_eq!(
+            e.to_string(),
+            format!(
+                "cursor {} is ahead of the newest event {cursor}: it is not a cursor of this registry",
+                cursor + 1
+            )
+        ),
+        other => panic!("expected CursorAhead, got {other:?}"),
+    }
+    for limit in [0, crate::MAX_EVENTS_PAGE + 1] {
+        assert!(matches!(
+            registry.events(start, limit),
+            Err(Error::Invalid { field: "limit", .. })
+        ));
+    }
+    Ok(())
+}
+
+/// [`AgentRegistry::watch`]: "waits up to `timeout` for at least one event
+/// after `after`, waking as soon as any process commits one; returns an
+/// empty page when the time is up".
+pub fn watch_wakes_on_a_change_and_times_out_without_one(registry: &Subject) -> Result<()> {
+    let cursor = registry.last_event()?;
+    assert!(
+        registry
+            .watch(cursor, 10, Duration::from_millis(20))?
+            .is_empty()
+    );
+    std::thread::scope(|scope| -> Result<()> {
+        let watcher = scope.spawn(|| registry.watch(cursor, 10, Duration::from_secs(60)));
+        registry.register(worker("late", &[], Available, 0, 0))?;
+        let page = watcher.join().expect("the watcher thread")?;
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].kind, crate::EventKind::Registered);
+        assert_eq!(page[0].agent_id, "late");
+        Ok(())
+    })
 }

@@ -520,6 +520,9 @@ macro_rules! roster_conformance {
             renew_extends_a_lease_and_refuses_stale_tokens,
             recover_takes_back_what_is_due_once_with_its_reason,
             register_keeps_claims_and_new_agents_do_not_inherit_them,
+            every_transition_is_one_event,
+            events_read_in_pages_from_a_cursor,
+            watch_wakes_on_a_change_and_times_out_without_one,
         }
     };
     (@case tests; $($case:ident),* $(,)?) => {

@@ -22,8 +22,8 @@ use proptest::test_runner::TestRunner;
 use super::{BoxError, Contract};
 use crate::registry::reap_cutoff;
 use crate::{
-    AgentInfo, AgentRegistry, AgentStatus, Claim, Claimed, DefaultRouter, Error, Priority,
-    RecoverReason, Recovered, Result, Task, TaskRouter,
+    AgentInfo, AgentRegistry, AgentStatus, Claim, Claimed, DefaultRouter, Error, Event, EventKind,
+    Priority, RecoverReason, Recovered, Result, Task, TaskRouter,
 };
 
 /// [`AgentRegistry`]: "Every implementation keeps the same contract ...: the
@@ -68,9 +68,27 @@ struct Model {
     agents: Mutex<Vec<AgentInfo>>,
     claims: Mutex<Vec<(Claim, bool)>>,
     token: Mutex<u64>,
+    log: Mutex<Vec<Event>>,
 }
 
 impl Model {
+    /// Writes one event to the log and returns its cursor.
+    fn emit(&self, kind: EventKind, agent_id: &str, fill: impl FnOnce(&mut Event)) {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = log.last().map_or(0, |e| e.seq) + 1;
+        let mut event = Event::new(seq, Utc::now(), kind, agent_id);
+        fill(&mut event);
+        log.push(event);
+    }
+
+    fn emit_claim(&self, kind: EventKind, claim: &Claim, reason: Option<RecoverReason>) {
+        self.emit(kind, &claim.agent_id, |e| {
+            e.task_id = Some(claim.task_id.clone());
+            e.token = Some(claim.token);
+            e.reason = reason;
+        });
+    }
+
     fn agents(&self) -> MutexGuard<'_, Vec<AgentInfo>> {
         self.agents.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -137,17 +155,22 @@ impl AgentRegistry for Model {
                 ));
             }
         }
+        let status = agent.status;
+        let id = agent.id.clone();
         let mut agents = self.agents();
-        match agents.iter_mut().find(|a| a.id == agent.id) {
+        let kind = match agents.iter_mut().find(|a| a.id == agent.id) {
             Some(old) => {
                 agent.drained = old.drained;
                 *old = agent;
+                EventKind::Updated
             }
             None => {
                 agent.drained = false;
                 agents.push(agent);
+                EventKind::Registered
             }
-        }
+        };
+        self.emit(kind, &id, |e| e.status = Some(status));
         Ok(())
     }
 
@@ -163,6 +186,7 @@ impl AgentRegistry for Model {
                 *attached = false;
             }
         }
+        self.emit(EventKind::Deregistered, id, |_| {});
         Ok(())
     }
 
@@ -190,6 +214,9 @@ impl AgentRegistry for Model {
         agent.last_heartbeat = Utc::now();
         if agent.status == AgentStatus::Offline {
             agent.status = AgentStatus::Available;
+            self.emit(EventKind::Status, id, |e| {
+                e.status = Some(AgentStatus::Available)
+            });
         }
         Ok(())
     }
@@ -200,7 +227,10 @@ impl AgentRegistry for Model {
             .iter_mut()
             .find(|a| a.id == id)
             .ok_or_else(|| not_found(id))?;
-        agent.status = status;
+        if agent.status != status {
+            agent.status = status;
+            self.emit(EventKind::Status, id, |e| e.status = Some(status));
+        }
         Ok(())
     }
 
@@ -210,7 +240,15 @@ impl AgentRegistry for Model {
             .iter_mut()
             .find(|a| a.id == id)
             .ok_or_else(|| not_found(id))?;
-        agent.drained = drained;
+        if agent.drained != drained {
+            agent.drained = drained;
+            let kind = if drained {
+                EventKind::Drained
+            } else {
+                EventKind::Undrained
+            };
+            self.emit(kind, id, |_| {});
+        }
         Ok(())
     }
 
@@ -224,6 +262,11 @@ impl AgentRegistry for Model {
             }
         }
         reaped.sort();
+        for id in &reaped {
+            self.emit(EventKind::Status, id, |e| {
+                e.status = Some(AgentStatus::Offline)
+            });
+        }
         Ok(reaped)
     }
 
@@ -267,6 +310,7 @@ impl AgentRegistry for Model {
             lease_expires_at,
         };
         self.claims_held().push((claim.clone(), true));
+        self.emit_claim(EventKind::Claimed, &claim, None);
         let mut agents = self.agents();
         let agent = agents
             .iter_mut()
@@ -281,7 +325,9 @@ impl AgentRegistry for Model {
 
     fn release(&self, task_id: &str, token: Option<u64>) -> Result<Claim> {
         let at = self.find(task_id, token)?;
-        Ok(self.remove(at))
+        let claim = self.remove(at);
+        self.emit_claim(EventKind::Released, &claim, None);
+        Ok(claim)
     }
 
     fn renew(&self, task_id: &str, token: Option<u64>, lease: Duration) -> Result<Claim> {
@@ -296,7 +342,10 @@ impl AgentRegistry for Model {
             });
         }
         claims[at].0.lease_expires_at = Some(expiry);
-        Ok(claims[at].0.clone())
+        let claim = claims[at].0.clone();
+        drop(claims);
+        self.emit_claim(EventKind::Renewed, &claim, None);
+        Ok(claim)
     }
 
     fn claims(&self, agent_id: Option<&str>) -> Result<Vec<Claim>> {
@@ -340,7 +389,38 @@ impl AgentRegistry for Model {
                 None => at += 1,
             }
         }
+        for r in &recovered {
+            self.emit_claim(EventKind::Recovered, &r.claim, Some(r.reason));
+        }
         Ok(recovered)
+    }
+
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        crate::event::check_limit(limit)?;
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let newest = log.last().map_or(0, |e| e.seq);
+        if after > newest {
+            return Err(Error::CursorAhead {
+                cursor: after,
+                newest,
+            });
+        }
+        Ok(log
+            .iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn last_event(&self) -> Result<u64> {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(log.last().map_or(0, |e| e.seq))
+    }
+
+    fn watch(&self, after: u64, limit: usize, _timeout: Duration) -> Result<Vec<Event>> {
+        // Nobody else writes to the model: what is there is all there is.
+        self.events(after, limit)
     }
 }
 
@@ -356,6 +436,7 @@ enum Op {
     Renew(String, Option<u64>),
     Claims(Option<String>),
     Recover,
+    Events(u64),
     Drain(String, bool),
     SetStatus(String, AgentStatus),
     List,
@@ -454,6 +535,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (task_id(), token()).prop_map(|(id, token)| Op::Renew(id, token)),
         1 => prop::option::of(id()).prop_map(Op::Claims),
         1 => Just(Op::Recover),
+        1 => (0_u64..6).prop_map(Op::Events),
         1 => (id(), any::<bool>()).prop_map(|(id, drained)| Op::Drain(id, drained)),
         1 => (id(), 0_usize..3).prop_map(|(id, s)| Op::SetStatus(id, AgentStatus::ALL[s])),
         1 => Just(Op::List),
@@ -478,6 +560,53 @@ fn comparable_claim(mut claim: Claim) -> Claim {
         claim.task_id = "task-*".into();
     }
     claim
+}
+
+/// Events without their times, generated task ids reduced to their prefix,
+/// and each run of events of one kind in a canonical order (one statement
+/// may visit rows in any order: a reap, a recover).
+fn comparable_events(events: Vec<Event>) -> Vec<(u64, String)> {
+    let mut shown: Vec<(u64, EventKind, String)> = events
+        .into_iter()
+        .map(|e| {
+            let task = e.task_id.map(|t| {
+                if t.starts_with("task-") {
+                    "task-*".to_owned()
+                } else {
+                    t
+                }
+            });
+            (
+                e.seq,
+                e.kind,
+                format!(
+                    "{} {} {:?} {:?} {:?} {:?}",
+                    e.kind, e.agent_id, task, e.status, e.reason, e.token
+                ),
+            )
+        })
+        .collect();
+    let mut start = 0;
+    while start < shown.len() {
+        let kind = shown[start].1;
+        let end = shown[start..]
+            .iter()
+            .position(|(_, k, _)| *k != kind)
+            .map_or(shown.len(), |n| start + n);
+        let mut texts: Vec<String> = shown[start..end]
+            .iter()
+            .map(|(_, _, t)| t.clone())
+            .collect();
+        texts.sort();
+        for (slot, text) in shown[start..end].iter_mut().zip(texts) {
+            slot.2 = text;
+        }
+        start = end;
+    }
+    shown
+        .into_iter()
+        .map(|(seq, _, text)| (seq, text))
+        .collect()
 }
 
 /// An operation's answer in a form both implementations must agree on.
@@ -510,6 +639,11 @@ fn apply(registry: &dyn AgentRegistry, op: &Op) -> String {
                 .claims(agent.as_deref())
                 .map(|all| all.into_iter().map(comparable_claim).collect::<Vec<_>>()),
         ),
+        Op::Events(back) => show(registry.last_event().and_then(|last| {
+            registry
+                .events(last.saturating_sub(*back), 100)
+                .map(comparable_events)
+        })),
         Op::Recover => show(registry.recover().map(|all| {
             all.into_iter()
                 .map(|r| (comparable_claim(r.claim), r.reason))

@@ -1,0 +1,227 @@
+//! The change feed on SQLite: reading the `events` table by cursor, and
+//! watching for commits of other connections: inotify on the `-wal` file
+//! wakes the watcher when something may have changed, `PRAGMA
+//! data_version` says whether it did.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use std::os::fd::AsFd;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, Row};
+
+use crate::error::Error;
+use crate::event::{Event, EventKind};
+use crate::sqlite::SqliteRegistry;
+use crate::sqlite::conn::{self, Settings};
+use crate::sqlite::retry::{Failure, Result, classify};
+use crate::sqlite::row::decode_time;
+use crate::text::escape_bytes;
+
+/// The longest an idle watcher waits without asking SQLite itself (`PRAGMA
+/// data_version`, which changes when another connection commits): the
+/// truth, should the wake-up below miss a commit.
+const ASK: Duration = Duration::from_millis(100);
+
+/// A wake-up when the `-wal` file is written (every commit writes it):
+/// inotify, so an idle watcher sleeps in the kernel and costs nothing.
+struct WalWatch {
+    inotify: Inotify,
+}
+
+impl WalWatch {
+    /// Watches `wal` for writes; `None` where inotify cannot (the watcher
+    /// then asks SQLite every millisecond).
+    fn new(wal: &std::path::Path) -> Option<Self> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        inotify
+            .add_watch(wal, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_ATTRIB)
+            .ok()?;
+        Some(Self { inotify })
+    }
+
+    /// Waits up to `wait` for a write; drains what came.
+    fn wait(&self, wait: Duration) {
+        let millis = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+        if matches!(poll(&mut fds, PollTimeout::from(millis)), Ok(n) if n > 0) {
+            // Non-blocking: reads what is there, then says EAGAIN.
+            while matches!(self.inotify.read_events(), Ok(events) if !events.is_empty()) {}
+        }
+    }
+}
+
+/// The newest event's cursor: the counter the events trigger keeps.
+pub(super) fn newest(conn: &Connection) -> Result<u64> {
+    let newest: i64 = conn
+        .prepare_cached("SELECT value FROM counters WHERE name = 'event_seq'")?
+        .query_row([], |row| row.get(0))?;
+    Ok(u64::try_from(newest).unwrap_or(0))
+}
+
+/// The events after `after`, at most `limit`, stopping before any gap (the
+/// next read then reports it). Runs inside the caller's read transaction.
+pub(super) fn read(conn: &Connection, after: u64, limit: usize) -> Result<Vec<Event>> {
+    let newest = newest(conn)?;
+    if after > newest {
+        return Err(Error::CursorAhead {
+            cursor: after,
+            newest,
+        }
+        .into());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at, kind, agent_id, task_id, status, reason, token
+         FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let from = i64::try_from(after).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = stmt.query([from, limit])?;
+    let mut page: Vec<Event> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let event = event(row)?;
+        let expected = page.last().map_or(after, |last| last.seq) + 1;
+        if event.seq != expected {
+            if page.is_empty() {
+                return Err(Error::CursorTooOld {
+                    cursor: after,
+                    oldest: event.seq,
+                }
+                .into());
+            }
+            // A gap inside the page: deliver what comes before it.
+            break;
+        }
+        page.push(event);
+    }
+    if page.is_empty() && after < newest {
+        // Every event after the cursor is gone.
+        return Err(Error::CursorTooOld {
+            cursor: after,
+            oldest: newest + 1,
+        }
+        .into());
+    }
+    Ok(page)
+}
+
+/// Waits for events after `after` on a connection of its own, polling
+/// `PRAGMA data_version`, which changes when another connection commits.
+pub(super) fn watch(
+    registry: &SqliteRegistry,
+    after: u64,
+    limit: usize,
+    timeout: Duration,
+) -> crate::Result<Vec<Event>> {
+    let busy = registry.busy_timeout;
+    let settings = Settings::of(&registry.options);
+    let mut conn = conn::open(registry.path(), OpenFlags::SQLITE_OPEN_READ_WRITE, settings)
+        .map_err(|e| classify(e, busy))?;
+    let deadline = Instant::now().checked_add(timeout);
+    let mut wal = registry.path().as_os_str().to_owned();
+    wal.push("-wal");
+    // A first read makes sure the -wal file exists (it stays while this
+    // connection is open); the watch starts before the read that decides to
+    // wait, so no commit falls between the two.
+    data_version(&conn).map_err(|e| classify(e, busy))?;
+    let woken = WalWatch::new(std::path::Path::new(&wal));
+    loop {
+        let version = data_version(&conn).map_err(|e| classify(e, busy))?;
+        let page = read_once(&mut conn, after, limit).map_err(|e| e.into_error(busy))?;
+        if !page.is_empty() {
+            return Ok(page);
+        }
+        loop {
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => ASK,
+            };
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            match &woken {
+                Some(watch) => watch.wait(left.min(ASK)),
+                None => thread::sleep(Duration::from_millis(1)),
+            }
+            if data_version(&conn).map_err(|e| classify(e, busy))? != version {
+                break;
+            }
+        }
+    }
+}
+
+fn read_once(conn: &mut Connection, after: u64, limit: usize) -> Result<Vec<Event>> {
+    let tx = conn.transaction()?;
+    let page = read(&tx, after, limit)?;
+    tx.commit()?;
+    Ok(page)
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA data_version")?
+        .query_row([], |row| row.get(0))
+}
+
+/// One row of `events`.
+fn event(row: &Row<'_>) -> Result<Event> {
+    let seq: i64 = row.get(0)?;
+    let unreadable = |column: &'static str, reason: String| {
+        Failure::Roster(Error::Unreadable {
+            table: "events",
+            id: format!("(event {seq})"),
+            column,
+            reason,
+        })
+    };
+    let text = |column: usize, name: &'static str| -> Result<&str> {
+        match row.get_ref(column)? {
+            ValueRef::Text(bytes) => {
+                std::str::from_utf8(bytes).map_err(|e| unreadable(name, format!("not UTF-8 ({e})")))
+            }
+            other => Err(unreadable(
+                name,
+                format!("expected text, found {:?}", other.data_type()),
+            )),
+        }
+    };
+    let seq = u64::try_from(seq).map_err(|_| unreadable("seq", format!("{seq} is negative")))?;
+    let at = text(1, "at")?;
+    let at = decode_time(at.as_bytes()).ok_or_else(|| {
+        unreadable(
+            "at",
+            format!("{:?} is not a time", escape_bytes(at.as_bytes())),
+        )
+    })?;
+    let kind = text(2, "kind")?;
+    let kind = EventKind::parse(kind)
+        .ok_or_else(|| unreadable("kind", format!("unknown kind {kind:?}")))?;
+    let mut event = Event::new(seq, at, kind, text(3, "agent_id")?);
+    if !matches!(row.get_ref(4)?, ValueRef::Null) {
+        event.task_id = Some(text(4, "task_id")?.to_owned());
+    }
+    if !matches!(row.get_ref(5)?, ValueRef::Null) {
+        let status = text(5, "status")?;
+        event.status = Some(
+            status
+                .parse()
+                .map_err(|_| unreadable("status", format!("unknown status {status:?}")))?,
+        );
+    }
+    if !matches!(row.get_ref(6)?, ValueRef::Null) {
+        let reason = text(6, "reason")?;
+        event.reason = Some(
+            crate::claim::RecoverReason::parse(reason)
+                .ok_or_else(|| unreadable("reason", format!("unknown reason {reason:?}")))?,
+        );
+    }
+    if let Some(token) = row.get::<_, Option<i64>>(7)? {
+        event.token = Some(
+            u64::try_from(token)
+                .map_err(|_| unreadable("token", format!("{token} is negative")))?,
+        );
+    }
+    Ok(event)
+}

@@ -1,0 +1,188 @@
+//! The change feed on SQLite: retention by count, rows deleted by hand count
+//! as pruned, hand-typed SQL produces events, and a watcher in one process
+//! wakes when another process commits.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{Rng, TempRegistry};
+use roster::{AgentInfo, AgentRegistry, Error, EventKind, Result, SqlAccess, SqliteRegistry};
+
+fn agent(id: &str) -> AgentInfo {
+    AgentInfo {
+        id: id.into(),
+        max_load: 2,
+        last_heartbeat: roster::now(),
+        ..AgentInfo::default()
+    }
+}
+
+#[test]
+fn pruned_events_make_an_old_cursor_a_clear_error() -> Result<()> {
+    let registry = TempRegistry::new();
+    registry.query(
+        "UPDATE settings SET value = 5 WHERE name = 'events_keep'",
+        SqlAccess::ReadWrite,
+    )?;
+    for i in 0..10 {
+        registry.register(agent(&format!("a{i}")))?;
+    }
+    assert_eq!(registry.last_event()?, 10);
+    match registry.events(0, 100) {
+        Err(e @ Error::CursorTooOld { .. }) => assert_eq!(
+            e.to_string(),
+            "cursor 0 is older than the oldest kept event 6: list, then watch from 6"
+        ),
+        other => panic!("expected CursorTooOld, got {other:?}"),
+    }
+    assert!(matches!(
+        registry.events(4, 100),
+        Err(Error::CursorTooOld { oldest: 6, .. })
+    ));
+    let kept: Vec<u64> = registry.events(5, 100)?.iter().map(|e| e.seq).collect();
+    assert_eq!(kept, [6, 7, 8, 9, 10]);
+    // Every event pruned: the cursor before them is too old, the newest is
+    // still a valid place to watch from.
+    registry.query(
+        "UPDATE settings SET value = 1 WHERE name = 'events_keep'",
+        SqlAccess::ReadWrite,
+    )?;
+    registry.heartbeat("a0")?;
+    registry.deregister("a0")?;
+    assert!(matches!(
+        registry.events(5, 100),
+        Err(Error::CursorTooOld { oldest: 11, .. })
+    ));
+    assert_eq!(registry.events(10, 100)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn rows_deleted_by_hand_count_as_pruned() -> Result<()> {
+    let registry = TempRegistry::new();
+    for i in 0..6 {
+        registry.register(agent(&format!("a{i}")))?;
+    }
+    common::sqlite3(
+        registry.path(),
+        "DELETE FROM events WHERE seq = 4;",
+        common::OnError::Stop,
+    );
+    // A page stops before the gap; reading on from there says what is missing.
+    let page: Vec<u64> = registry.events(1, 100)?.iter().map(|e| e.seq).collect();
+    assert_eq!(page, [2, 3]);
+    assert!(matches!(
+        registry.events(3, 100),
+        Err(Error::CursorTooOld {
+            cursor: 3,
+            oldest: 5
+        })
+    ));
+    let rest: Vec<u64> = registry.events(4, 100)?.iter().map(|e| e.seq).collect();
+    assert_eq!(rest, [5, 6]);
+    // Events are a log: they cannot be edited.
+    let out = common::sqlite3(
+        registry.path(),
+        "UPDATE events SET kind = 'updated';",
+        common::OnError::Stop,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("events cannot change"));
+    Ok(())
+}
+
+#[test]
+fn hand_typed_sql_produces_events_too() -> Result<()> {
+    let registry = TempRegistry::new();
+    registry.register(agent("a"))?;
+    let claimed = registry.claim(&roster::Task::default(), None)?;
+    let start = registry.last_event()?;
+    let out = common::sqlite3(
+        registry.path(),
+        "UPDATE agents SET status = 'busy' WHERE id = 'a';
+         UPDATE agents SET drained = 1 WHERE id = 'a';
+         UPDATE agents SET max_load = 5 WHERE id = 'a';
+         UPDATE agents SET last_heartbeat = strftime('%Y-%m-%d %H:%M:%f000000', 'now');
+         DELETE FROM claims;
+         INSERT INTO agents (id, name, last_heartbeat) VALUES ('b', '', strftime('%Y-%m-%d %H:%M:%f000000', 'now'));
+         DELETE FROM agents WHERE id = 'b';",
+        common::OnError::Stop,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kinds: Vec<(EventKind, String)> = registry
+        .events(start, 100)?
+        .into_iter()
+        .map(|e| (e.kind, e.agent_id))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::Status, "a".to_owned()),
+            (EventKind::Drained, "a".to_owned()),
+            (EventKind::Updated, "a".to_owned()),
+            // The claim deleted by hand is released, not recovered.
+            (EventKind::Released, "a".to_owned()),
+            (EventKind::Registered, "b".to_owned()),
+            (EventKind::Deregistered, "b".to_owned()),
+        ]
+    );
+    let released = &registry.events(start + 3, 1)?[0];
+    assert_eq!(
+        released.task_id.as_deref(),
+        Some(claimed.claim.task_id.as_str())
+    );
+    assert_eq!(released.token, Some(claimed.claim.token));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- children
+
+/// The entry point of the child processes.
+#[test]
+#[ignore = "helper: the feed tests run it as a child process"]
+fn child() {
+    let Some(role) = common::child::role() else {
+        return;
+    };
+    assert_eq!(role, "writer");
+    let db = PathBuf::from(common::child::var(common::child::DB_VAR));
+    let registry = SqliteRegistry::open(&db).expect("open");
+    common::child::ready_then_wait_for_go();
+    registry
+        .register(agent("from-another-process"))
+        .expect("register");
+    common::child::report("registered");
+}
+
+#[test]
+fn a_watcher_wakes_when_another_process_commits() -> Result<()> {
+    let registry = TempRegistry::new();
+    let mut rng = Rng::from_env();
+    let cursor = registry.last_event()?;
+    let mut writer = common::child::spawn("writer", registry.path(), &mut rng, &[]);
+    writer.expect_report("ready");
+    std::thread::scope(|scope| -> Result<()> {
+        let watcher = scope.spawn(|| registry.watch(cursor, 10, common::PATIENCE));
+        // The watcher is waiting (or about to): the other process writes.
+        writer.send("go");
+        writer.expect_report("registered");
+        let page = watcher.join().expect("watcher thread")?;
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].kind, EventKind::Registered);
+        assert_eq!(page[0].agent_id, "from-another-process");
+        Ok(())
+    })?;
+    writer.finish().expect_success("writer");
+    // Nothing more: a watch times out empty.
+    assert!(
+        registry
+            .watch(cursor + 1, 10, Duration::from_millis(10))?
+            .is_empty()
+    );
+    Ok(())
+}
