@@ -5,8 +5,8 @@
 //! of each over the repetitions, the median of the per-repetition ratios and
 //! their spread (smallest and largest). Pass `quick` after `--` for a smaller
 //! run (`cargo bench --bench compare -- quick`), or row names to run only
-//! those rows (`-- heartbeat claim`): heartbeat, claim, reap, list, redis,
-//! command, memory, processes, durability, postgres, feed, triggers, top.
+//! those rows (`-- heartbeat claim`): heartbeat, layers, claim, reap, list,
+//! redis, command, memory, processes, durability, postgres, feed, triggers, top.
 //!
 //! This file only reads the arguments and runs the rows. The shared setup
 //! (generated fleets and tasks, paired timing, medians, the table, temporary
@@ -24,8 +24,8 @@ use std::process::ExitCode;
 
 use common::Bench;
 use figures::{
-    claim, command, durability, feed, heartbeat, list, memory, postgres, processes, reap, redis,
-    top,
+    claim, command, durability, feed, heartbeat, layers, list, memory, postgres, processes, reap,
+    redis, top,
 };
 
 /// Repetitions of each pair in a full run and in a quick one.
@@ -36,8 +36,9 @@ const QUICK_REPS: usize = 5;
 type Figure = fn(&mut Bench);
 
 /// The row groups, by the name that selects them, in table order.
-const ROWS: [(&str, Figure); 13] = [
+const ROWS: [(&str, Figure); 14] = [
     ("heartbeat", heartbeat::run),
+    ("layers", layers::run),
     ("claim", claim::run),
     ("reap", reap::run),
     ("list", list::run),

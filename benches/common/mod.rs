@@ -164,8 +164,24 @@ impl Times {
     }
 }
 
-/// Runs `roster` and `baseline` alternately `reps` times, `batch`
-/// operations each, after one untimed warm-up of each.
+/// How many slices each repetition of [`side_by_side`] cuts its batch into.
+const SLICES: usize = 20;
+
+/// Times `op` over the indices `range`, returning the total time.
+fn span(range: std::ops::Range<usize>, op: &mut impl FnMut(usize)) -> Duration {
+    let start = Instant::now();
+    for i in range {
+        op(i);
+    }
+    start.elapsed()
+}
+
+/// Runs `roster` and `baseline` `reps` times, `batch` operations each, after
+/// one untimed warm-up of each. Each repetition cuts the batch into
+/// [`SLICES`] slices and runs roster's and the baseline's slice in turn,
+/// swapping which goes first from one slice to the next: a burst of load
+/// from elsewhere on the machine then falls on both sides alike, instead of
+/// on whichever happened to be running.
 pub fn side_by_side(
     reps: usize,
     batch: usize,
@@ -174,10 +190,25 @@ pub fn side_by_side(
 ) -> Times {
     per_op(batch.min(10), &mut roster);
     per_op(batch.min(10), &mut baseline);
-    let mut roster = || per_op(batch, &mut roster);
-    let mut baseline = || per_op(batch, &mut baseline);
-    let [r, b] = interleaved(reps, [&mut roster, &mut baseline]);
-    Times::new(r, b)
+    let slice = batch.div_ceil(SLICES).max(1);
+    let (mut roster_times, mut baseline_times) =
+        (Vec::with_capacity(reps), Vec::with_capacity(reps));
+    for rep in 0..reps {
+        let (mut r, mut b) = (Duration::ZERO, Duration::ZERO);
+        for (k, from) in (0..batch).step_by(slice).enumerate() {
+            let range = from..(from + slice).min(batch);
+            if (rep + k) % 2 == 0 {
+                r += span(range.clone(), &mut roster);
+                b += span(range, &mut baseline);
+            } else {
+                b += span(range.clone(), &mut baseline);
+                r += span(range, &mut roster);
+            }
+        }
+        roster_times.push(r / batch as u32);
+        baseline_times.push(b / batch as u32);
+    }
+    Times::new(roster_times, baseline_times)
 }
 
 /// The median of `values` (the mean of the middle two for an even count).

@@ -10,6 +10,7 @@ pub mod command;
 pub mod durability;
 pub mod feed;
 pub mod heartbeat;
+pub mod layers;
 pub mod list;
 pub mod memory;
 pub mod postgres;

@@ -182,11 +182,15 @@ pub(super) fn watch(
             Some(conn) => conn,
             None => {
                 let mut client = schema::connect(&registry.target, &registry.options)?;
-                client
-                    .batch_execute(&format!(
-                        "SET application_name = '{APPLICATION}'; LISTEN {CHANNEL}"
-                    ))
-                    .map_err(|e| crate::postgres::retry::classify(e, limits))?;
+                if let Err(e) = client.batch_execute(&format!(
+                    "SET application_name = '{APPLICATION}'; LISTEN {CHANNEL}"
+                )) {
+                    if lost(&client, &e) && !left(Instant::now()).is_zero() {
+                        // Ended before it listened: connect again.
+                        continue;
+                    }
+                    return Err(crate::postgres::retry::classify(e, limits));
+                }
                 conn.insert(Conn::new(client))
             }
         };

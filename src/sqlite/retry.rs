@@ -9,6 +9,7 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use crate::error::{DatabaseError, Error, ErrorKind};
 use crate::sqlite::SqliteRegistry;
+use crate::sqlite::conn::Deadline;
 
 /// What the work inside a call can fail with: a storage error, classified
 /// once by [`classify`], or roster's own answer (not found, unreadable row...)
@@ -97,15 +98,17 @@ impl SqliteRegistry {
     /// Runs `work` on a pooled connection, retrying it while the database is
     /// busy, until the busy timeout has passed since the first try.
     ///
-    /// SQLite's busy handler (`busy_timeout`) already waits inside each
-    /// statement; the retry covers the cases where SQLite reports busy
-    /// without waiting (a lock upgrade that would deadlock).
+    /// The pool connections' busy handler (`conn::wait_for_lock`) already
+    /// waits inside each statement, up to the same deadline; the retry
+    /// covers the cases where SQLite reports busy without calling it (a lock
+    /// upgrade that would deadlock).
     pub(crate) fn run<T>(
         &self,
         mut work: impl FnMut(&mut Connection) -> Result<T>,
     ) -> crate::Result<T> {
         let busy_timeout = self.busy_timeout;
         let deadline = Instant::now() + busy_timeout;
+        let _deadline = Deadline::start(deadline);
         let mut conn = self.connection()?;
         let mut pause = FIRST_PAUSE;
         loop {

@@ -14,6 +14,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Subject;
+// Named by the doc links of the cases (calls go through `Subject`).
+#[allow(unused_imports)]
+use crate::AgentRegistry;
 use crate::{
     AgentInfo, AgentStatus, DefaultRouter, Error, Priority, RecoverReason, Result, Task, TaskRouter,
 };
