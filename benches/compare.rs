@@ -6,7 +6,7 @@
 //! their spread (smallest and largest). Pass `quick` after `--` for a smaller
 //! run (`cargo bench --bench compare -- quick`), or row names to run only
 //! those rows (`-- heartbeat claim`): heartbeat, layers, claim, reap, list,
-//! redis, command, memory, processes, durability, feed, triggers, top.
+//! redis, command, memory, processes, durability, postgres, feed, triggers, top.
 //!
 //! This file only reads the arguments and runs the rows. The shared setup
 //! (generated fleets and tasks, paired timing, medians, the table, temporary
@@ -24,7 +24,8 @@ use std::process::ExitCode;
 
 use common::Bench;
 use figures::{
-    claim, command, durability, feed, heartbeat, layers, list, memory, processes, reap, redis, top,
+    claim, command, durability, feed, heartbeat, layers, list, memory, postgres, processes, reap,
+    redis, top,
 };
 
 /// Repetitions of each pair in a full run and in a quick one.
@@ -35,7 +36,7 @@ const QUICK_REPS: usize = 5;
 type Figure = fn(&mut Bench);
 
 /// The row groups, by the name that selects them, in table order.
-const ROWS: [(&str, Figure); 13] = [
+const ROWS: [(&str, Figure); 14] = [
     ("heartbeat", heartbeat::run),
     ("layers", layers::run),
     ("claim", claim::run),
@@ -46,6 +47,7 @@ const ROWS: [(&str, Figure); 13] = [
     ("memory", memory::run),
     ("processes", processes::run),
     ("durability", durability::run),
+    ("postgres", postgres::run),
     ("feed", feed::run),
     ("triggers", feed::triggers),
     ("top", top::run),
@@ -60,6 +62,10 @@ fn main() -> ExitCode {
         }
         Some(memory::WORKER) => {
             memory::worker(&args[1..]);
+            return ExitCode::SUCCESS;
+        }
+        Some(postgres::WORKER) => {
+            postgres::worker(&args[1..]);
             return ExitCode::SUCCESS;
         }
         Some(feed::WORKER) => {

@@ -33,6 +33,9 @@ mod error;
 mod event;
 mod json;
 mod memory;
+mod open;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod registry;
 mod route;
 mod sqlite;
@@ -52,6 +55,9 @@ pub use event::{
 };
 pub use json::{ZERO_TIME, to_json, to_json_writer};
 pub use memory::MemoryRegistry;
+pub use open::{Registry, RegistryOptions, open};
+#[cfg(feature = "postgres")]
+pub use postgres::{Copied, MAX_PG_POOL_SIZE, MAX_PG_TIMEOUT, PostgresOptions, PostgresRegistry};
 pub use registry::{AgentRegistry, now};
 pub use route::{DefaultRouter, TaskRouter};
 pub use sqlite::{

@@ -13,6 +13,7 @@ pub mod heartbeat;
 pub mod layers;
 pub mod list;
 pub mod memory;
+pub mod postgres;
 pub mod processes;
 pub mod reap;
 pub mod redis;

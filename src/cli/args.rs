@@ -190,6 +190,23 @@ pub(crate) enum Command {
         #[arg(long, value_parser = interval, default_value = "5s", allow_hyphen_values = true)]
         every: Duration,
     },
+    /// Copy an SQLite registry into PostgreSQL: agents, held claims with
+    /// their tokens, the token counter (stop the file's writers first).
+    #[command(
+        after_help = "Example:\n  roster copy --from roster.db --to postgres://roster@db.example/roster"
+    )]
+    Copy {
+        /// The SQLite registry file to copy.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The PostgreSQL database (a postgres:// URL) to copy into; it
+        /// must hold no agents or claims unless --replace.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Delete what the target holds first.
+        #[arg(long)]
+        replace: bool,
+    },
     /// Print every change of the registry as it is committed, by any
     /// process, one line each, until SIGINT or SIGTERM.
     #[command(after_help = "Examples:\n  roster watch\n  roster --json watch --since 1200")]

@@ -6,6 +6,7 @@
 
 mod args;
 mod commands;
+mod copy;
 mod daemon;
 mod demo;
 mod exit;
@@ -190,6 +191,7 @@ fn run(cli: Cli, out: &mut Printer) -> Outcome {
         Command::Top(args) => top::run(&args, || open(Create::No)),
         Command::Metrics(args) => metrics::run(&open(Create::No)?, out, &args),
         Command::Reaper { ttl, every } => daemon::reaper(&open(Create::Yes)?, out, ttl, every),
+        Command::Copy { from, to, replace } => copy::run(out, &from, &to, replace, busy_timeout),
         Command::Watch { since } => watch::run(&open(Create::No)?, out, since),
         Command::Sql {
             query,

@@ -1,0 +1,300 @@
+//! Opening a database safely: connecting, recognising the schema, migrating
+//! it under an advisory lock.
+
+use std::path::PathBuf;
+
+use postgres::Client;
+use postgres::error::SqlState;
+
+use crate::error::{DatabaseError, Error, ErrorKind, Result};
+use crate::postgres::conn::Target;
+use crate::postgres::options::PostgresOptions;
+use crate::postgres::retry::{Limits, PgError, classify, kind_of};
+
+/// The migrations, oldest first, with the names recorded in
+/// `roster_migrations`. Append only: a released file is never edited.
+pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_agents",
+        include_str!("../../migrations/postgres/0001_agents.sql"),
+    ),
+    (
+        "0002_claims",
+        include_str!("../../migrations/postgres/0002_claims.sql"),
+    ),
+    (
+        "0003_events",
+        include_str!("../../migrations/postgres/0003_events.sql"),
+    ),
+    (
+        "0004_copy",
+        include_str!("../../migrations/postgres/0004_copy.sql"),
+    ),
+];
+
+/// The newest schema version this build knows.
+pub(crate) const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The first key of roster's advisory locks: the bytes "rost". The second
+/// is `hashtext` of the schema's name, so that registries in different
+/// schemas migrate independently.
+pub(crate) const LOCK_KEY: i32 = 0x726f_7374;
+
+/// The tables of roster's schema, any of which marks a schema as taken.
+const TABLES: &[&str] = &[
+    "roster_migrations",
+    "agents",
+    "capabilities",
+    "metadata",
+    "claims",
+    "claim_tokens",
+    "settings",
+    "events",
+];
+
+/// What a schema holds before roster touches it.
+#[derive(Debug)]
+struct Found {
+    /// Whether the schema exists.
+    schema_exists: bool,
+    /// The applied schema version, when `roster_migrations` exists.
+    version: Option<i64>,
+    /// Tables of roster's names present in the schema.
+    tables: Vec<String>,
+}
+
+/// The error for a failed connection attempt to `target`.
+pub(crate) fn connect_error(target: &Target, create: bool, error: postgres::Error) -> Error {
+    let path = PathBuf::from(&target.shown);
+    match error.code() {
+        Some(&SqlState::INVALID_CATALOG_NAME) if !create => Error::NoRegistry { path },
+        Some(_) if kind_of(&error) == ErrorKind::Unusable => Error::Open {
+            path,
+            source: DatabaseError::new(ErrorKind::Unusable, PgError(error)),
+        },
+        Some(_) => Error::Database(DatabaseError::new(
+            ErrorKind::Storage,
+            Context {
+                what: format!("cannot connect to {}", target.shown),
+                source: PgError(error),
+            },
+        )),
+        // No SQLSTATE: refused, unreachable, timed out (may pass), or TLS
+        // (will not).
+        None if error.to_string().contains("TLS") => Error::Open {
+            path,
+            source: DatabaseError::new(ErrorKind::Unusable, PgError(error)),
+        },
+        None => Error::Database(DatabaseError::new(
+            ErrorKind::Storage,
+            Context {
+                what: format!("cannot connect to {}", target.shown),
+                source: PgError(error),
+            },
+        )),
+    }
+}
+
+/// A PostgreSQL error with what roster was doing.
+#[derive(Debug)]
+struct Context {
+    what: String,
+    source: PgError,
+}
+
+impl std::fmt::Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Makes the schema of `client` a roster registry of the latest version, or
+/// refuses it untouched.
+///
+/// Safe when many processes open the same database at once: the version is
+/// read first without a lock (the common case, nothing to do), then again
+/// inside the transaction that applies the migrations, after
+/// `pg_advisory_xact_lock`, so that each migration is applied once.
+pub(crate) fn prepare(
+    client: &mut Client,
+    target: &Target,
+    options: &PostgresOptions,
+) -> Result<()> {
+    let limits = Limits {
+        busy_timeout: options.busy_timeout,
+        statement_timeout: options.statement_timeout,
+    };
+    let fail = |e: postgres::Error| classify(e, limits);
+    let path = PathBuf::from(&target.shown);
+    let encoding: String = client
+        .query_one("SELECT current_setting('server_encoding')", &[])
+        .and_then(|row| row.try_get(0))
+        .map_err(fail)?;
+    if encoding != "UTF8" {
+        return Err(Error::Open {
+            path,
+            source: DatabaseError::new(
+                ErrorKind::Unusable,
+                format!(
+                    "the database's encoding is {encoding}; roster needs a UTF8 database (createdb --encoding=UTF8)"
+                ),
+            ),
+        });
+    }
+    let schema = match &options.schema {
+        Some(schema) => schema.clone(),
+        None => {
+            let current: Option<String> = client
+                .query_one("SELECT current_schema()", &[])
+                .and_then(|row| row.try_get(0))
+                .map_err(fail)?;
+            current.ok_or_else(|| Error::Open {
+                path: path.clone(),
+                source: DatabaseError::new(
+                    ErrorKind::Unusable,
+                    "the connection's search_path names no schema that exists; give one with PostgresOptions::schema or options=-csearch_path=NAME",
+                ),
+            })?
+        }
+    };
+    let found = inspect(client, &schema).map_err(fail)?;
+    if check(&found, &schema, target, options)? {
+        return Ok(());
+    }
+    let mut tx = client.transaction().map_err(fail)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&LOCK_KEY, &schema],
+    )
+    .map_err(fail)?;
+    let found = inspect(&mut tx, &schema).map_err(fail)?;
+    if check(&found, &schema, target, options)? {
+        return Ok(());
+    }
+    if !found.schema_exists {
+        // Checked to need no quoting (options::check_schema).
+        tx.batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .map_err(fail)?;
+    }
+    // The migrations create their tables in the schema, and their trigger
+    // functions keep this search_path (SET search_path FROM CURRENT), so
+    // that they find the schema's tables from any session.
+    tx.batch_execute(&format!(
+        "SET LOCAL search_path TO {}, pg_temp",
+        quote_ident(&schema)
+    ))
+    .map_err(fail)?;
+    let applied = usize::try_from(found.version.unwrap_or(0)).unwrap_or(0);
+    for (number, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let version = i32::try_from(number + 1).unwrap_or(i32::MAX);
+        tx.batch_execute(sql).map_err(|e| {
+            let kind = kind_of(&e);
+            Error::Database(DatabaseError::new(
+                if kind == ErrorKind::Storage {
+                    kind
+                } else {
+                    ErrorKind::Unusable
+                },
+                Context {
+                    what: format!("migration {version} ({name}) of schema {schema} failed"),
+                    source: PgError(e),
+                },
+            ))
+        })?;
+        tx.execute(
+            "INSERT INTO roster_migrations (version, name) VALUES ($1, $2)",
+            &[&version, name],
+        )
+        .map_err(fail)?;
+    }
+    tx.commit().map_err(fail)
+}
+
+/// Whether the schema is already up to date (`Ok(true)`), needs migrating
+/// (`Ok(false)`), or must be left alone (an error).
+fn check(found: &Found, schema: &str, target: &Target, options: &PostgresOptions) -> Result<bool> {
+    let path = || PathBuf::from(format!("{} (schema {schema})", target.shown));
+    match found.version {
+        Some(version) if version > LATEST_VERSION => Err(Error::SchemaTooNew {
+            path: path(),
+            found: version,
+            supported: LATEST_VERSION,
+        }),
+        Some(version) => Ok(version == LATEST_VERSION),
+        None if !found.tables.is_empty() => Err(Error::NotARegistry {
+            path: path(),
+            reason: format!(
+                "schema {schema} holds the table{} {} but no roster_migrations",
+                if found.tables.len() == 1 { "" } else { "s" },
+                found.tables.join(", ")
+            ),
+        }),
+        None if !options.create => Err(Error::NoRegistry { path: path() }),
+        None => Ok(false),
+    }
+}
+
+/// Reads what `schema` holds: whether it exists, roster's tables in it, and
+/// the version recorded in its `roster_migrations`.
+fn inspect(
+    client: &mut impl postgres::GenericClient,
+    schema: &str,
+) -> Result<Found, postgres::Error> {
+    let schema_exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )?
+        .try_get(0)?;
+    let tables: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_catalog.pg_class AS c
+             JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = ANY ($2)
+             ORDER BY c.relname",
+            &[&schema, &TABLES],
+        )?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let version = if tables.iter().any(|t| t == "roster_migrations") {
+        // Checked to need no quoting (options::check_schema), or read from
+        // current_schema(): quoted either way.
+        let sql = format!(
+            "SELECT coalesce(max(version), 0)::bigint FROM {}.roster_migrations",
+            quote_ident(schema)
+        );
+        match client.query_one(sql.as_str(), &[]) {
+            Ok(row) => Some(row.try_get(0)?),
+            // Another program's table of that name.
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_COLUMN) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    Ok(Found {
+        schema_exists,
+        version,
+        tables,
+    })
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Opens the one connection that prepares the schema.
+pub(crate) fn connect(target: &Target, options: &PostgresOptions) -> Result<Client> {
+    target
+        .config
+        .connect(target.tls.clone())
+        .map_err(|e| connect_error(target, options.create, e))
+}
