@@ -225,6 +225,18 @@ mod tests {
     use crate::sqlite::SqliteOptions;
     use crate::task::{Priority, Task};
 
+    /// The walk's SQL stops where `choose` expects it to: the two spell the
+    /// same number.
+    #[test]
+    fn the_walk_limit_is_the_one_the_sql_uses() {
+        for walk in [super::BY_USAGE.walk, super::BY_LOAD.walk] {
+            assert!(
+                walk.ends_with(&format!("LIMIT {}", super::WALK_LIMIT)),
+                "{walk}"
+            );
+        }
+    }
+
     /// A router that records the ids it is offered and picks the last.
     #[derive(Clone, Default)]
     struct Recording(Arc<Mutex<Vec<Vec<String>>>>);
