@@ -75,14 +75,14 @@ pub(crate) enum OnExit {
 /// start. A file deleted or replaced under a running daemon would have it
 /// write into a file nobody else sees; the daemon stops instead, and does
 /// not reopen the new file: whoever replaced it decides what runs on it.
-struct FileIdentity {
+pub(crate) struct FileIdentity {
     path: PathBuf,
     device: u64,
     inode: u64,
 }
 
 impl FileIdentity {
-    fn of(registry: &SqliteRegistry) -> Result<Self, Failure> {
+    pub(crate) fn of(registry: &SqliteRegistry) -> Result<Self, Failure> {
         let path = registry.path().to_owned();
         let metadata = std::fs::metadata(&path).map_err(|e| {
             Failure::new(
@@ -100,7 +100,13 @@ impl FileIdentity {
 
     /// Fails with exit code 7 when the file at the path is gone or is
     /// another file.
-    fn check(&self) -> Outcome {
+    pub(crate) fn check(&self) -> Outcome {
+        self.check_while("using", "use")
+    }
+
+    /// [`check`](Self::check), naming what the process was `doing` with the
+    /// file (`watching`) and what a restart would `redo` (`watch`).
+    pub(crate) fn check_while(&self, doing: &str, redo: &str) -> Outcome {
         let what = match std::fs::metadata(&self.path) {
             Ok(now) if (now.dev(), now.ino()) == (self.device, self.inode) => return Ok(()),
             Ok(_) => "was replaced by another file",
@@ -113,7 +119,7 @@ impl FileIdentity {
             Exit::Unusable,
             "unusable",
             format!(
-                "the registry file {} {what} while this process was using it; stopping (restart it to use the file now at that path)",
+                "the registry file {} {what} while this process was {doing} it; stopping (restart it to {redo} the file now at that path)",
                 self.path.display()
             ),
         ))

@@ -8,8 +8,6 @@
 
 use std::io;
 use std::os::fd::AsFd as _;
-use std::os::unix::fs::MetadataExt as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -21,7 +19,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use roster::{AgentRegistry, Error, Event, EventKind, SqliteRegistry};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use super::exit::{Exit, Failure, Outcome};
+use super::daemon::FileIdentity;
+use super::exit::{Failure, Outcome};
 use super::printer::{Printer, warn};
 
 /// Where a watch starts: after a given event, or after the newest one.
@@ -112,7 +111,7 @@ pub(crate) fn run(registry: &SqliteRegistry, out: &mut Printer, since: Option<Si
             }
             Ok(Err((after, e))) => {
                 // A file deleted or replaced fails the read: say that.
-                file.check()?;
+                file.check_while("watching", "watch")?;
                 if !e.kind().is_transient() {
                     return Err(failure(e));
                 }
@@ -129,7 +128,7 @@ pub(crate) fn run(registry: &SqliteRegistry, out: &mut Printer, since: Option<Si
         if output_closed() {
             return Err(Failure::closed_output());
         }
-        file.check()?;
+        file.check_while("watching", "watch")?;
     }
     Ok(())
 }
@@ -252,54 +251,6 @@ fn output_closed() -> bool {
             .revents()
             .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)),
         Err(_) => false,
-    }
-}
-
-/// The registry file's identity (device, inode) when the watch started: a
-/// file deleted or replaced under the watcher would leave it waiting for
-/// events that go elsewhere. It stops instead (exit code 7), as `agent` and
-/// `reaper` do.
-struct FileIdentity {
-    path: PathBuf,
-    device: u64,
-    inode: u64,
-}
-
-impl FileIdentity {
-    fn of(registry: &SqliteRegistry) -> Result<Self, Failure> {
-        let path = registry.path().to_owned();
-        let metadata = std::fs::metadata(&path).map_err(|e| {
-            Failure::new(
-                Exit::Unusable,
-                "unusable",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        Ok(Self {
-            device: metadata.dev(),
-            inode: metadata.ino(),
-            path,
-        })
-    }
-
-    /// Fails with exit code 7 when the file at the path is gone or is
-    /// another file.
-    fn check(&self) -> Outcome {
-        let what = match std::fs::metadata(&self.path) {
-            Ok(now) if (now.dev(), now.ino()) == (self.device, self.inode) => return Ok(()),
-            Ok(_) => "was replaced by another file",
-            Err(e) if e.kind() == io::ErrorKind::NotFound => "was deleted",
-            // A passing failure to look: the next round looks again.
-            Err(_) => return Ok(()),
-        };
-        Err(Failure::new(
-            Exit::Unusable,
-            "unusable",
-            format!(
-                "the registry file {} {what} while this process was watching it; stopping (restart it to watch the file now at that path)",
-                self.path.display()
-            ),
-        ))
     }
 }
 
