@@ -2,8 +2,6 @@
 //! result in text or JSON. The long-running ones are in `daemon`, the demo
 //! in `demo`.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::CommandFactory;
@@ -12,7 +10,6 @@ use roster::{
     AgentInfo, AgentRegistry, AgentStatus, Claim, Claimed, Error, SqlAccess, SqlOptions,
     SqlSummary, SqlValue, SqliteRegistry, Task,
 };
-use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::args::{AgentArgs, Cli};
 use super::exit::{Failure, Outcome};
@@ -381,10 +378,7 @@ pub(crate) fn sql(
     } else {
         SqlAccess::ReadOnly
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&cancel))?;
-    }
+    let cancel = super::daemon::stop_flag()?;
     let options = SqlOptions::new(access)
         .timeout((!timeout.is_zero()).then_some(timeout))
         .cancel(cancel);

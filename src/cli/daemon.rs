@@ -22,8 +22,10 @@ use super::exit::{Exit, Failure, Outcome};
 use super::output;
 use super::printer::{Printer, warn};
 
-/// Set by SIGINT or SIGTERM.
-fn stop_flag() -> Result<Arc<AtomicBool>, Failure> {
+/// A flag set by SIGINT or SIGTERM: how every long-running command of
+/// roster (the daemons, `watch`, `metrics --listen`, `sql`, `demo`) learns
+/// it should stop.
+pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>, Failure> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;

@@ -23,7 +23,6 @@ use roster::{
     AgentInfo, AgentRegistry, AgentStatus, Claim, Claimed, Error, Priority, SqlAccess,
     SqliteRegistry, Task,
 };
-use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::exit::{Exit, Failure, Outcome};
 use super::output;
@@ -188,10 +187,7 @@ fn fresh_file(named: Option<&Path>) -> Result<PathBuf, Failure> {
 pub(crate) fn run(named: Option<&Path>, out: &mut Printer) -> Outcome {
     let json = out.json;
     let db = fresh_file(named)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
-    }
+    let stop = super::daemon::stop_flag()?;
     let mut timeline = Timeline {
         start: Instant::now(),
         stop,

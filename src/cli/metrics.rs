@@ -19,16 +19,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use roster::{AgentStatus, EventKind, RecoverReason, SqlAccess, SqlValue, SqliteRegistry};
-use signal_hook::consts::{SIGINT, SIGTERM};
 
+use super::daemon::stop_flag;
 use super::exit::{Failure, Outcome};
+use super::output;
 use super::printer::{Printer, warn};
 
 /// `roster metrics`'s flags.
@@ -125,7 +125,7 @@ impl Snapshot {
                     snapshot.numbers.insert((figure.clone(), label), *n as f64);
                 }
                 SqlValue::Text(time) => {
-                    if let Some(time) = parse_time(time) {
+                    if let Some(time) = output::stored_time(time) {
                         snapshot.times.insert(figure.clone(), time);
                     }
                 }
@@ -149,13 +149,6 @@ impl Snapshot {
             .filter(move |((f, _), _)| f == figure)
             .map(|((_, label), value)| (label.as_str(), *value))
     }
-}
-
-/// A time in the schema's format, `YYYY-MM-DD HH:MM:SS.fffffffff` (UTC).
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-        .ok()
-        .map(|time| time.and_utc())
 }
 
 /// Writes metric families in the text format.
@@ -359,15 +352,6 @@ fn expose(s: &Snapshot, now: DateTime<Utc>) -> String {
     out.0
 }
 
-/// Set by SIGINT or SIGTERM.
-fn stop_flag() -> Result<Arc<AtomicBool>, Failure> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
-    }
-    Ok(stop)
-}
-
 /// Serves the metrics on `address` until SIGINT or SIGTERM.
 fn serve(registry: &SqliteRegistry, out: &mut Printer, address: SocketAddr) -> Outcome {
     let stop = stop_flag()?;
@@ -388,24 +372,25 @@ fn serve(registry: &SqliteRegistry, out: &mut Printer, address: SocketAddr) -> O
         match listener.accept() {
             Ok((stream, _)) => {
                 if let Err(e) = answer(registry, stream) {
-                    warn(format_args!("roster: {} a scrape failed: {e}", stamp()));
+                    warn(format_args!(
+                        "roster: {} a scrape failed: {e}",
+                        output::rfc3339(roster::now())
+                    ));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for_client(&stop),
             // Passing failures (a client that reset, no file descriptor
             // left): the next round tries again.
             Err(e) => {
-                warn(format_args!("roster: {} accept failed: {e}", stamp()));
+                warn(format_args!(
+                    "roster: {} accept failed: {e}",
+                    output::rfc3339(roster::now())
+                ));
                 wait_for_client(&stop);
             }
         }
     }
     Ok(())
-}
-
-/// Now, as the server's stderr lines show it.
-fn stamp() -> String {
-    roster::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Sleeps a little between two looks at a listener that had no client.

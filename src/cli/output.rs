@@ -89,6 +89,14 @@ pub fn load(agent: &AgentInfo) -> String {
     }
 }
 
+/// A time as the schema stores it (`YYYY-MM-DD HH:MM:SS.fffffffff`, UTC),
+/// as ad-hoc SQL returns it; `None` for anything else.
+pub fn stored_time(text: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .map(|time| time.and_utc())
+}
+
 /// A time as the command line shows it: RFC 3339 in UTC, to the
 /// millisecond.
 pub fn rfc3339(time: DateTime<Utc>) -> String {

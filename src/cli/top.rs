@@ -44,7 +44,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self as term_event, Event as TermEvent, KeyCode};
@@ -53,6 +53,7 @@ use roster::{AgentInfo, AgentRegistry, Error, Event, SqlAccess, SqlValue, Sqlite
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 
 use super::exit::{Failure, Outcome};
+use super::output;
 
 pub(crate) use view::{Show, Sort};
 
@@ -268,18 +269,11 @@ fn heartbeats(
         .into_iter()
         .filter_map(|row| match row.as_slice() {
             [SqlValue::Text(id), SqlValue::Text(beat)] => {
-                parse_time(beat).map(|beat| (id.clone(), beat))
+                output::stored_time(beat).map(|beat| (id.clone(), beat))
             }
             _ => None,
         })
         .collect())
-}
-
-/// A time in the schema's format, `YYYY-MM-DD HH:MM:SS.fffffffff` (UTC).
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-        .ok()
-        .map(|time| time.and_utc())
 }
 
 /// The feed thread: follows the change feed from `cursor` and sends what

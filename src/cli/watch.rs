@@ -8,19 +8,17 @@
 
 use std::io;
 use std::os::fd::AsFd as _;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
 
-use chrono::SecondsFormat;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use roster::{AgentRegistry, Error, Event, EventKind, SqliteRegistry};
-use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::daemon::FileIdentity;
 use super::exit::{Failure, Outcome};
+use super::output;
 use super::printer::{Printer, warn};
 
 /// Where a watch starts: after a given event, or after the newest one.
@@ -76,10 +74,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// where it is: the process ends with it, and a reader that vanishes
 /// harms no SQLite file.
 pub(crate) fn run(registry: &SqliteRegistry, out: &mut Printer, since: Option<Since>) -> Outcome {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
-    }
+    let stop = super::daemon::stop_flag()?;
     let file = FileIdentity::of(registry)?;
     let cursor = match since.unwrap_or(Since::Now) {
         Since::Now => registry.last_event()?,
@@ -93,7 +88,7 @@ pub(crate) fn run(registry: &SqliteRegistry, out: &mut Printer, since: Option<Si
     if !out.json {
         out.line(format_args!(
             "{} watching {} after event {cursor}; SIGINT or SIGTERM stops",
-            stamp(roster::now()),
+            output::rfc3339(roster::now()),
             registry.path().display()
         ))?;
         out.flush()?;
@@ -117,7 +112,7 @@ pub(crate) fn run(registry: &SqliteRegistry, out: &mut Printer, since: Option<Si
                 }
                 warn(format_args!(
                     "roster: {} reading events after {after} failed, will retry: {e}",
-                    stamp(roster::now())
+                    output::rfc3339(roster::now())
                 ));
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -188,7 +183,7 @@ fn print(out: &mut Printer, event: &Event) -> Outcome {
     }
     out.line(format_args!(
         "{} #{} {}: {}",
-        stamp(event.at),
+        output::rfc3339(event.at),
         event.seq,
         event.kind,
         describe(event)
@@ -231,12 +226,6 @@ fn shown(id: &str) -> String {
     } else {
         id.to_owned()
     }
-}
-
-/// A time as the lines of long-running commands show it: RFC 3339 in UTC,
-/// to the millisecond.
-fn stamp(time: chrono::DateTime<chrono::Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Whether standard output is a pipe or socket whose reader has gone
