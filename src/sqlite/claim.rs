@@ -34,7 +34,13 @@ use crate::sqlite::row::{query_agents, select_agents};
 use crate::task::{Priority, Task};
 
 /// How many agents with a free slot, in routing order, the first step looks
-/// at before it switches to the holders of the rarest label.
+/// at before it switches to the holders of the rarest label: one number for
+/// the SQL (`walk_limit!`) and for the code that reads the walk.
+macro_rules! walk_limit {
+    () => {
+        "256"
+    };
+}
 const WALK_LIMIT: usize = 256;
 
 /// The condition that defines an agent with a free slot; must stay
@@ -80,7 +86,8 @@ macro_rules! order {
                 has_slot!(),
                 " ORDER BY ",
                 $key,
-                ", a.id LIMIT 256"
+                ", a.id LIMIT ",
+                walk_limit!()
             ),
             first_online: concat!(
                 "SELECT a.id FROM agents AS a INDEXED BY ",
@@ -114,12 +121,14 @@ const RAREST_LABEL: &str = "SELECT l.value, \
      FROM rarray(?1) AS l ORDER BY holders, l.value LIMIT 1";
 
 /// Every eligible agent, for a router other than DefaultRouter.
+/// The conditions are the walk's (the labels' subquery names its own
+/// `capabilities AS c`, which hides the joined one inside it).
 const ELIGIBLE: &str = select_agents!(
-    "WHERE a.status <> 'offline' AND a.drained = 0 \
-     AND a.current_load < (CASE a.max_load WHEN 0 THEN 4294967295 ELSE a.max_load END) \
-     AND NOT EXISTS (SELECT 1 FROM rarray(?1) AS l WHERE NOT EXISTS \
-         (SELECT 1 FROM capabilities AS c2 WHERE c2.capability = l.value AND c2.agent_id = a.id)) \
-     ORDER BY a.id, c.position"
+    "WHERE a.status <> 'offline' AND a.drained = 0 AND ",
+    has_slot!(),
+    " AND ",
+    holds_labels!(),
+    " ORDER BY a.id, c.position"
 );
 
 fn order(priority: Priority) -> &'static Order {

@@ -74,12 +74,12 @@ pub(crate) fn decode_time(text: &[u8]) -> Option<DateTime<Utc>> {
 /// (NULL for an agent with none), one row per capability; `{}` is where the
 /// WHERE and ORDER BY go. Rows must come ordered by agent, then position.
 macro_rules! select_agents {
-    ($rest:literal) => {
+    ($($rest:expr),+ $(,)?) => {
         concat!(
             "SELECT a.id, a.name, a.status, a.last_heartbeat, a.current_load, a.max_load, \
              a.drained, a.host, a.pid, a.started_at, \
              c.capability FROM agents AS a LEFT JOIN capabilities AS c ON c.agent_id = a.id ",
-            $rest
+            $($rest),+
         )
     };
 }
