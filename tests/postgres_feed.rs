@@ -8,9 +8,10 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::pg::{self, SchemaGuard};
@@ -45,6 +46,7 @@ fn registry_with_agents(ids: &[&str]) -> (PostgresRegistry, SchemaGuard) {
 
 #[test]
 fn a_lower_number_in_flight_holds_readers_back_until_it_commits() {
+    let _one = WATCHER_SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
     let (registry, guard) = registry_with_agents(&["a", "b"]);
     let start = registry.last_event().expect("last_event");
     let mut open = client_in(&guard.0);
@@ -77,6 +79,7 @@ fn a_lower_number_in_flight_holds_readers_back_until_it_commits() {
 
 #[test]
 fn rolled_back_numbers_are_skipped_and_are_not_pruned_events() {
+    let _one = WATCHER_SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
     let (registry, guard) = registry_with_agents(&["a"]);
     let start = registry.last_event().expect("last_event");
     let mut client = client_in(&guard.0);
@@ -104,6 +107,7 @@ fn rolled_back_numbers_are_skipped_and_are_not_pruned_events() {
 
 #[test]
 fn concurrent_writers_never_make_a_reader_skip_or_repeat_an_event() {
+    let _one = WATCHER_SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
     const WRITERS: usize = 4;
     const TURNS: usize = 100;
     let ids: Vec<String> = (0..WRITERS).map(|i| format!("w{i}")).collect();
@@ -218,8 +222,65 @@ fn pruned_events_make_old_cursors_too_old() {
     ));
 }
 
+/// The tests that look at the watchers' sessions in `pg_stat_activity`,
+/// one at a time.
+static WATCHER_SESSIONS: Mutex<()> = Mutex::new(());
+
+/// The server processes of the "roster watch" sessions.
+fn watcher_pids(admin: &mut postgres::Client) -> Vec<i32> {
+    admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'roster watch' ORDER BY pid",
+            &[],
+        )
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[test]
+fn one_listening_connection_serves_watch_calls_one_after_another() {
+    let _one = WATCHER_SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let (registry, guard) = registry_with_agents(&["a"]);
+    let mut admin = pg::client();
+    let start = registry.last_event().expect("last_event");
+    let none = registry
+        .watch(start, 10, Duration::from_millis(50))
+        .expect("watch");
+    assert!(none.is_empty());
+    let first = watcher_pids(&mut admin);
+    assert_eq!(
+        first.len(),
+        1,
+        "the listening session is kept after the call"
+    );
+    // A change made between two calls is there for the next one, on the
+    // same session.
+    client_in(&guard.0)
+        .execute("UPDATE agents SET drained = true WHERE id = 'a'", &[])
+        .expect("drain by hand");
+    let page = registry
+        .watch(start, 10, Duration::from_secs(60))
+        .expect("watch");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].kind, EventKind::Drained);
+    assert_eq!(watcher_pids(&mut admin), first, "the same session again");
+    drop(registry);
+    // Dropping the last handle closes it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !watcher_pids(&mut admin).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the watch session outlived its registry"
+        );
+        thread::yield_now();
+    }
+}
+
 #[test]
 fn a_watcher_reconnects_and_reads_again_after_a_lost_connection() {
+    let _one = WATCHER_SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
     let (registry, guard) = registry_with_agents(&["a"]);
     let start = registry.last_event().expect("last_event");
     let mut admin = pg::client();

@@ -9,7 +9,7 @@
 //! (`SystemTime`, the same clock in every process of the machine) when it
 //! starts the write and when the write returns. A watcher in a child
 //! process notes the wall clock when the event reaches it and says so on
-//! its standard output; the next write starts once it did. Four paths:
+//! its standard output; the next write starts once it did. Five paths:
 //!
 //! - roster: `set_status` in the bench process, `AgentRegistry::watch` in a
 //!   child (this binary run again as [`WORKER`]);
@@ -18,6 +18,9 @@
 //! - the same write, and `roster --json watch` as the watcher, its line
 //!   stamped by the bench process when it reads it (so the pipe between
 //!   them is counted too);
+//! - roster on PostgreSQL (a throwaway cluster, as the `postgres` row
+//!   starts, or `ROSTER_PG_URL`): the same `set_status` through
+//!   `PostgresRegistry`, and its `watch` (LISTEN/NOTIFY) in a child;
 //! - etcd (Debian's `etcd` from `etcd-server`, started here on loopback with
 //!   a data directory of its own): a put through etcd's v3 HTTP/JSON
 //!   gateway over one kept-alive connection from the bench process, and a
@@ -44,7 +47,10 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use roster::{AgentInfo, AgentRegistry, AgentStatus, Durability, SqliteOptions, SqliteRegistry};
+use roster::{
+    AgentInfo, AgentRegistry, AgentStatus, Durability, PostgresOptions, SqliteOptions,
+    SqliteRegistry,
+};
 use rusqlite::Connection;
 
 use crate::common::{Bench, KillOnDrop, Rng, Times, agent_ids, find_program, fleet, this_binary};
@@ -176,6 +182,18 @@ impl Watcher {
         Watcher::start("the roster watcher", command, Says::Stamped, Some("ready"))
     }
 
+    /// `AgentRegistry::watch` on PostgreSQL, in a child process.
+    fn postgres(url: &str) -> Watcher {
+        let mut command = this_binary(WORKER);
+        command.arg("postgres").arg(url);
+        Watcher::start(
+            "the PostgreSQL watcher",
+            command,
+            Says::Stamped,
+            Some("ready"),
+        )
+    }
+
     /// `roster --json watch --since SEQ` on `db`, from its newest event.
     fn roster_command(db: &Path, registry: &SqliteRegistry) -> Watcher {
         let since = registry.last_event().expect("last event").to_string();
@@ -273,7 +291,7 @@ impl Feed {
 
 /// A roster write that makes one event: `agent` alternates between busy
 /// and available. Returns the event's seq (the bench is the only writer).
-fn roster_write(registry: SqliteRegistry, agent: &str) -> Box<dyn FnMut() -> u64> {
+fn roster_write(registry: impl AgentRegistry + 'static, agent: &str) -> Box<dyn FnMut() -> u64> {
     let agent = agent.to_owned();
     let mut seq = registry.last_event().expect("last event");
     let mut busy = false;
@@ -371,6 +389,22 @@ pub fn run(bench: &mut Bench) {
         timed: Vec::new(),
     });
 
+    // roster on PostgreSQL, if a server is at hand: a schema of its own.
+    let postgres = super::postgres::server(bench, "change feed on PostgreSQL");
+    if let Some((_, url)) = &postgres {
+        let registry = postgres_registry(url, true);
+        for agent in &agents {
+            registry.register(agent.clone()).expect("register");
+        }
+        let watcher = Watcher::postgres(url);
+        paths.push(Feed {
+            name: "roster on PostgreSQL, LISTEN/NOTIFY",
+            write: roster_write(registry, &agents[0].id),
+            watcher,
+            timed: Vec::new(),
+        });
+    }
+
     // etcd, if it is installed and starts.
     let etcd = Etcd::start(bench);
     let etcd_version = match &etcd {
@@ -431,6 +465,14 @@ pub fn run(bench: &mut Bench) {
             Times::new(per_rep(&by_rep[1], p50), per_rep(&by_rep[e], p50)),
             "report",
         );
+        if let Some(p) = paths.iter().position(|p| p.name.contains("PostgreSQL")) {
+            bench.push(
+                "change feed p50, roster on PostgreSQL (LISTEN/NOTIFY)".to_owned(),
+                "etcd put + watch, HTTP/JSON gateway",
+                Times::new(per_rep(&by_rep[p], p50), per_rep(&by_rep[e], p50)),
+                "report",
+            );
+        }
     }
 
     // The figures of every path, pooled over the repetitions.
@@ -498,6 +540,25 @@ pub fn run(bench: &mut Bench) {
     bench.note(note);
     drop(paths);
     drop(etcd);
+    drop(postgres);
+}
+
+/// The schema the PostgreSQL path of the feed uses.
+const FEED_SCHEMA: &str = "roster_feed";
+
+/// The registry of the PostgreSQL path, on [`FEED_SCHEMA`]; `fresh` drops
+/// what an earlier run left there first.
+fn postgres_registry(url: &str, fresh: bool) -> roster::PostgresRegistry {
+    if fresh {
+        let mut admin = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+        admin
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {FEED_SCHEMA} CASCADE"))
+            .expect("drop the feed schema");
+    }
+    PostgresOptions::new()
+        .schema(FEED_SCHEMA)
+        .open(url)
+        .expect("open the PostgreSQL registry")
 }
 
 // -------------------------------------------------------------------- etcd
@@ -693,12 +754,16 @@ fn revision(value: &serde_json::Value) -> u64 {
 /// when it arrived), until it is killed.
 pub fn worker(args: &[String]) {
     let [role, target] = args else {
-        panic!("{WORKER} roster DB | etcd PORT");
+        panic!("{WORKER} roster DB | postgres URL | etcd PORT");
     };
     let mut out = io::stdout().lock();
     match role.as_str() {
-        "roster" => {
-            let registry = SqliteRegistry::open(target).expect("open");
+        "roster" | "postgres" => {
+            let registry: Box<dyn AgentRegistry> = if role == "roster" {
+                Box::new(SqliteRegistry::open(target).expect("open"))
+            } else {
+                Box::new(postgres_registry(target, false))
+            };
             let mut cursor = registry.last_event().expect("last event");
             writeln!(out, "ready")
                 .and_then(|()| out.flush())

@@ -28,7 +28,7 @@ use crate::common::{
 /// The tests' throwaway cluster, reused as it is.
 #[path = "../../tests/common/pg.rs"]
 #[allow(dead_code)]
-mod cluster;
+pub mod cluster;
 
 /// The name `main` runs [`worker`] under.
 pub const WORKER: &str = "postgres-worker";
@@ -69,27 +69,8 @@ const NAIVE_BY_LOAD: &str = "SELECT a.id FROM agents AS a
 
 /// Measures every row, or notes why it could not.
 pub fn run(bench: &mut Bench) {
-    let given = std::env::var(cluster::URL_VARIABLE)
-        .ok()
-        .filter(|url| !url.is_empty());
-    let started = match given {
-        Some(_) => None,
-        None => match std::panic::catch_unwind(|| cluster::Cluster::start(false)) {
-            Ok(cluster) => Some(cluster),
-            Err(_) => {
-                bench.note(
-                    "postgres: not measured, no PostgreSQL cluster could be started \
-                     (apt-get install -y postgresql, or set ROSTER_PG_URL)"
-                        .to_owned(),
-                );
-                return;
-            }
-        },
-    };
-    let url = match (&started, given) {
-        (Some(cluster), _) => cluster.url().to_owned(),
-        (None, Some(url)) => url,
-        (None, None) => return,
+    let Some((started, url)) = server(bench, "postgres") else {
+        return;
     };
     let mut admin = Client::connect(&url, NoTls).expect("connect");
     admin
@@ -113,6 +94,32 @@ pub fn run(bench: &mut Bench) {
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
         .expect("drop the bench schema");
     drop(started);
+}
+
+/// The server the PostgreSQL figures use: the one `ROSTER_PG_URL` names,
+/// or a throwaway cluster started here (returned, so that it lives as long
+/// as the caller keeps it). `None`, with a note naming `row`, when there is
+/// neither.
+pub fn server(bench: &mut Bench, row: &str) -> Option<(Option<cluster::Cluster>, String)> {
+    if let Some(url) = std::env::var(cluster::URL_VARIABLE)
+        .ok()
+        .filter(|url| !url.is_empty())
+    {
+        return Some((None, url));
+    }
+    match std::panic::catch_unwind(|| cluster::Cluster::start(false)) {
+        Ok(cluster) => {
+            let url = cluster.url().to_owned();
+            Some((Some(cluster), url))
+        }
+        Err(_) => {
+            bench.note(format!(
+                "{row}: not measured, no PostgreSQL cluster could be started \
+                 (apt-get install -y postgresql, or set ROSTER_PG_URL)"
+            ));
+            None
+        }
+    }
 }
 
 /// Writes the fleet into the registry's tables in a few statements (the

@@ -164,7 +164,35 @@ fn page(tx: &mut Tx<'_>, after: u64, limit: usize) -> Result<Vec<Event>> {
 /// Waits for events after `after` on a connection of its own that LISTENs
 /// to the events trigger's notifications; reads again on every wake-up, at
 /// least every [`ASK`], and after reconnecting when the connection is lost.
+///
+/// The listening connection outlives the call: it is kept in the registry
+/// for the next `watch` (a caller that watches in a loop connects once), and
+/// notifications that arrive between two calls wait in it. Calls at the same
+/// time from several threads each use a connection of their own; one is
+/// kept.
 pub(super) fn watch(
+    registry: &PostgresRegistry,
+    after: u64,
+    limit: usize,
+    timeout: Duration,
+) -> crate::Result<Vec<Event>> {
+    let mut conn = registry
+        .listener
+        .lock()
+        .ok()
+        .and_then(|mut kept| kept.take());
+    let result = watch_on(&mut conn, registry, after, limit, timeout);
+    if let Some(conn) = conn.filter(|conn| !conn.client.is_closed())
+        && let Ok(mut kept) = registry.listener.lock()
+    {
+        kept.get_or_insert(conn);
+    }
+    result
+}
+
+/// [`watch`] on `conn`, the listening connection (none: connect one).
+fn watch_on(
+    conn: &mut Option<Conn>,
     registry: &PostgresRegistry,
     after: u64,
     limit: usize,
@@ -172,7 +200,6 @@ pub(super) fn watch(
 ) -> crate::Result<Vec<Event>> {
     let limits = registry.limits();
     let deadline = Instant::now().checked_add(timeout);
-    let mut conn: Option<Conn> = None;
     loop {
         let left = |now: Instant| match deadline {
             Some(deadline) => deadline.saturating_duration_since(now),
@@ -200,7 +227,7 @@ pub(super) fn watch(
             Ok(page) if !page.is_empty() => return Ok(page),
             Ok(_) => {}
             Err(Failure::Pg(e)) if lost(&listening.client, &e) => {
-                conn = None;
+                *conn = None;
                 if left(Instant::now()).is_zero() {
                     return Err(crate::postgres::retry::classify(e, limits));
                 }
@@ -219,7 +246,7 @@ pub(super) fn watch(
             .next();
         if woken.is_err() {
             // Lost: reconnect, LISTEN again and re-read.
-            conn = None;
+            *conn = None;
         }
         // Drain what else came; the read that follows sees it all.
         if let Some(listening) = conn.as_mut() {

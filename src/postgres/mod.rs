@@ -35,7 +35,7 @@ mod row;
 mod schema;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use r2d2::Pool;
@@ -66,6 +66,9 @@ pub struct PostgresRegistry {
     pool: Pool<Manager>,
     target: Arc<Target>,
     options: Arc<PostgresOptions>,
+    /// The connection that LISTENs for the change feed, kept between
+    /// `watch` calls (see `feed::watch`).
+    listener: Arc<Mutex<Option<Conn>>>,
 }
 
 impl fmt::Debug for PostgresRegistry {
@@ -102,6 +105,7 @@ impl PostgresRegistry {
             pool: conn::pool(&target, &options)?,
             target: Arc::new(target),
             options: Arc::new(options),
+            listener: Arc::new(Mutex::new(None)),
         })
     }
 
