@@ -25,11 +25,12 @@ use super::exit::{self, Failure};
 )]
 pub(crate) struct Cli {
     /// The registry: a file [default: roster.db; roster-demo.db for
-    /// `demo`], or a PostgreSQL database as a URL,
-    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=require]
-    /// (roster's tables go in the first schema of the search_path; it
-    /// never shows the password). Commands that only read, or that need an
-    /// agent to exist, never create it.
+    /// `demo`], or a PostgreSQL database as a libpq URL,
+    /// postgres://USER:PASSWORD@HOST:PORT/DBNAME (port, password and
+    /// parameters such as ?sslmode=require optional; the tables go in the
+    /// first schema of the search_path; the password is never shown).
+    /// Commands that only read, or that need an agent to exist, never
+    /// create it.
     #[arg(long, global = true, env = "ROSTER_DB", hide_env_values = true)]
     pub(crate) db: Option<PathBuf>,
     /// Print JSON instead of text: one document per command, one per line
