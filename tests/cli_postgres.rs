@@ -648,3 +648,119 @@ fn reading_commands_never_create_a_registry_on_postgresql() {
         .get(0);
     assert_eq!(tables, 0, "list created tables");
 }
+
+/// Runs tmux against the server at `socket`; fails the test if tmux does.
+fn tmux(socket: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(socket)
+        .args(["-f", "/dev/null"])
+        .args(args)
+        .env_remove("ROSTER_DB")
+        .env_remove("TMUX")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tmux (apt-get install -y tmux)");
+    assert!(
+        out.status.success(),
+        "tmux {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Kills its tmux server when dropped.
+struct TmuxServer(std::path::PathBuf);
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.0)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+#[test]
+fn top_follows_a_postgresql_registry_in_a_real_terminal() {
+    let db = Db::flag();
+    db.ok(&["register", "alpha", "--cap", "rust", "--max-load", "2"]);
+    db.ok(&["claim", "--task-id", "build-1", "--label", "rust"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("tmux.sock");
+    let _server = TmuxServer(socket.clone());
+    let script = format!(
+        "'{ROSTER}' --db '{}' top; echo \"top exited with $?\"; exec cat",
+        db.url()
+    );
+    tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-x",
+            "140",
+            "-y",
+            "30",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let screen_with = |what: &str, check: &dyn Fn(&str) -> bool| -> String {
+        let mut last = String::new();
+        common::eventually(what, || {
+            last = tmux(&socket, &["capture-pane", "-p"]);
+            check(&last).then(|| last.clone())
+        })
+    };
+    let shown = db.url().split('?').next().unwrap_or_default().to_owned();
+    let first = screen_with("alpha, its claim and the title", &|s| {
+        s.contains(&shown)
+            && s.lines().any(|l| l.contains("alpha") && l.contains("1/2"))
+            && s.contains("task build-1")
+            && s.contains("q quit")
+    });
+    assert!(!first.contains("top exited"), "{first}");
+    // Another process registers an agent: the feed brings it on screen.
+    db.ok(&["register", "bravo", "--max-load", "3", "--status", "busy"]);
+    screen_with("bravo, from the change feed", &|s| {
+        s.lines()
+            .any(|l| l.contains("bravo") && l.contains("busy") && l.contains("0/3"))
+    });
+    tmux(&socket, &["send-keys", "q"]);
+    let last = screen_with("top's exit", &|s| s.contains("top exited with"));
+    assert!(last.contains("top exited with 0"), "{last}");
+}
+
+#[test]
+fn the_reaper_reaps_and_recovers_on_postgresql_until_sigterm() {
+    let db = Db::env();
+    db.ok(&["register", "r1", "--cap", "x", "--max-load", "1"]);
+    db.ok(&["claim", "--task-id", "job-7", "--label", "x"]);
+    // A TTL of 0: every agent is silent for longer, by the server's clock.
+    let mut reaper = Running::spawn(
+        "roster reaper",
+        db.command(&["reaper", "--ttl", "0s", "--every", "50ms"]),
+    );
+    let lines: Vec<String> = (0..3).map(|_| reaper.expect_line("a line")).collect();
+    let texts: Vec<&str> = lines
+        .iter()
+        .map(|line| line.split_once(' ').map_or("", |(_, rest)| rest))
+        .collect();
+    assert!(
+        texts[0].starts_with("reaper: agents silent for more than 0s"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        texts[1..],
+        [
+            "r1 went offline",
+            "task job-7 taken back from r1 (agent_offline, token 1)"
+        ]
+    );
+    sigterm(&reaper);
+    reaper.finish().expect_success("the reaper");
+    assert_eq!(db.ok(&["claims"]), "no claims held\n");
+}
