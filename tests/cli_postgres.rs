@@ -764,3 +764,42 @@ fn the_reaper_reaps_and_recovers_on_postgresql_until_sigterm() {
     reaper.finish().expect_success("the reaper");
     assert_eq!(db.ok(&["claims"]), "no claims held\n");
 }
+
+#[test]
+fn ctrl_c_cancels_a_statement_on_the_server() {
+    let db = Db::flag();
+    db.ok(&["register", "s1"]);
+    let marker = format!("roster_cancel_{}", std::process::id());
+    let sql = format!("SELECT pg_sleep(600) AS {marker}");
+    let sleeper = Running::spawn("roster sql", db.command(&["sql", "--timeout", "0", &sql]));
+    // Running on the server: pg_stat_activity shows it.
+    let mut client = pg::client();
+    common::eventually("the statement on the server", || {
+        let running: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'",
+                &[&sql],
+            )
+            .expect("pg_stat_activity")
+            .get(0);
+        (running == 1).then_some(())
+    });
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(sleeper.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let done = sleeper.finish();
+    assert_eq!(done.status.code(), Some(1), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("the statement was cancelled"),
+        "{}",
+        done.stderr
+    );
+    // And it no longer runs there.
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'",
+            &[&sql],
+        )
+        .expect("pg_stat_activity")
+        .get(0);
+    assert_eq!(left, 0);
+}
