@@ -14,7 +14,8 @@ use super::exit::{self, Failure};
 /// roster: a persistent registry of agents for orchestrators on one host.
 ///
 /// The registry is one SQLite file (--db, else $ROSTER_DB, else roster.db),
-/// created on first use and shared by every process on the host.
+/// created on first use and shared by every process on the host; or, for
+/// several hosts, a PostgreSQL database (--db postgres://USER@HOST/DBNAME).
 #[derive(Debug, Parser)]
 #[command(
     name = "roster",
@@ -23,7 +24,11 @@ use super::exit::{self, Failure};
     arg_required_else_help = true
 )]
 pub(crate) struct Cli {
-    /// The registry file [default: roster.db; roster-demo.db for `demo`].
+    /// The registry: a file [default: roster.db; roster-demo.db for
+    /// `demo`], or a PostgreSQL database as a libpq URL,
+    /// postgres://USER:PASSWORD@HOST:PORT/DBNAME (port, password and
+    /// parameters such as ?sslmode=require optional; the tables go in the
+    /// first schema of the search_path; the password is never shown).
     /// Commands that only read, or that need an agent to exist, never
     /// create it.
     #[arg(long, global = true, env = "ROSTER_DB", hide_env_values = true)]
@@ -34,7 +39,8 @@ pub(crate) struct Cli {
     #[arg(long, global = true)]
     pub(crate) json: bool,
     /// How long to wait for other processes that hold the registry's lock
-    /// before failing with exit code 6 (at most 24days 20h 31m 23s 647ms).
+    /// (on PostgreSQL: the rows a call needs) before failing with exit code
+    /// 6 (at most 24days 20h 31m 23s 647ms; on PostgreSQL, more than 0).
     #[arg(
         long,
         global = true,
@@ -191,7 +197,10 @@ pub(crate) enum Command {
         every: Duration,
     },
     /// Copy an SQLite registry into PostgreSQL: agents, held claims with
-    /// their tokens, the token counter (stop the file's writers first).
+    /// their tokens, the token counter (stop the file's writers first). The
+    /// change feed is not copied: PostgreSQL's starts with the copy's own
+    /// `registered` and `claimed` events, and watchers start again there
+    /// with `roster --db URL watch`.
     #[command(
         after_help = "Example:\n  roster copy --from roster.db --to postgres://roster@db.example/roster"
     )]
@@ -227,7 +236,8 @@ pub(crate) enum Command {
         undo: bool,
     },
     /// Run one SQL statement against the registry and print the rows.
-    /// Read-only unless --write is given.
+    /// Read-only unless --write is given (on PostgreSQL: a READ ONLY
+    /// transaction).
     #[command(
         after_help = "Examples:\n  roster sql \"SELECT status, count(*) FROM agents GROUP BY status\"\n  roster sql --write \"UPDATE agents SET max_load = 8 WHERE id = 'builder-1'\""
     )]

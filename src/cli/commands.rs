@@ -7,11 +7,11 @@ use std::time::Duration;
 use clap::CommandFactory;
 use clap_complete::Shell;
 use roster::{
-    AgentInfo, AgentRegistry, AgentStatus, Claim, Claimed, Error, SqlAccess, SqlOptions,
-    SqlSummary, SqlValue, SqliteRegistry, Task,
+    AgentInfo, AgentStatus, Claim, Claimed, Error, SqlAccess, SqlSummary, SqlValue, Task,
 };
 
 use super::args::{AgentArgs, Cli};
+use super::backend::Registry;
 use super::exit::{Failure, Outcome};
 use super::output;
 use super::printer::Printer;
@@ -25,9 +25,12 @@ fn show(out: &mut Printer, agent: &AgentInfo, line: String) -> Outcome {
     }
 }
 
-/// `roster register`.
-pub(crate) fn register(registry: &SqliteRegistry, out: &mut Printer, args: &AgentArgs) -> Outcome {
-    registry.register(args.to_agent()?)?;
+/// `roster register`: the agent heartbeats now, by the registry's clock
+/// (the server's, on PostgreSQL).
+pub(crate) fn register(registry: &Registry, out: &mut Printer, args: &AgentArgs) -> Outcome {
+    let mut agent = args.to_agent()?.validated()?;
+    agent.last_heartbeat = registry.now()?;
+    registry.register(agent)?;
     let stored = registry.get(&args.id)?;
     if out.json {
         return out.json(&stored);
@@ -37,7 +40,7 @@ pub(crate) fn register(registry: &SqliteRegistry, out: &mut Printer, args: &Agen
 }
 
 /// `roster deregister`.
-pub(crate) fn deregister(registry: &SqliteRegistry, out: &mut Printer, id: &str) -> Outcome {
+pub(crate) fn deregister(registry: &Registry, out: &mut Printer, id: &str) -> Outcome {
     registry.deregister(id)?;
     if out.json {
         return out.json(&serde_json::json!({ "deregistered": id }));
@@ -46,7 +49,7 @@ pub(crate) fn deregister(registry: &SqliteRegistry, out: &mut Printer, id: &str)
 }
 
 /// `roster get`.
-pub(crate) fn get(registry: &SqliteRegistry, out: &mut Printer, id: &str) -> Outcome {
+pub(crate) fn get(registry: &Registry, out: &mut Printer, id: &str) -> Outcome {
     let agent = registry.get(id)?;
     if out.json {
         return out.json(&agent);
@@ -55,7 +58,7 @@ pub(crate) fn get(registry: &SqliteRegistry, out: &mut Printer, id: &str) -> Out
 }
 
 /// `roster heartbeat`.
-pub(crate) fn heartbeat(registry: &SqliteRegistry, out: &mut Printer, id: &str) -> Outcome {
+pub(crate) fn heartbeat(registry: &Registry, out: &mut Printer, id: &str) -> Outcome {
     registry.heartbeat(id)?;
     let agent = registry.get(id)?;
     let line = format!("heartbeat {} ({})", agent.id, agent.status);
@@ -64,7 +67,7 @@ pub(crate) fn heartbeat(registry: &SqliteRegistry, out: &mut Printer, id: &str) 
 
 /// `roster list`.
 pub(crate) fn list(
-    registry: &SqliteRegistry,
+    registry: &Registry,
     out: &mut Printer,
     status: Option<AgentStatus>,
     capabilities: &[String],
@@ -86,7 +89,7 @@ pub(crate) fn list(
 }
 
 /// `roster reap`.
-pub(crate) fn reap(registry: &SqliteRegistry, out: &mut Printer, ttl: Duration) -> Outcome {
+pub(crate) fn reap(registry: &Registry, out: &mut Printer, ttl: Duration) -> Outcome {
     let reaped = registry.reap(ttl)?;
     if out.json {
         return out.json(&reaped);
@@ -114,7 +117,7 @@ struct ClaimWithAgent<'a> {
 /// `roster claim`. A claim whose result cannot be printed gives its slot
 /// back: nobody would know which agent holds the task.
 pub(crate) fn claim(
-    registry: &SqliteRegistry,
+    registry: &Registry,
     out: &mut Printer,
     task: Task,
     lease: Option<Duration>,
@@ -157,7 +160,7 @@ pub(crate) fn claim(
 
 /// `roster release TASK_ID [--token N]`.
 pub(crate) fn release(
-    registry: &SqliteRegistry,
+    registry: &Registry,
     out: &mut Printer,
     task_id: &str,
     token: Option<u64>,
@@ -193,7 +196,7 @@ pub(crate) fn release(
 
 /// `roster renew TASK_ID --lease DURATION [--token N]`.
 pub(crate) fn renew(
-    registry: &SqliteRegistry,
+    registry: &Registry,
     out: &mut Printer,
     task_id: &str,
     token: Option<u64>,
@@ -212,7 +215,7 @@ pub(crate) fn renew(
 }
 
 /// `roster claims [--agent ID]`.
-pub(crate) fn claims(registry: &SqliteRegistry, out: &mut Printer, agent: Option<&str>) -> Outcome {
+pub(crate) fn claims(registry: &Registry, out: &mut Printer, agent: Option<&str>) -> Outcome {
     let claims = registry.claims(agent)?;
     if out.json {
         return out.json(&claims);
@@ -227,7 +230,7 @@ pub(crate) fn claims(registry: &SqliteRegistry, out: &mut Printer, agent: Option
 }
 
 /// `roster recover`.
-pub(crate) fn recover(registry: &SqliteRegistry, out: &mut Printer) -> Outcome {
+pub(crate) fn recover(registry: &Registry, out: &mut Printer) -> Outcome {
     let recovered = registry.recover()?;
     if out.json {
         return out.json(&recovered);
@@ -242,12 +245,7 @@ pub(crate) fn recover(registry: &SqliteRegistry, out: &mut Printer) -> Outcome {
 }
 
 /// `roster drain` (`drained`) and `roster drain --undo`.
-pub(crate) fn drain(
-    registry: &SqliteRegistry,
-    out: &mut Printer,
-    id: &str,
-    drained: bool,
-) -> Outcome {
+pub(crate) fn drain(registry: &Registry, out: &mut Printer, id: &str, drained: bool) -> Outcome {
     registry.drain(id, drained)?;
     let agent = registry.get(id)?;
     let line = if drained {
@@ -367,7 +365,7 @@ impl Rows {
 /// `roster sql`: the rows are printed as they come, within `timeout` (0:
 /// none); SIGINT or SIGTERM interrupts the statement.
 pub(crate) fn sql(
-    registry: &SqliteRegistry,
+    registry: &Registry,
     out: &mut Printer,
     query: &str,
     write: bool,
@@ -379,12 +377,10 @@ pub(crate) fn sql(
         SqlAccess::ReadOnly
     };
     let cancel = super::daemon::stop_flag()?;
-    let options = SqlOptions::new(access)
-        .timeout((!timeout.is_zero()).then_some(timeout))
-        .cancel(cancel);
+    let timeout = (!timeout.is_zero()).then_some(timeout);
     let mut rows = Rows::new(out.json);
     let mut output_failed = None;
-    let summary = registry.query_each(query, &options, |columns, row| {
+    let summary = registry.query_each(query, access, timeout, Some(cancel), |columns, row| {
         rows.row(out, columns, row).map_err(|failure| {
             output_failed = Some(failure);
             // Stops the statement; the output's own failure is reported.

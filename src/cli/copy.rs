@@ -5,7 +5,7 @@ use std::path::Path;
 
 use roster::{PostgresOptions, SqliteOptions};
 
-use super::exit::Outcome;
+use super::exit::{Failure, Outcome};
 use super::printer::Printer;
 
 /// `roster copy --from FILE --to URL [--replace]`.
@@ -20,7 +20,10 @@ pub(crate) fn run(
         .busy_timeout(busy_timeout)
         .create(false)
         .open(from)?;
-    let target = PostgresOptions::new().busy_timeout(busy_timeout).open(to)?;
+    let target = PostgresOptions::new()
+        .busy_timeout(busy_timeout)
+        .open(to)
+        .map_err(|e| Failure::of_postgres(e, &super::backend::redact(to)))?;
     let copied = target.copy_from(&source, replace)?;
     if out.json {
         return out.json(&serde_json::json!({

@@ -1,8 +1,11 @@
 //! The long-running subcommands: `agent` (a heartbeat sidecar) and `reaper`.
 //!
 //! Both retry the errors whose kind is transient (busy, a passing storage
-//! failure) and stop on any other with its exit code. Both check every round
-//! that the registry file is still the one they opened.
+//! failure) and stop on any other with its exit code. On SQLite, both check
+//! every round that the registry file is still the one they opened. On
+//! PostgreSQL there is no file to lose: every statement names the tables
+//! on the server, so a registry dropped under a daemon fails its next call
+//! as unusable (exit code 7) and one recreated is the one everybody uses.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -11,13 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike as _, Utc};
 use nix::errno::Errno;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
-use roster::{AgentInfo, AgentRegistry, AgentStatus, Error, Recovered, SqliteRegistry};
+use roster::{AgentInfo, AgentStatus, Error, Recovered};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use super::backend::Registry;
 use super::exit::{Exit, Failure, Outcome};
 use super::output;
 use super::printer::{Printer, warn};
@@ -77,14 +81,23 @@ pub(crate) enum OnExit {
 /// start. A file deleted or replaced under a running daemon would have it
 /// write into a file nobody else sees; the daemon stops instead, and does
 /// not reopen the new file: whoever replaced it decides what runs on it.
-pub(crate) struct FileIdentity {
+///
+/// A PostgreSQL registry has none (every check passes): the server
+/// resolves the tables' names for every statement, so no process can be
+/// left writing where nobody else looks.
+pub(crate) struct FileIdentity(Option<Identified>);
+
+struct Identified {
     path: PathBuf,
     device: u64,
     inode: u64,
 }
 
 impl FileIdentity {
-    pub(crate) fn of(registry: &SqliteRegistry) -> Result<Self, Failure> {
+    pub(crate) fn of(registry: &Registry) -> Result<Self, Failure> {
+        let Registry::Sqlite(registry) = registry else {
+            return Ok(Self(None));
+        };
         let path = registry.path().to_owned();
         let metadata = std::fs::metadata(&path).map_err(|e| {
             Failure::new(
@@ -93,11 +106,11 @@ impl FileIdentity {
                 format!("cannot read {}: {e}", path.display()),
             )
         })?;
-        Ok(Self {
+        Ok(Self(Some(Identified {
             device: metadata.dev(),
             inode: metadata.ino(),
             path,
-        })
+        })))
     }
 
     /// Fails with exit code 7 when the file at the path is gone or is
@@ -109,8 +122,11 @@ impl FileIdentity {
     /// [`check`](Self::check), naming what the process was `doing` with the
     /// file (`watching`) and what a restart would `redo` (`watch`).
     pub(crate) fn check_while(&self, doing: &str, redo: &str) -> Outcome {
-        let what = match std::fs::metadata(&self.path) {
-            Ok(now) if (now.dev(), now.ino()) == (self.device, self.inode) => return Ok(()),
+        let Some(file) = &self.0 else {
+            return Ok(());
+        };
+        let what = match std::fs::metadata(&file.path) {
+            Ok(now) if (now.dev(), now.ino()) == (file.device, file.inode) => return Ok(()),
             Ok(_) => "was replaced by another file",
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "was deleted",
             // A passing failure to look (permissions being changed...): the
@@ -122,7 +138,7 @@ impl FileIdentity {
             "unusable",
             format!(
                 "the registry file {} {what} while this process was {doing} it; stopping (restart it to {redo} the file now at that path)",
-                self.path.display()
+                file.path.display()
             ),
         ))
     }
@@ -194,14 +210,18 @@ fn process_alive(pid: u32) -> bool {
 /// host and pid, the agent is not offline, its last heartbeat is at most
 /// [`MISSED_ROUNDS`] x `every` old, and, when it runs on this host, its
 /// process is alive (and is not this one: a pid reused after a restart).
-fn live_sidecar(stored: &AgentInfo, every: Duration, host: Option<&str>) -> Option<String> {
+fn live_sidecar(
+    stored: &AgentInfo,
+    every: Duration,
+    host: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<String> {
     let (Some(their_host), Some(pid)) = (stored.host.as_deref(), stored.pid) else {
         return None;
     };
     if stored.status == AgentStatus::Offline {
         return None;
     }
-    let now = roster::now();
     // A heartbeat in the future (another host's clock) is fresh.
     let age = (now - stored.last_heartbeat).to_std().unwrap_or_default();
     if age > every.saturating_mul(MISSED_ROUNDS) {
@@ -237,7 +257,7 @@ impl Identity {
 
 /// One round of the sidecar: the agent as stored, if another sidecar took
 /// it over; otherwise a heartbeat.
-fn beat(registry: &SqliteRegistry, id: &str, me: &Identity) -> roster::Result<Option<AgentInfo>> {
+fn beat(registry: &Registry, id: &str, me: &Identity) -> roster::Result<Option<AgentInfo>> {
     let stored = registry.get(id)?;
     if me.taken_over(&stored) {
         return Ok(Some(stored));
@@ -251,7 +271,7 @@ fn beat(registry: &SqliteRegistry, id: &str, me: &Identity) -> roster::Result<Op
 /// heartbeats for it every `every` until SIGINT or SIGTERM, and then does
 /// `on_exit`. It stops by itself, leaving the agent as it is, once another
 /// sidecar took the agent over.
-pub(crate) fn agent(registry: &SqliteRegistry, out: &mut Printer, sidecar: Sidecar) -> Outcome {
+pub(crate) fn agent(registry: &Registry, out: &mut Printer, sidecar: Sidecar) -> Outcome {
     let Sidecar {
         agent,
         every,
@@ -267,10 +287,15 @@ pub(crate) fn agent(registry: &SqliteRegistry, out: &mut Printer, sidecar: Sidec
     let me = Identity {
         host: this_host(),
         pid: Some(std::process::id()),
-        started_at: Some(roster::now()),
+        // To the microsecond, as PostgreSQL keeps it: the stored value
+        // must compare equal to this one for the sidecar to know its own.
+        started_at: Some(to_micros(roster::now())),
     };
+    // The registry's clock (the server's, on PostgreSQL): the one the
+    // heartbeats were stamped with.
+    let now = registry.now()?;
     let running = match registry.get(&id) {
-        Ok(stored) => live_sidecar(&stored, every, me.host.as_deref()),
+        Ok(stored) => live_sidecar(&stored, every, me.host.as_deref(), now),
         Err(Error::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
@@ -284,6 +309,7 @@ pub(crate) fn agent(registry: &SqliteRegistry, out: &mut Printer, sidecar: Sidec
             ),
         ));
     }
+    agent.last_heartbeat = now;
     agent.host.clone_from(&me.host);
     agent.pid = me.pid;
     agent.started_at = me.started_at;
@@ -360,8 +386,14 @@ pub(crate) fn agent(registry: &SqliteRegistry, out: &mut Printer, sidecar: Sidec
     )
 }
 
+/// `time` cut to the microsecond.
+fn to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = time.timestamp_subsec_nanos();
+    time.with_nanosecond(nanos - nanos % 1000).unwrap_or(time)
+}
+
 /// Does `on_exit` to the agent `id`; returns what was done, in words.
-fn finish(registry: &SqliteRegistry, id: &str, on_exit: OnExit) -> Result<&'static str, Failure> {
+fn finish(registry: &Registry, id: &str, on_exit: OnExit) -> Result<&'static str, Failure> {
     let (done, text, doing) = match on_exit {
         OnExit::Offline => (
             registry.set_status(id, AgentStatus::Offline),
@@ -391,7 +423,7 @@ struct RecoveredEvent<'a> {
 /// `ttl` and then recovers, printing each agent that went offline and each
 /// claim taken back.
 pub(crate) fn reaper(
-    registry: &SqliteRegistry,
+    registry: &Registry,
     out: &mut Printer,
     ttl: Duration,
     every: Duration,

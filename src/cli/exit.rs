@@ -212,6 +212,34 @@ impl From<Error> for Failure {
     }
 }
 
+impl Failure {
+    /// A failure to open a PostgreSQL registry: the hints name the URL
+    /// (`shown`, without its password) instead of a file.
+    pub(crate) fn of_postgres(error: Error, shown: &str) -> Self {
+        let hint = match &error {
+            Error::Invalid { field: "url", .. } => format!(
+                "; --db (or $ROSTER_DB) {shown} is not a PostgreSQL URL roster can read: postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=...]"
+            ),
+            Error::NoRegistry { .. } => "; check --db (or $ROSTER_DB) and its search_path: commands that only read never create a registry, `roster register` does".to_owned(),
+            Error::Open { .. } => {
+                "; check the user, password, database and sslmode of --db (or $ROSTER_DB)".to_owned()
+            }
+            Error::NotARegistry { .. } | Error::SchemaTooNew { .. } => {
+                "; check --db (or $ROSTER_DB) and its search_path".to_owned()
+            }
+            _ if error.kind() == ErrorKind::Storage => {
+                "; is the server up and reachable? (--db or $ROSTER_DB names it)".to_owned()
+            }
+            _ => return Self::from(error),
+        };
+        Self::new(
+            Exit::of(&error),
+            kind_name(error.kind()),
+            format!("{error}{hint}"),
+        )
+    }
+}
+
 impl From<std::io::Error> for Failure {
     fn from(error: std::io::Error) -> Self {
         Self::io(error.to_string())

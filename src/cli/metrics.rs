@@ -3,13 +3,17 @@
 //! collector) or served on `/metrics` over HTTP (`--listen`).
 //!
 //! Every figure comes from one read-only SQL statement, so that they all
-//! describe one snapshot of the file and the registry's size never travels
-//! into the process: SQLite counts and sums. The event counts are what the
-//! `events` table holds (its retention keeps the newest 100 000 events, for
-//! at most 7 days, by default), which is why they are gauges: a one-shot run
-//! tells what happened lately, and `roster_events_oldest_timestamp_seconds`
-//! says since when. The one counter is the feed's cursor, which never goes
-//! back.
+//! describe one snapshot of the registry and its size never travels into
+//! the process: the database counts and sums. The statement is written
+//! twice, once per dialect ([`SNAPSHOT`] for SQLite, [`PG_SNAPSHOT`] for
+//! PostgreSQL, whose values all come back as text), and read by the same
+//! code. The event counts are what the `events` table holds (its retention
+//! keeps the newest 100 000 events, for at most 7 days, by default), which
+//! is why they are gauges: a one-shot run tells what happened lately, and
+//! `roster_events_oldest_timestamp_seconds` says since when. The one
+//! counter is the feed's cursor, which never goes back (on PostgreSQL, the
+//! last number the events' sequence gave, holes of rolled-back
+//! transactions included).
 //!
 //! The HTTP server is deliberately tiny: the standard library's listener,
 //! one connection at a time, a request head of at most 8 KiB read within 5
@@ -24,8 +28,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use roster::{AgentStatus, EventKind, RecoverReason, SqlAccess, SqlValue, SqliteRegistry};
+use roster::{AgentStatus, EventKind, RecoverReason, SqlValue};
 
+use super::backend::Registry;
 use super::daemon::stop_flag;
 use super::exit::{Failure, Outcome};
 use super::output;
@@ -65,7 +70,7 @@ const MAX_REQUEST: usize = 8192;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `roster metrics`.
-pub(crate) fn run(registry: &SqliteRegistry, out: &mut Printer, args: &MetricsArgs) -> Outcome {
+pub(crate) fn run(registry: &Registry, out: &mut Printer, args: &MetricsArgs) -> Outcome {
     match args.listen {
         None => out.text(&render(registry)?),
         Some(address) => serve(registry, out, address),
@@ -101,6 +106,42 @@ UNION ALL SELECT 'recoveries', reason, count(*) FROM events WHERE kind = 'recove
 UNION ALL SELECT 'oldest_event', '', min(at) FROM events
 UNION ALL SELECT 'cursor', '', value FROM counters WHERE name = 'event_seq'";
 
+/// [`SNAPSHOT`] in PostgreSQL's dialect: booleans are booleans, `now()` is
+/// the server's, and every value is text (the branches of a UNION share
+/// one type), times in the format SQLite stores.
+const PG_SNAPSHOT: &str = "\
+SELECT 'agents', status::text, count(*)::text FROM agents GROUP BY status
+UNION ALL SELECT 'drained', '', count(*)::text FROM agents WHERE drained
+UNION ALL SELECT 'load', '', coalesce(sum(current_load), 0)::text FROM agents
+UNION ALL SELECT 'capacity', '', coalesce(sum(max_load), 0)::text FROM agents
+    WHERE status <> 'offline' AND NOT drained
+UNION ALL SELECT 'unlimited', '', count(*)::text FROM agents
+    WHERE status <> 'offline' AND NOT drained AND max_load = 0
+UNION ALL SELECT 'capability_agents', c.capability::text, count(*)::text
+    FROM capabilities AS c JOIN agents AS a ON a.id = c.agent_id GROUP BY c.capability
+UNION ALL SELECT 'capability_load', c.capability::text, sum(a.current_load)::text
+    FROM capabilities AS c JOIN agents AS a ON a.id = c.agent_id GROUP BY c.capability
+UNION ALL SELECT 'capability_capacity', c.capability::text,
+    sum(CASE WHEN a.status <> 'offline' AND NOT a.drained THEN a.max_load ELSE 0 END)::text
+    FROM capabilities AS c JOIN agents AS a ON a.id = c.agent_id GROUP BY c.capability
+UNION ALL SELECT 'capability_unlimited', c.capability::text,
+    count(*) FILTER (WHERE a.status <> 'offline' AND NOT a.drained AND a.max_load = 0)::text
+    FROM capabilities AS c JOIN agents AS a ON a.id = c.agent_id GROUP BY c.capability
+UNION ALL SELECT 'claims', '', count(*)::text FROM claims
+UNION ALL SELECT 'claims_detached', '', count(*)::text FROM claims WHERE detached
+UNION ALL SELECT 'claims_lease_expired', '', count(*)::text FROM claims
+    WHERE lease_expires_at < now()
+UNION ALL SELECT 'oldest_heartbeat', '',
+    to_char(min(last_heartbeat) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')
+    FROM agents WHERE status <> 'offline'
+UNION ALL SELECT 'events', kind::text, count(*)::text FROM events GROUP BY kind
+UNION ALL SELECT 'recoveries', reason::text, count(*)::text FROM events
+    WHERE kind = 'recovered' GROUP BY reason
+UNION ALL SELECT 'oldest_event', '',
+    to_char(min(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM events
+UNION ALL SELECT 'cursor', '',
+    coalesce(pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass), 0)::text";
+
 /// The figures of one snapshot, by figure and label.
 #[derive(Debug, Default)]
 struct Snapshot {
@@ -109,8 +150,12 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn read(registry: &SqliteRegistry) -> Result<Self, Failure> {
-        let rows = registry.query(SNAPSHOT, SqlAccess::ReadOnly)?;
+    fn read(registry: &Registry) -> Result<Self, Failure> {
+        let statement = match registry {
+            Registry::Sqlite(_) => SNAPSHOT,
+            Registry::Postgres(_) => PG_SNAPSHOT,
+        };
+        let rows = registry.query(statement)?;
         let mut snapshot = Self::default();
         for row in rows.rows {
             let [SqlValue::Text(figure), label, value] = row.as_slice() else {
@@ -123,6 +168,11 @@ impl Snapshot {
             match value {
                 SqlValue::Integer(n) => {
                     snapshot.numbers.insert((figure.clone(), label), *n as f64);
+                }
+                // PostgreSQL's counts, as text.
+                SqlValue::Text(n) if n.parse::<i64>().is_ok() => {
+                    let n = n.parse::<i64>().unwrap_or_default();
+                    snapshot.numbers.insert((figure.clone(), label), n as f64);
                 }
                 SqlValue::Text(time) => {
                     if let Some(time) = output::stored_time(time) {
@@ -200,7 +250,7 @@ fn escape_label(text: &str) -> String {
 }
 
 /// The metrics of the registry now, in the text exposition format.
-fn render(registry: &SqliteRegistry) -> Result<String, Failure> {
+fn render(registry: &Registry) -> Result<String, Failure> {
     Ok(expose(&Snapshot::read(registry)?, roster::now()))
 }
 
@@ -353,7 +403,7 @@ fn expose(s: &Snapshot, now: DateTime<Utc>) -> String {
 }
 
 /// Serves the metrics on `address` until SIGINT or SIGTERM.
-fn serve(registry: &SqliteRegistry, out: &mut Printer, address: SocketAddr) -> Outcome {
+fn serve(registry: &Registry, out: &mut Printer, address: SocketAddr) -> Outcome {
     let stop = stop_flag()?;
     let listener = TcpListener::bind(address)
         .map_err(|e| Failure::io(format!("cannot listen on {address}: {e}")))?;
@@ -402,7 +452,7 @@ fn wait_for_client(stop: &AtomicBool) {
 }
 
 /// Reads one request from `stream` and answers it.
-fn answer(registry: &SqliteRegistry, mut stream: TcpStream) -> io::Result<()> {
+fn answer(registry: &Registry, mut stream: TcpStream) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;

@@ -1,10 +1,12 @@
-//! The `roster` command, in layers: `args` (what clap parses), `exit` (the
-//! table of exit codes and the failures that map to them), `commands` (one
-//! function per subcommand), `daemon` (`agent` and `reaper`), `demo`, and
-//! `printer` and `output` (writing results). This file parses, opens the
-//! registry and dispatches.
+//! The `roster` command, in layers: `args` (what clap parses), `backend`
+//! (`--db` as a file or a PostgreSQL URL, and the registry opened on it),
+//! `exit` (the table of exit codes and the failures that map to them),
+//! `commands` (one function per subcommand), `daemon` (`agent` and
+//! `reaper`), `demo`, and `printer` and `output` (writing results). This
+//! file parses, opens the registry and dispatches.
 
 mod args;
+mod backend;
 mod commands;
 mod copy;
 mod daemon;
@@ -20,9 +22,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind as ClapErrorKind;
-use roster::{SqliteOptions, SqliteRegistry, Task};
+use roster::Task;
 
 use args::{Cli, Command};
+use backend::{Create, Registry, Target};
 use exit::{Failure, Outcome};
 use printer::{Printer, warn};
 
@@ -105,31 +108,22 @@ fn fail(failure: &Failure, json: bool) -> ExitCode {
     failure.exit.into()
 }
 
-/// Whether a command creates the registry file when it does not exist.
-#[derive(Clone, Copy)]
-enum Create {
-    /// Commands that write something of their own (an agent, a statement).
-    Yes,
-    /// Commands that only read, or that need an agent to exist: a mistyped
-    /// `--db` is "no registry at PATH", not a new empty file.
-    No,
-}
-
 fn run(cli: Cli, out: &mut Printer) -> Outcome {
-    let path = cli
-        .db
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("roster.db"));
+    let target = Target::of(
+        cli.db.as_deref().map(std::path::Path::as_os_str),
+        "roster.db",
+    );
     let busy_timeout = cli.busy_timeout;
-    let open = |create: Create| -> Result<SqliteRegistry, Failure> {
-        Ok(SqliteOptions::new()
-            .busy_timeout(busy_timeout)
-            .create(matches!(create, Create::Yes))
-            .open(&path)?)
-    };
+    let open = |create: Create| -> Result<Registry, Failure> { target.open(create, busy_timeout) };
     match cli.command {
         // On a file of its own.
-        Command::Demo => demo::run(cli.db.as_deref(), out),
+        Command::Demo => match &target {
+            Target::Postgres(_) => Err(Failure::bad_input(format!(
+                "`roster demo` runs on an SQLite file of its own, which it replaces; --db (or $ROSTER_DB) names a PostgreSQL database ({}): give a file, or unset ROSTER_DB",
+                target.shown()
+            ))),
+            _ => demo::run(cli.db.as_deref(), out),
+        },
         // No registry at all.
         Command::Completions { shell } => commands::completions(out, shell),
         Command::Man { subcommand } => commands::man(out, subcommand.as_deref()),

@@ -14,8 +14,9 @@ use std::thread;
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use roster::{AgentRegistry, Error, Event, EventKind, SqliteRegistry};
+use roster::{Error, Event, EventKind};
 
+use super::backend::Registry;
 use super::daemon::FileIdentity;
 use super::exit::{Failure, Outcome};
 use super::output;
@@ -72,8 +73,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// hands them over; this thread prints them and, every [`TICK`], looks at
 /// the signals, the output and the file. Ending leaves the waiting thread
 /// where it is: the process ends with it, and a reader that vanishes
-/// harms no SQLite file.
-pub(crate) fn run(registry: &SqliteRegistry, out: &mut Printer, since: Option<Since>) -> Outcome {
+/// harms no SQLite file (and a PostgreSQL server closes its connection).
+pub(crate) fn run(registry: &Registry, out: &mut Printer, since: Option<Since>) -> Outcome {
     let stop = super::daemon::stop_flag()?;
     let file = FileIdentity::of(registry)?;
     let cursor = match since.unwrap_or(Since::Now) {
@@ -89,7 +90,7 @@ pub(crate) fn run(registry: &SqliteRegistry, out: &mut Printer, since: Option<Si
         out.line(format_args!(
             "{} watching {} after event {cursor}; SIGINT or SIGTERM stops",
             output::rfc3339(roster::now()),
-            registry.path().display()
+            registry.shown()
         ))?;
         out.flush()?;
     }
@@ -135,7 +136,7 @@ type Page = Result<Vec<Event>, (u64, Error)>;
 /// Starts the thread that waits for the events after `cursor`, page after
 /// page, and sends them on; after a failure it pauses, then tries again
 /// from the same cursor. It stops when nobody receives any more.
-fn wait_for_events(registry: SqliteRegistry, mut cursor: u64) -> Result<Receiver<Page>, Failure> {
+fn wait_for_events(registry: Registry, mut cursor: u64) -> Result<Receiver<Page>, Failure> {
     let (pages, received) = mpsc::sync_channel(1);
     thread::Builder::new()
         .name("watch".to_owned())

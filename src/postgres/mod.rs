@@ -5,7 +5,8 @@
 //! One file per concern, as in `src/sqlite/`: `options` (what a caller
 //! chooses), `conn` (the URL, TLS, the pool, prepared statements), `retry`
 //! (lost races, SQLSTATEs to roster errors), `schema` (recognising and
-//! migrating a schema), `row` (column types), `claim` (all of claim's SQL).
+//! migrating a schema), `row` (column types), `claim` (all of claim's SQL),
+//! `adhoc` (SQL typed by a person, the server's clock).
 //! This file holds the handle and the queries of the other trait methods.
 //!
 //! The database's clock decides: `heartbeat` writes the server's `now()`
@@ -25,6 +26,7 @@
 //! let agent = tokio::task::spawn_blocking(move || handle.get("builder-1")).await??;
 //! ```
 
+mod adhoc;
 mod claim;
 mod conn;
 mod copy;

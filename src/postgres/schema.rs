@@ -291,10 +291,48 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Opens the one connection that prepares the schema.
+/// Opens a connection of its own (the one that prepares the schema, a
+/// watcher's, ad-hoc SQL's), within the connect timeout.
+///
+/// The driver's `connect_timeout` bounds only the TCP connection: a server
+/// that accepts it and then never answers (a stopped process, a proxy with
+/// nothing behind it) would hold the caller forever. So the connection is
+/// made on a thread of its own, and the caller waits for it up to the
+/// connect timeout, once per host the URL names; past that it gets a
+/// storage error, and the thread ends whenever the socket does.
 pub(crate) fn connect(target: &Target, options: &PostgresOptions) -> Result<Client> {
-    target
+    let per_host = target
         .config
-        .connect(target.tls.clone())
-        .map_err(|e| connect_error(target, options.create, e))
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(options.connect_timeout);
+    let hosts = u32::try_from(target.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+    let limit = per_host.saturating_mul(hosts);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let (config, tls) = (target.config.clone(), target.tls.clone());
+    let no_thread = |e: std::io::Error| {
+        Error::Database(DatabaseError::new(
+            ErrorKind::Storage,
+            format!(
+                "cannot connect to {}: no thread to connect on: {e}",
+                target.shown
+            ),
+        ))
+    };
+    std::thread::Builder::new()
+        .name("roster-pg-connect".to_owned())
+        .spawn(move || {
+            let _ = sender.send(config.connect(tls));
+        })
+        .map_err(no_thread)?;
+    match receiver.recv_timeout(limit) {
+        Ok(connected) => connected.map_err(|e| connect_error(target, options.create, e)),
+        Err(_) => Err(Error::Database(DatabaseError::new(
+            ErrorKind::Storage,
+            format!(
+                "cannot connect to {}: no answer from the server within {limit:?} (the connect timeout; connect_timeout=SECONDS in the URL sets it)",
+                target.shown
+            ),
+        ))),
+    }
 }

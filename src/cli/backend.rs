@@ -1,0 +1,266 @@
+//! Where the registry is, and the registry every command works on.
+//!
+//! `--db` (or `$ROSTER_DB`) is read once into a [`Target`]: a PostgreSQL
+//! URL when it starts with `postgres://` or `postgresql://`, a file path
+//! otherwise. [`Target::open`] gives a [`Registry`], which derefs to
+//! `dyn AgentRegistry` for everything the trait does and has methods for
+//! the few things each backend does its own way: the clock that stamps a
+//! registration, ad-hoc SQL, the name shown to people.
+
+use std::ffi::OsStr;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use roster::{
+    AgentRegistry, Error, PostgresOptions, PostgresRegistry, SqlAccess, SqlOptions, SqlRows,
+    SqlSummary, SqlValue, SqliteOptions, SqliteRegistry,
+};
+
+use super::exit::Failure;
+
+/// Where `--db` points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// An SQLite file.
+    File(PathBuf),
+    /// A PostgreSQL database, as the URL was given (password included:
+    /// show it only through [`Target::shown`]).
+    Postgres(String),
+}
+
+/// Whether a command creates the registry when there is none.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Create {
+    /// Commands that write something of their own (an agent, a statement).
+    Yes,
+    /// Commands that only read, or that need an agent to exist: a mistyped
+    /// `--db` is "no registry at PATH", not a new empty file (or a new set
+    /// of tables).
+    No,
+}
+
+impl Target {
+    /// The target `--db` names; `default` when it was not given.
+    pub(crate) fn of(db: Option<&OsStr>, default: &str) -> Self {
+        let db = db.unwrap_or_else(|| OsStr::new(default));
+        match db.to_str() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Self::Postgres(url.to_owned())
+            }
+            _ => Self::File(PathBuf::from(db)),
+        }
+    }
+
+    /// The target as messages show it: the path, or the URL with its
+    /// password replaced by `***`.
+    pub(crate) fn shown(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Postgres(url) => redact(url),
+        }
+    }
+
+    /// Opens the registry, waiting up to `busy_timeout` for other
+    /// processes (SQLite's lock, PostgreSQL's row locks and pool).
+    pub(crate) fn open(&self, create: Create, busy_timeout: Duration) -> Result<Registry, Failure> {
+        let create = matches!(create, Create::Yes);
+        match self {
+            Self::File(path) => Ok(Registry::Sqlite(
+                SqliteOptions::new()
+                    .busy_timeout(busy_timeout)
+                    .create(create)
+                    .open(path)?,
+            )),
+            Self::Postgres(url) => PostgresOptions::new()
+                .busy_timeout(busy_timeout)
+                .create(create)
+                // One command makes one call at a time (the watcher and a
+                // top's feed thread one more).
+                .pool_size(2)
+                .open(url)
+                .map(Registry::Postgres)
+                .map_err(|e| Failure::of_postgres(e, &redact(url))),
+        }
+    }
+}
+
+/// `url` with the password taken out: `postgres://user:***@host/db`, and
+/// `password=***` in its parameters.
+pub(crate) fn redact(url: &str) -> String {
+    // First the parameters, so that an `@` in a password parameter cannot
+    // pass for the end of the user part.
+    let mut url = url.to_owned();
+    let mut from = 0;
+    while let Some(found) = url[from..].to_ascii_lowercase().find("password=") {
+        let key = from + found;
+        let value = key + "password=".len();
+        let end = url[value..].find('&').map_or(url.len(), |i| value + i);
+        if key > 0 && matches!(url.as_bytes()[key - 1], b'?' | b'&') {
+            url.replace_range(value..end, "***");
+            from = value + 3;
+        } else {
+            from = value;
+        }
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url;
+    };
+    // The last `@` ends the user and password, whatever they hold (a
+    // password with `/`, `?` or `@` unescaped is still hidden).
+    match rest.rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.clone(),
+        },
+        None => url.clone(),
+    }
+}
+
+/// An opened registry, on either backend. Cheap to clone (clones share the
+/// pool).
+#[derive(Clone, Debug)]
+pub(crate) enum Registry {
+    /// An SQLite file.
+    Sqlite(SqliteRegistry),
+    /// A PostgreSQL database.
+    Postgres(PostgresRegistry),
+}
+
+impl Deref for Registry {
+    type Target = dyn AgentRegistry;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Self::Sqlite(registry) => registry,
+            Self::Postgres(registry) => registry,
+        }
+    }
+}
+
+impl Registry {
+    /// The registry as people see it named: the file's path, or the URL
+    /// without its password.
+    pub(crate) fn shown(&self) -> String {
+        match self {
+            Self::Sqlite(registry) => registry.path().display().to_string(),
+            Self::Postgres(registry) => registry.url().to_owned(),
+        }
+    }
+
+    /// Now, by the clock that `heartbeat` and `reap` use: this host's for a
+    /// file, the server's for PostgreSQL (hosts whose clocks differ then
+    /// agree on who is alive).
+    pub(crate) fn now(&self) -> Result<DateTime<Utc>, Error> {
+        match self {
+            Self::Sqlite(_) => Ok(roster::now()),
+            Self::Postgres(registry) => registry.server_now(),
+        }
+    }
+
+    /// Runs one statement typed by a person and hands over its rows as
+    /// they come: SQLite's `query_each`, or PostgreSQL's.
+    pub(crate) fn query_each(
+        &self,
+        sql: &str,
+        access: SqlAccess,
+        timeout: Option<Duration>,
+        cancel: Option<Arc<AtomicBool>>,
+        on_row: impl FnMut(&[String], &[SqlValue]) -> roster::Result<()>,
+    ) -> Result<SqlSummary, Error> {
+        match self {
+            Self::Sqlite(registry) => {
+                let mut options = SqlOptions::new(access).timeout(timeout);
+                if let Some(cancel) = cancel {
+                    options = options.cancel(cancel);
+                }
+                registry.query_each(sql, &options, on_row)
+            }
+            Self::Postgres(registry) => registry.query_each(sql, access, timeout, cancel, on_row),
+        }
+    }
+
+    /// Runs one read-only statement of roster's own and returns its rows
+    /// (within the default time limit of ad-hoc SQL).
+    pub(crate) fn query(&self, sql: &str) -> Result<SqlRows, Error> {
+        let mut rows = Vec::new();
+        let summary = self.query_each(
+            sql,
+            SqlAccess::ReadOnly,
+            Some(roster::DEFAULT_SQL_TIMEOUT),
+            None,
+            |_, row| {
+                rows.push(row.to_vec());
+                Ok(())
+            },
+        )?;
+        Ok(SqlRows {
+            columns: summary.columns,
+            rows,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_postgres_and_the_rest_are_files() {
+        for url in [
+            "postgres://h/db",
+            "postgresql://u:p@h:5432/db?sslmode=require",
+        ] {
+            assert_eq!(
+                Target::of(Some(OsStr::new(url)), "roster.db"),
+                Target::Postgres(url.to_owned())
+            );
+        }
+        for path in [
+            "roster.db",
+            "./postgres://x",
+            "postgres.db",
+            "/var/lib/r.db",
+        ] {
+            assert_eq!(
+                Target::of(Some(OsStr::new(path)), "roster.db"),
+                Target::File(PathBuf::from(path))
+            );
+        }
+        assert_eq!(
+            Target::of(None, "roster.db"),
+            Target::File(PathBuf::from("roster.db"))
+        );
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        for (url, shown) in [
+            (
+                "postgres://roster:s3cret@db.example:5432/roster",
+                "postgres://roster:***@db.example:5432/roster",
+            ),
+            (
+                "postgresql://u:p/a?ss@h/db?sslmode=require&password=x",
+                "postgresql://u:***@h/db?sslmode=require&password=***",
+            ),
+            (
+                "postgres://h/db?password=x@y&sslmode=disable",
+                "postgres://h/db?password=***&sslmode=disable",
+            ),
+            (
+                "postgres://h/db?PASSWORD=x:y@z",
+                "postgres://h/db?PASSWORD=***",
+            ),
+            ("postgres://roster@h/db", "postgres://roster@h/db"),
+            ("postgres://h/db?password=x", "postgres://h/db?password=***"),
+            ("postgres://h", "postgres://h"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+            assert_eq!(Target::Postgres(url.to_owned()).shown(), shown);
+        }
+    }
+}
