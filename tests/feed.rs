@@ -26,36 +26,49 @@ fn pruned_events_make_an_old_cursor_a_clear_error() -> Result<()> {
         "UPDATE settings SET value = 5 WHERE name = 'events_keep'",
         SqlAccess::ReadWrite,
     )?;
-    for i in 0..10 {
+    // Events are pruned in batches, by every 64th event: up to then all
+    // are kept; then the newest events_keep from there on.
+    for i in 0..63 {
         registry.register(agent(&format!("a{i}")))?;
     }
-    assert_eq!(registry.last_event()?, 10);
+    assert_eq!(registry.last_event()?, 63);
+    assert_eq!(registry.events(0, 100)?.len(), 63, "nothing pruned yet");
+    for i in 63..70 {
+        registry.register(agent(&format!("a{i}")))?;
+    }
+    assert_eq!(registry.last_event()?, 70);
     match registry.events(0, 100) {
         Err(e @ Error::CursorTooOld { .. }) => assert_eq!(
             e.to_string(),
-            "cursor 0 is older than the oldest kept event 6: list, then watch from 6"
+            "cursor 0 is older than the oldest kept event 60: list, then watch from 60"
         ),
         other => panic!("expected CursorTooOld, got {other:?}"),
     }
     assert!(matches!(
-        registry.events(4, 100),
-        Err(Error::CursorTooOld { oldest: 6, .. })
+        registry.events(58, 100),
+        Err(Error::CursorTooOld { oldest: 60, .. })
     ));
-    let kept: Vec<u64> = registry.events(5, 100)?.iter().map(|e| e.seq).collect();
-    assert_eq!(kept, [6, 7, 8, 9, 10]);
-    // Every event pruned: the cursor before them is too old, the newest is
-    // still a valid place to watch from.
+    let kept: Vec<u64> = registry.events(59, 100)?.iter().map(|e| e.seq).collect();
+    assert_eq!(kept, (60..=70).collect::<Vec<u64>>());
+    // Every event but the newest pruned: the cursor before it is too old,
+    // the newest is still a valid place to watch from.
     registry.query(
         "UPDATE settings SET value = 1 WHERE name = 'events_keep'",
         SqlAccess::ReadWrite,
     )?;
     registry.heartbeat("a0")?;
-    registry.deregister("a0")?;
+    for i in 0..57 {
+        registry.deregister(&format!("a{i}"))?;
+    }
+    assert_eq!(registry.last_event()?, 127);
+    // A lowered events_keep takes effect at the next 64th event.
+    assert_eq!(registry.events(59, 100)?.len(), 68);
+    registry.deregister("a57")?;
     assert!(matches!(
-        registry.events(5, 100),
-        Err(Error::CursorTooOld { oldest: 11, .. })
+        registry.events(59, 100),
+        Err(Error::CursorTooOld { oldest: 128, .. })
     ));
-    assert_eq!(registry.events(10, 100)?.len(), 1);
+    assert_eq!(registry.events(127, 100)?.len(), 1);
     Ok(())
 }
 
