@@ -11,7 +11,8 @@
 --   token never changes.
 -- * events are pruned in batches, when seq is a multiple of 64, instead of
 --   one event per insert (which rewrote the log's first page every time):
---   at least events_keep events are kept, at most events_keep + 63.
+--   at least events_keep events are kept, at most events_keep + 63 (a
+--   lowered events_keep takes effect at the next 64th event).
 -- * the triggers of a claim insert and of a claim delete are folded into one
 --   each, and the check that an agent's load covers its claims counts them
 --   only when the load goes down.
@@ -213,23 +214,29 @@ BEGIN
     SELECT RAISE(ABORT, 'agents.current_load cannot drop below the claims the agent holds: delete claims to release them');
 END;
 
--- The counter follows every event. Every 64 events, the log is cut back to
--- the newest events_keep (so it holds events_keep to events_keep + 63), and
--- the oldest ones older than events_keep_seconds go (looking at most at the
--- 1000 oldest): one page rewritten per 64 events rather than per event.
+-- The counter follows every event. Every 64th event cuts the log back to
+-- the newest events_keep (so it holds events_keep to events_keep + 63),
+-- and takes the oldest ones older than events_keep_seconds (looking at
+-- most at the 1000 oldest): one page of the log rewritten per 64 events
+-- rather than per event, and no pruning statement run for the other 63.
 DROP TRIGGER events_insert_counts_and_prunes;
-CREATE TRIGGER events_insert_counts_and_prunes
+
+CREATE TRIGGER events_insert_counts
 AFTER INSERT ON events
 BEGIN
     UPDATE counters SET value = NEW.seq WHERE name = 'event_seq';
+END;
+
+CREATE TRIGGER events_insert_prunes
+AFTER INSERT ON events
+WHEN NEW.seq % 64 = 0
+BEGIN
     DELETE FROM events
-    WHERE NEW.seq % 64 = 0
-      AND seq <= NEW.seq - (SELECT value FROM settings WHERE name = 'events_keep');
+    WHERE seq <= NEW.seq - (SELECT value FROM settings WHERE name = 'events_keep');
     -- Only the prefix of old events, up to the first one young enough:
     -- an event with an odd time never takes younger ones with it.
     DELETE FROM events
-    WHERE NEW.seq % 64 = 0
-      AND seq < coalesce(
+    WHERE seq < coalesce(
           (SELECT min(seq) FROM (SELECT seq, at FROM events ORDER BY seq LIMIT 1000)
            WHERE at >= strftime('%Y-%m-%d %H:%M:%f000000', 'now',
                '-' || (SELECT value FROM settings WHERE name = 'events_keep_seconds') || ' seconds')),
