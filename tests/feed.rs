@@ -73,6 +73,51 @@ fn pruned_events_make_an_old_cursor_a_clear_error() -> Result<()> {
 }
 
 #[test]
+fn events_older_than_events_keep_seconds_go_as_a_prefix() -> Result<()> {
+    let registry = TempRegistry::new();
+    registry.query(
+        "UPDATE settings SET value = 3600 WHERE name = 'events_keep_seconds'",
+        SqlAccess::ReadWrite,
+    )?;
+    // Ten events from 2020, typed by hand, then a young one, then one more
+    // from 2020 (an odd time after a young event).
+    let old = |count: usize| -> String {
+        "INSERT INTO events (seq, at, kind, agent_id, status) VALUES \
+         ((SELECT value + 1 FROM counters WHERE name = 'event_seq'), '2020-01-01 00:00:00.000000000', 'status', 'gone', 'busy');\n"
+            .repeat(count)
+    };
+    let typed = |sql: &str| {
+        let out = common::sqlite3(registry.path(), sql, common::OnError::Stop);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    typed(&old(10));
+    registry.register(agent("young"))?;
+    typed(&old(1));
+    assert_eq!(registry.last_event()?, 12);
+    // Nothing goes before the 64th event.
+    for i in 0..51 {
+        registry.register(agent(&format!("a{i}")))?;
+    }
+    assert_eq!(registry.last_event()?, 63);
+    assert_eq!(registry.events(0, 100)?.len(), 63);
+    registry.register(agent("a51"))?;
+    // The ten old ones went; the odd one after the young one stays.
+    assert!(matches!(
+        registry.events(0, 100),
+        Err(Error::CursorTooOld { oldest: 11, .. })
+    ));
+    let kept = registry.events(10, 100)?;
+    assert_eq!(kept.len(), 54);
+    assert_eq!(kept[0].agent_id, "young");
+    assert_eq!((kept[1].seq, kept[1].agent_id.as_str()), (12, "gone"));
+    Ok(())
+}
+
+#[test]
 fn rows_deleted_by_hand_count_as_pruned() -> Result<()> {
     let registry = TempRegistry::new();
     for i in 0..6 {

@@ -16,6 +16,9 @@
 -- * the triggers of a claim insert and of a claim delete are folded into one
 --   each, and the check that an agent's load covers its claims counts them
 --   only when the load goes down.
+-- * the age-based pruning stops at the first event young enough instead of
+--   reading the 1000 oldest twice every 64th event (about 1 ms each time,
+--   some 15 us per event).
 
 -- The triggers that name claims are dropped before the table is rebuilt
 -- (a rename re-reads every trigger) and created again below.
@@ -216,9 +219,9 @@ END;
 
 -- The counter follows every event. Every 64th event cuts the log back to
 -- the newest events_keep (so it holds events_keep to events_keep + 63),
--- and takes the oldest ones older than events_keep_seconds (looking at
--- most at the 1000 oldest): one page of the log rewritten per 64 events
--- rather than per event, and no pruning statement run for the other 63.
+-- and takes the oldest ones older than events_keep_seconds: one page of the
+-- log rewritten per 64 events rather than per event, and no pruning
+-- statement run for the other 63.
 DROP TRIGGER events_insert_counts_and_prunes;
 
 CREATE TRIGGER events_insert_counts
@@ -227,18 +230,23 @@ BEGIN
     UPDATE counters SET value = NEW.seq WHERE name = 'event_seq';
 END;
 
+-- The old events go as a prefix, up to the first one young enough (an
+-- event with an odd time never takes younger ones with it), looking at
+-- the cursors below the oldest + 1000 at most. The first young one is
+-- found in cursor order and ends the search: on a log whose oldest event
+-- is young, it reads one row (version 6 read the 1000 oldest, twice).
 CREATE TRIGGER events_insert_prunes
 AFTER INSERT ON events
 WHEN NEW.seq % 64 = 0
 BEGIN
     DELETE FROM events
     WHERE seq <= NEW.seq - (SELECT value FROM settings WHERE name = 'events_keep');
-    -- Only the prefix of old events, up to the first one young enough:
-    -- an event with an odd time never takes younger ones with it.
     DELETE FROM events
     WHERE seq < coalesce(
-          (SELECT min(seq) FROM (SELECT seq, at FROM events ORDER BY seq LIMIT 1000)
-           WHERE at >= strftime('%Y-%m-%d %H:%M:%f000000', 'now',
-               '-' || (SELECT value FROM settings WHERE name = 'events_keep_seconds') || ' seconds')),
-          (SELECT max(seq) + 1 FROM (SELECT seq FROM events ORDER BY seq LIMIT 1000)));
+          (SELECT seq FROM events
+           WHERE seq < (SELECT min(seq) FROM events) + 1000
+             AND at >= strftime('%Y-%m-%d %H:%M:%f000000', 'now',
+                 '-' || (SELECT value FROM settings WHERE name = 'events_keep_seconds') || ' seconds')
+           ORDER BY seq LIMIT 1),
+          (SELECT min(seq) FROM events) + 1000);
 END;
