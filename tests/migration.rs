@@ -262,7 +262,11 @@ fn a_version_6_file_keeps_its_claims_and_events_through_version_7() -> Result<()
     assert!(before.contains("task-13|agent-06|14|"), "{before}");
     let registry = SqliteRegistry::open(&path)?;
     assert_eq!(user_version(&path), SqliteRegistry::SCHEMA_VERSION);
-    assert_eq!(shell(&path, rows), before, "claims, events, loads and counters");
+    assert_eq!(
+        shell(&path, rows),
+        before,
+        "claims, events, loads and counters"
+    );
     common::assert_healthy(&path);
     // The held claims through the API: the detached ones of agent-06 are
     // recoverable, as before.
@@ -270,10 +274,7 @@ fn a_version_6_file_keeps_its_claims_and_events_through_version_7() -> Result<()
     assert_eq!(held.len(), 12);
     assert_eq!(held.iter().map(|c| c.token).max(), Some(15));
     let recovered = registry.recover()?;
-    let gone: Vec<&str> = recovered
-        .iter()
-        .map(|r| r.claim.task_id.as_str())
-        .collect();
+    let gone: Vec<&str> = recovered.iter().map(|r| r.claim.task_id.as_str()).collect();
     assert_eq!(gone, ["task-06", "task-13"]);
     // The next claim takes the next token and a slot; the feed goes on.
     let last = registry.last_event()?;
@@ -317,7 +318,10 @@ fn a_version_6_file_keeps_its_claims_and_events_through_version_7() -> Result<()
         assert!(out.contains(refusal), "{sql}: {out}");
     }
     assert_eq!(
-        shell(&path, "SELECT count(*) FROM claims WHERE task_id IN ('x', 'y', 'z');"),
+        shell(
+            &path,
+            "SELECT count(*) FROM claims WHERE task_id IN ('x', 'y', 'z');"
+        ),
         "0\n"
     );
     // The token's UNIQUE index is gone; the other indexes stay.
