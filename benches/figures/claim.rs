@@ -191,16 +191,21 @@ fn read_back(conn: &Connection, id: &str) {
 }
 
 /// How many claims each repetition of [`claim_and_release`] takes and gives
-/// back, and how many slices it cuts them into.
-const BATCH: usize = 200;
-const SLICES: usize = 20;
+/// back on each side, and how many slices it cuts them into. A claim as a
+/// row writes about 8 WAL pages, so a batch spans several checkpoints on
+/// both sides (one every 1000 pages), and the share of each that falls in
+/// a repetition varies less.
+const BATCH: usize = 1000;
+const SLICES: usize = 50;
+/// How many calls the WAL frames per call are counted over.
+const FRAME_CALLS: usize = 50;
 
 /// Claim, then release, with claims as rows (roster) against the load
 /// counter before them, each repetition taking `BATCH` claims on each side
 /// and then giving them back, in slices that alternate the two sides (and
 /// which goes first). The roster file's change feed is at its steady state:
-/// `events_keep` is set to the events registration wrote, so that every
-/// claim and release prunes, as on a file that has been in use for a while.
+/// `events_keep` is set to the events registration wrote, so that events are
+/// pruned as on a file that has been in use for a while.
 fn claim_and_release(bench: &mut Bench, n: usize, work: &[Task]) {
     let agents = fleet(n, 21);
     let (path, registry) = bench.roster_file(&format!("claim-rows-{n}.db"), &agents);
@@ -222,7 +227,7 @@ fn claim_and_release(bench: &mut Bench, n: usize, work: &[Task]) {
         let mut loaded: Vec<String> = Vec::with_capacity(BATCH);
         let mut spent = [Duration::ZERO; 4];
         for k in 0..SLICES {
-            let tasks = &work[(k * slice) % work.len()..][..slice];
+            let tasks = &work[k * slice..][..slice];
             let mut rows = || {
                 let start = Instant::now();
                 for task in tasks {
@@ -285,6 +290,45 @@ fn claim_and_release(bench: &mut Bench, n: usize, work: &[Task]) {
         }
     }
     let [claim_rows, claim_counter, release_rows, release_counter] = times;
+    // WAL frames per call: 50 calls after a checkpoint that empties the
+    // -wal file (50 times a dozen frames stays under the 1000 frames that
+    // start a checkpoint), then the frame count a passive checkpoint reports.
+    let frames = |file: &Path, calls: &mut dyn FnMut(usize)| -> f64 {
+        let conn = Connection::open(file).expect("open");
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("truncate");
+        for i in 0..FRAME_CALLS {
+            calls(i);
+        }
+        let logged: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+            .expect("checkpoint");
+        logged as f64 / FRAME_CALLS as f64
+    };
+    let mut held = Vec::new();
+    let claim_frames = frames(&path, &mut |i| {
+        if let Ok(claimed) = registry.claim(&work[i], None) {
+            held.push(claimed.claim.task_id);
+        }
+    });
+    let release_frames = frames(&path, &mut |i| {
+        if let Some(task_id) = held.get(i) {
+            registry.release(task_id, None).expect("release");
+        }
+    });
+    let old_path = old.conn.path().map(Path::new).expect("path").to_owned();
+    let mut loaded = Vec::new();
+    let old_claim_frames = frames(&old_path, &mut |i| {
+        loaded.extend(old.claim(&work[i]));
+    });
+    let old_release_frames = frames(&old_path, &mut |i| {
+        if let Some(id) = loaded.get(i) {
+            old.release(id);
+        }
+    });
+    bench.note(format!(
+        "WAL frames (pages written) per call, {n} agents: claim {claim_frames:.2}, the load counter's claim {old_claim_frames:.2}; release {release_frames:.2}, the load counter's release {old_release_frames:.2}"
+    ));
     bench.push(
         format!("claim, {n} agents"),
         "the load counter's claim (schema 3), bare SQL",
@@ -302,8 +346,8 @@ fn claim_and_release(bench: &mut Bench, n: usize, work: &[Task]) {
 /// Measures the claim rows at every size.
 pub fn run(bench: &mut Bench) {
     for n in bench.sizes() {
+        claim_and_release(bench, n, &tasks(BATCH, 5));
         let work = tasks(512, 5);
-        claim_and_release(bench, n, &work);
         let agents = fleet(n, 21);
         let (_, registry) = bench.roster_file(&format!("claim-{n}.db"), &agents);
         let (_, seed_sqlite) = bench.roster_file(&format!("claim-seed-{n}.db"), &agents);
