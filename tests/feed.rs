@@ -26,36 +26,94 @@ fn pruned_events_make_an_old_cursor_a_clear_error() -> Result<()> {
         "UPDATE settings SET value = 5 WHERE name = 'events_keep'",
         SqlAccess::ReadWrite,
     )?;
-    for i in 0..10 {
+    // Events are pruned in batches, by every 64th event: up to then all
+    // are kept; then the newest events_keep from there on.
+    for i in 0..63 {
         registry.register(agent(&format!("a{i}")))?;
     }
-    assert_eq!(registry.last_event()?, 10);
+    assert_eq!(registry.last_event()?, 63);
+    assert_eq!(registry.events(0, 100)?.len(), 63, "nothing pruned yet");
+    for i in 63..70 {
+        registry.register(agent(&format!("a{i}")))?;
+    }
+    assert_eq!(registry.last_event()?, 70);
     match registry.events(0, 100) {
         Err(e @ Error::CursorTooOld { .. }) => assert_eq!(
             e.to_string(),
-            "cursor 0 is older than the oldest kept event 6: list, then watch from 6"
+            "cursor 0 is older than the oldest kept event 60: list, then watch from 60"
         ),
         other => panic!("expected CursorTooOld, got {other:?}"),
     }
     assert!(matches!(
-        registry.events(4, 100),
-        Err(Error::CursorTooOld { oldest: 6, .. })
+        registry.events(58, 100),
+        Err(Error::CursorTooOld { oldest: 60, .. })
     ));
-    let kept: Vec<u64> = registry.events(5, 100)?.iter().map(|e| e.seq).collect();
-    assert_eq!(kept, [6, 7, 8, 9, 10]);
-    // Every event pruned: the cursor before them is too old, the newest is
-    // still a valid place to watch from.
+    let kept: Vec<u64> = registry.events(59, 100)?.iter().map(|e| e.seq).collect();
+    assert_eq!(kept, (60..=70).collect::<Vec<u64>>());
+    // Every event but the newest pruned: the cursor before it is too old,
+    // the newest is still a valid place to watch from.
     registry.query(
         "UPDATE settings SET value = 1 WHERE name = 'events_keep'",
         SqlAccess::ReadWrite,
     )?;
     registry.heartbeat("a0")?;
-    registry.deregister("a0")?;
+    for i in 0..57 {
+        registry.deregister(&format!("a{i}"))?;
+    }
+    assert_eq!(registry.last_event()?, 127);
+    // A lowered events_keep takes effect at the next 64th event.
+    assert_eq!(registry.events(59, 100)?.len(), 68);
+    registry.deregister("a57")?;
     assert!(matches!(
-        registry.events(5, 100),
+        registry.events(59, 100),
+        Err(Error::CursorTooOld { oldest: 128, .. })
+    ));
+    assert_eq!(registry.events(127, 100)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn events_older_than_events_keep_seconds_go_as_a_prefix() -> Result<()> {
+    let registry = TempRegistry::new();
+    registry.query(
+        "UPDATE settings SET value = 3600 WHERE name = 'events_keep_seconds'",
+        SqlAccess::ReadWrite,
+    )?;
+    // Ten events from 2020, typed by hand, then a young one, then one more
+    // from 2020 (an odd time after a young event).
+    let old = |count: usize| -> String {
+        "INSERT INTO events (seq, at, kind, agent_id, status) VALUES \
+         ((SELECT value + 1 FROM counters WHERE name = 'event_seq'), '2020-01-01 00:00:00.000000000', 'status', 'gone', 'busy');\n"
+            .repeat(count)
+    };
+    let typed = |sql: &str| {
+        let out = common::sqlite3(registry.path(), sql, common::OnError::Stop);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    typed(&old(10));
+    registry.register(agent("young"))?;
+    typed(&old(1));
+    assert_eq!(registry.last_event()?, 12);
+    // Nothing goes before the 64th event.
+    for i in 0..51 {
+        registry.register(agent(&format!("a{i}")))?;
+    }
+    assert_eq!(registry.last_event()?, 63);
+    assert_eq!(registry.events(0, 100)?.len(), 63);
+    registry.register(agent("a51"))?;
+    // The ten old ones went; the odd one after the young one stays.
+    assert!(matches!(
+        registry.events(0, 100),
         Err(Error::CursorTooOld { oldest: 11, .. })
     ));
-    assert_eq!(registry.events(10, 100)?.len(), 1);
+    let kept = registry.events(10, 100)?;
+    assert_eq!(kept.len(), 54);
+    assert_eq!(kept[0].agent_id, "young");
+    assert_eq!((kept[1].seq, kept[1].agent_id.as_str()), (12, "gone"));
     Ok(())
 }
 

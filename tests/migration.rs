@@ -1,7 +1,9 @@
 //! Upgrading a file written by an older roster: version 2 files (built by
 //! typing the released migrations into the real `sqlite3` shell) open with
 //! every row and capability intact, refuse the upgrade when they hold rows the
-//! new rules refuse, and upgrade once when many processes open them at once.
+//! new rules refuse, and upgrade once when many processes open them at once;
+//! a version 6 file keeps its held claims and its events through the
+//! rebuild of `claims`, and its rules after it.
 
 mod common;
 
@@ -183,6 +185,152 @@ fn rows_the_new_rules_refuse_stop_the_upgrade_and_are_named() -> Result<()> {
     let registry = SqliteRegistry::open(&path)?;
     assert_eq!(registry.list()?.len(), 500);
     assert_eq!(user_version(&path), SqliteRegistry::SCHEMA_VERSION);
+    Ok(())
+}
+
+/// Builds a version 6 file at `path` in the real shell: 20 agents, 12 held
+/// claims (with and without a lease, two detached by deregistering their
+/// agent), 3 released, and the events all that wrote.
+fn version_6_file(path: &Path) {
+    let mut sql = String::new();
+    for migration in [
+        include_str!("../migrations/sqlite/0001_agents.sql"),
+        include_str!("../migrations/sqlite/0002_claim_indexes.sql"),
+        include_str!("../migrations/sqlite/0003_text_rules.sql"),
+        include_str!("../migrations/sqlite/0004_drain_and_metadata.sql"),
+        include_str!("../migrations/sqlite/0005_claims.sql"),
+        include_str!("../migrations/sqlite/0006_events.sql"),
+    ] {
+        sql.push_str(migration);
+        sql.push('\n');
+    }
+    sql.push_str("PRAGMA user_version = 6; PRAGMA journal_mode = WAL; BEGIN;\n");
+    for i in 0..20 {
+        sql.push_str(&format!(
+            "INSERT INTO agents (id, name, last_heartbeat, current_load, max_load) \
+             VALUES ('agent-{i:02}', '', '2026-03-04 05:06:07.000000000', {}, 4);\n",
+            i % 2
+        ));
+    }
+    for t in 0..15 {
+        let lease = if t % 3 == 0 {
+            "'2030-01-01 00:00:00.000000000'".to_owned()
+        } else {
+            "NULL".to_owned()
+        };
+        sql.push_str(&format!(
+            "INSERT INTO claims (task_id, agent_id, token, claimed_at, lease_expires_at) \
+             VALUES ('task-{t:02}', 'agent-{:02}', (SELECT value + 1 FROM counters WHERE name = 'claim_token'), \
+             '2026-03-04 05:06:{t:02}.000000000', {lease});\n",
+            t % 7
+        ));
+    }
+    sql.push_str(
+        "DELETE FROM claims WHERE task_id IN ('task-01', 'task-05', 'task-09');
+         DELETE FROM agents WHERE id = 'agent-06';
+         COMMIT;\n",
+    );
+    let out = common::sqlite3(path, &sql, common::OnError::Stop);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What the shell prints for `sql` on `path`.
+fn shell(path: &Path, sql: &str) -> String {
+    let out = common::sqlite3(path, sql, common::OnError::GoOn);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_version_6_file_keeps_its_claims_and_events_through_version_7() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v6.db");
+    version_6_file(&path);
+    let rows = "SELECT task_id, agent_id, token, claimed_at, lease_expires_at, detached FROM claims ORDER BY token;
+                SELECT * FROM events ORDER BY seq;
+                SELECT id, current_load FROM agents ORDER BY id;
+                SELECT name, value FROM counters ORDER BY name;";
+    let before = shell(&path, rows);
+    assert_eq!(before.matches("task-").count(), 12 + 15 + 3, "{before}");
+    assert!(before.contains("task-13|agent-06|14|"), "{before}");
+    let registry = SqliteRegistry::open(&path)?;
+    assert_eq!(user_version(&path), SqliteRegistry::SCHEMA_VERSION);
+    assert_eq!(
+        shell(&path, rows),
+        before,
+        "claims, events, loads and counters"
+    );
+    common::assert_healthy(&path);
+    // The held claims through the API: the detached ones of agent-06 are
+    // recoverable, as before.
+    let held = registry.claims(None)?;
+    assert_eq!(held.len(), 12);
+    assert_eq!(held.iter().map(|c| c.token).max(), Some(15));
+    let recovered = registry.recover()?;
+    let gone: Vec<&str> = recovered.iter().map(|r| r.claim.task_id.as_str()).collect();
+    assert_eq!(gone, ["task-06", "task-13"]);
+    // The next claim takes the next token and a slot; the feed goes on.
+    let last = registry.last_event()?;
+    let claimed = registry.claim(
+        &roster::Task {
+            id: "after".into(),
+            ..roster::Task::default()
+        },
+        None,
+    )?;
+    assert_eq!(claimed.claim.token, 16);
+    let events = registry.events(last, 10)?;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].seq, last + 1);
+    assert_eq!(events[0].task_id.as_deref(), Some("after"));
+    // Release gives the slot back.
+    let load = registry.get(&claimed.agent.id)?.current_load;
+    registry.release("after", Some(16))?;
+    assert_eq!(registry.get(&claimed.agent.id)?.current_load, load - 1);
+    // The rules hold for SQL typed by hand: an old token, a held task, a
+    // load below the claims, in one statement or several.
+    for (sql, refusal) in [
+        (
+            "INSERT INTO claims (task_id, agent_id, token, claimed_at) VALUES ('x', 'agent-00', 16, '2026-03-04 05:06:07.000000000');",
+            "claims.token must be above every token given before",
+        ),
+        (
+            "INSERT INTO claims (task_id, agent_id, token, claimed_at) VALUES ('task-00', 'agent-00', 99, '2026-03-04 05:06:07.000000000');",
+            "the task is already claimed",
+        ),
+        (
+            "INSERT INTO claims (task_id, agent_id, token, claimed_at) VALUES ('y', 'agent-00', 50, '2026-03-04 05:06:07.000000000'), ('z', 'agent-01', 50, '2026-03-04 05:06:07.000000000');",
+            "claims.token must be above every token given before",
+        ),
+        (
+            "UPDATE agents SET current_load = 0 WHERE id = 'agent-00';",
+            "agents.current_load cannot drop below the claims the agent holds",
+        ),
+    ] {
+        let out = shell(&path, sql);
+        assert!(out.contains(refusal), "{sql}: {out}");
+    }
+    assert_eq!(
+        shell(
+            &path,
+            "SELECT count(*) FROM claims WHERE task_id IN ('x', 'y', 'z');"
+        ),
+        "0\n"
+    );
+    // The token's UNIQUE index is gone; the other indexes stay.
+    let indexes = shell(
+        &path,
+        "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'claims' ORDER BY name;",
+    );
+    assert_eq!(indexes, "claims_by_agent\nclaims_by_lease\n");
+    common::assert_healthy(&path);
     Ok(())
 }
 

@@ -407,6 +407,12 @@ fn top_reads_everything_again_when_the_events_it_needed_were_pruned() {
         reg.register(agent(id, AgentStatus::Available, 0, 1, &[]))
             .expect("register");
     }
+    // Events are pruned by every 64th: 54 more (drain and undrain), so that
+    // the statement below writes events 60 to 64.
+    for _ in 0..27 {
+        reg.drain("a", true).expect("drain");
+        reg.drain("a", false).expect("undrain");
+    }
     let tmux = Tmux::top(reg.path(), &[], &[], 120, 30);
     tmux.wait_for("the five agents", |s| {
         rows(s) == ["a", "b", "c", "d", "e"] && s.contains("q quit")
@@ -424,7 +430,9 @@ fn top_reads_everything_again_when_the_events_it_needed_were_pruned() {
         ["a", "b", "c", "d", "e"]
             .iter()
             .all(|id| row(s, id).is_some_and(|r| r.contains("busy")))
-            && s.contains("events 6 to 9 were pruned before top read them: every agent read again")
+            && s.contains(
+                "events 60 to 63 were pruned before top read them: every agent read again",
+            )
     });
     // And it goes on following the feed from there.
     reg.drain("c", true).expect("drain");

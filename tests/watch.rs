@@ -287,23 +287,24 @@ fn a_cursor_that_cannot_be_resumed_is_a_clear_error() -> Result<()> {
         "UPDATE settings SET value = 3 WHERE name = 'events_keep'",
         SqlAccess::ReadWrite,
     )?;
-    for i in 0..6 {
+    // Events are pruned by every 64th: the 64th keeps 62 to 64.
+    for i in 0..64 {
         registry.register(agent(&format!("a{i}"), 1))?;
     }
     assert!(matches!(
         registry.events(1, 1),
-        Err(Error::CursorTooOld { oldest: 4, .. })
+        Err(Error::CursorTooOld { oldest: 62, .. })
     ));
     let cases: [(&[&str], i32, &str); 5] = [
         (
             &["watch", "--since", "1"],
             11,
-            "roster: cursor 1 is older than the oldest kept event 4: list, then watch from 4; `roster watch --since 3` prints every event still kept",
+            "roster: cursor 1 is older than the oldest kept event 62: list, then watch from 62; `roster watch --since 61` prints every event still kept",
         ),
         (
-            &["watch", "--since", "7"],
+            &["watch", "--since", "65"],
             11,
-            "roster: cursor 7 is ahead of the newest event 6: it is not a cursor of this registry; `roster watch` (without --since) starts from the newest",
+            "roster: cursor 65 is ahead of the newest event 64: it is not a cursor of this registry; `roster watch` (without --since) starts from the newest",
         ),
         (
             &["watch", "--since", "-1"],
@@ -344,13 +345,13 @@ fn a_cursor_that_cannot_be_resumed_is_a_clear_error() -> Result<()> {
     assert_eq!(error["kind"], "conflict");
     assert_eq!(error["exit_code"], 11);
     // The cursor the message offers works.
-    let mut watcher = start(registry.path(), &["--json", "watch", "--since", "3"]);
-    let kept = json_lines(&events_after(&registry, 3)?);
+    let mut watcher = start(registry.path(), &["--json", "watch", "--since", "61"]);
+    let kept = json_lines(&events_after(&registry, 61)?);
     for expected in &kept {
         assert_eq!(&watcher.expect_line("a kept event"), expected);
     }
     sigterm(&watcher);
-    watcher.finish().expect_success("roster watch --since 3");
+    watcher.finish().expect_success("roster watch --since 61");
     Ok(())
 }
 

@@ -1,10 +1,18 @@
 //! BENCHMARKS.md rows "claim, N agents" against the Go registry's dispatch
 //! (list + route + update) on `MemoryRegistry` and on `SqliteRegistry`, and
-//! against `MemoryRegistry::claim`, at every fleet size (row name `claim`).
+//! against `MemoryRegistry::claim`, at every fleet size; and claim and
+//! release (claims as rows) against the load counter's claim and release
+//! that came before them (row name `claim`).
 
+use std::path::Path;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use roster::{AgentRegistry, DefaultRouter, Error, MemoryRegistry, Task, TaskRouter};
+use roster::{
+    AgentRegistry, DefaultRouter, Error, MemoryRegistry, Priority, SqliteRegistry, Task, TaskRouter,
+};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::common::{Bench, Times, fleet, interleaved, tasks};
 
@@ -52,9 +60,294 @@ fn dispatch(
     Ok(Taken::Load(id))
 }
 
-/// Measures the three rows at every size.
+/// The walk of schema version 3's claim in both routing orders, as
+/// `src/sqlite/claim.rs` runs it today (critical first): the agents with a
+/// free slot in routing order, the first online one that holds the labels.
+const WALKS: [&str; 2] = [
+    "SELECT a.id, a.status <> 'offline' AND a.drained = 0 AND NOT EXISTS (SELECT 1 FROM rarray(?1) AS l \
+     WHERE NOT EXISTS (SELECT 1 FROM capabilities AS c WHERE c.capability = l.value AND c.agent_id = a.id)) \
+     FROM agents AS a INDEXED BY agents_claim_by_load \
+     WHERE a.current_load < (CASE a.max_load WHEN 0 THEN 4294967295 ELSE a.max_load END) \
+     ORDER BY a.current_load, a.id LIMIT 256",
+    "SELECT a.id, a.status <> 'offline' AND a.drained = 0 AND NOT EXISTS (SELECT 1 FROM rarray(?1) AS l \
+     WHERE NOT EXISTS (SELECT 1 FROM capabilities AS c WHERE c.capability = l.value AND c.agent_id = a.id)) \
+     FROM agents AS a INDEXED BY agents_claim_by_usage \
+     WHERE a.current_load < (CASE a.max_load WHEN 0 THEN 4294967295 ELSE a.max_load END) \
+     ORDER BY (CASE WHEN a.max_load = 0 THEN 0.0 ELSE a.current_load * 1.0 / a.max_load END), a.id LIMIT 256",
+];
+
+/// Claim and release as they were before claims became rows (schema
+/// version 3): a claim walked the claim index and added one to the chosen
+/// agent's `current_load`, a release took one off, each in one `BEGIN
+/// IMMEDIATE` transaction. Bare SQL on a copy of a roster file from which
+/// the claims and events tables and their triggers are dropped, with
+/// roster's pragmas.
+struct LoadCounter {
+    conn: Connection,
+}
+
+impl LoadCounter {
+    /// Copies the roster file at `from` (closed, so checkpointed) to `to`
+    /// and drops what schema version 3 did not have.
+    fn open(from: &Path, to: &Path) -> LoadCounter {
+        std::fs::copy(from, to).expect("copy");
+        let conn = Connection::open(to).expect("open copy");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("busy_timeout");
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .expect("synchronous");
+        conn.pragma_update(None, "foreign_keys", true).expect("fk");
+        rusqlite::vtab::array::load_module(&conn).expect("rarray");
+        let triggers: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'trigger'
+                 AND (tbl_name IN ('claims', 'events') OR sql LIKE '%claims%' OR sql LIKE '%events%')",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .expect("triggers");
+        for trigger in triggers {
+            conn.execute_batch(&format!("DROP TRIGGER \"{trigger}\""))
+                .expect("drop trigger");
+        }
+        conn.execute_batch("DROP TABLE claims; DROP TABLE events;")
+            .expect("drop tables");
+        LoadCounter { conn }
+    }
+
+    /// The old claim: the walk, one more on the load, the agent read back.
+    fn claim(&self, task: &Task) -> Option<String> {
+        let labels: Rc<Vec<Value>> = Rc::new(
+            task.labels
+                .iter()
+                .map(|label| Value::Text(label.clone()))
+                .collect(),
+        );
+        let walk = WALKS[usize::from(task.priority != Priority::Critical)];
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .expect("begin");
+        let chosen: Option<String> = {
+            let mut stmt = tx.prepare_cached(walk).expect("walk");
+            let mut rows = stmt.query([&labels]).expect("walk");
+            let mut chosen = None;
+            while let Some(row) = rows.next().expect("walk") {
+                if row.get::<_, bool>(1).expect("eligible") {
+                    chosen = Some(row.get(0).expect("id"));
+                    break;
+                }
+            }
+            chosen
+        };
+        if let Some(id) = &chosen {
+            tx.prepare_cached("UPDATE agents SET current_load = current_load + 1 WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute([id]))
+                .expect("update");
+            read_back(&tx, id);
+        }
+        tx.commit().expect("commit");
+        chosen
+    }
+
+    /// The old release: one less on the load of agent `id`.
+    fn release(&self, id: &str) {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .expect("begin");
+        let changed = tx
+            .prepare_cached(
+                "UPDATE agents SET current_load = current_load - 1
+                 WHERE id = ?1 AND current_load > 0",
+            )
+            .and_then(|mut stmt| stmt.execute([id]))
+            .expect("update");
+        assert_eq!(changed, 1);
+        tx.commit().expect("commit");
+    }
+}
+
+/// Reads agent `id` back as claim does: its row with its capabilities,
+/// then its metadata.
+fn read_back(conn: &Connection, id: &str) {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT a.id, a.name, a.status, a.last_heartbeat, a.current_load, a.max_load,
+                    a.drained, a.host, a.pid, a.started_at, c.capability
+             FROM agents AS a LEFT JOIN capabilities AS c ON c.agent_id = a.id
+             WHERE a.id = ?1 ORDER BY c.position",
+        )
+        .expect("read back");
+    let rows = stmt
+        .query_map([id], |row| row.get::<_, Option<String>>(10))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .expect("read back");
+    assert!(!rows.is_empty());
+    conn.prepare_cached("SELECT key, value FROM metadata WHERE agent_id = ?1 ORDER BY key")
+        .and_then(|mut stmt| {
+            stmt.query_row([id], |row| row.get::<_, String>(0))
+                .optional()
+        })
+        .expect("metadata");
+}
+
+/// How many claims each repetition of [`claim_and_release`] takes and gives
+/// back on each side, and how many slices it cuts them into. A claim as a
+/// row writes about 8 WAL pages, so a batch spans several checkpoints on
+/// both sides (one every 1000 pages), and the share of each that falls in
+/// a repetition varies less.
+const BATCH: usize = 1000;
+const SLICES: usize = 50;
+/// How many calls the WAL frames per call are counted over.
+const FRAME_CALLS: usize = 50;
+
+/// Claim, then release, with claims as rows (roster) against the load
+/// counter before them, each repetition taking `BATCH` claims on each side
+/// and then giving them back, in slices that alternate the two sides (and
+/// which goes first). The roster file's change feed is at its steady state:
+/// `events_keep` is set to the events registration wrote, so that events are
+/// pruned as on a file that has been in use for a while.
+fn claim_and_release(bench: &mut Bench, n: usize, work: &[Task]) {
+    let agents = fleet(n, 21);
+    let (path, registry) = bench.roster_file(&format!("claim-rows-{n}.db"), &agents);
+    drop(registry);
+    let old = LoadCounter::open(&path, &bench.fresh_file(&format!("claim-counter-{n}.db")));
+    Connection::open(&path)
+        .and_then(|conn| {
+            conn.execute_batch(
+                "UPDATE settings SET value = (SELECT count(*) FROM events) WHERE name = 'events_keep'",
+            )
+        })
+        .expect("events_keep");
+    let registry = SqliteRegistry::open(&path).expect("reopen");
+    let slice = BATCH / SLICES;
+    let mut times: [Vec<Duration>; 4] = Default::default();
+    // One untimed repetition warms both files up.
+    for rep in 0..=bench.reps {
+        let mut held: Vec<String> = Vec::with_capacity(BATCH);
+        let mut loaded: Vec<String> = Vec::with_capacity(BATCH);
+        let mut spent = [Duration::ZERO; 4];
+        for k in 0..SLICES {
+            let tasks = &work[k * slice..][..slice];
+            let mut rows = || {
+                let start = Instant::now();
+                for task in tasks {
+                    if let Ok(claimed) = registry.claim(task, None) {
+                        held.push(claimed.claim.task_id);
+                    }
+                }
+                start.elapsed()
+            };
+            let mut counter = || {
+                let start = Instant::now();
+                for task in tasks {
+                    if let Some(id) = old.claim(task) {
+                        loaded.push(id);
+                    }
+                }
+                start.elapsed()
+            };
+            if (rep + k) % 2 == 0 {
+                spent[0] += rows();
+                spent[1] += counter();
+            } else {
+                spent[1] += counter();
+                spent[0] += rows();
+            }
+        }
+        let (claimed, loaded_count) = (held.len().max(1) as u32, loaded.len().max(1) as u32);
+        for k in 0..SLICES {
+            let from = (k * slice).min(held.len());
+            let rows_part = &held[from..(from + slice).min(held.len())];
+            let from = (k * slice).min(loaded.len());
+            let counter_part = &loaded[from..(from + slice).min(loaded.len())];
+            let rows = || {
+                let start = Instant::now();
+                for task_id in rows_part {
+                    registry.release(task_id, None).expect("release");
+                }
+                start.elapsed()
+            };
+            let counter = || {
+                let start = Instant::now();
+                for id in counter_part {
+                    old.release(id);
+                }
+                start.elapsed()
+            };
+            if (rep + k) % 2 == 0 {
+                spent[2] += rows();
+                spent[3] += counter();
+            } else {
+                spent[3] += counter();
+                spent[2] += rows();
+            }
+        }
+        if rep > 0 {
+            times[0].push(spent[0] / claimed);
+            times[1].push(spent[1] / loaded_count);
+            times[2].push(spent[2] / claimed);
+            times[3].push(spent[3] / loaded_count);
+        }
+    }
+    let [claim_rows, claim_counter, release_rows, release_counter] = times;
+    // WAL frames per call: 50 calls after a checkpoint that empties the
+    // -wal file (50 times a dozen frames stays under the 1000 frames that
+    // start a checkpoint), then the frame count a passive checkpoint reports.
+    let frames = |file: &Path, calls: &mut dyn FnMut(usize)| -> f64 {
+        let conn = Connection::open(file).expect("open");
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("truncate");
+        for i in 0..FRAME_CALLS {
+            calls(i);
+        }
+        let logged: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+            .expect("checkpoint");
+        logged as f64 / FRAME_CALLS as f64
+    };
+    let mut held = Vec::new();
+    let claim_frames = frames(&path, &mut |i| {
+        if let Ok(claimed) = registry.claim(&work[i], None) {
+            held.push(claimed.claim.task_id);
+        }
+    });
+    let release_frames = frames(&path, &mut |i| {
+        if let Some(task_id) = held.get(i) {
+            registry.release(task_id, None).expect("release");
+        }
+    });
+    let old_path = old.conn.path().map(Path::new).expect("path").to_owned();
+    let mut loaded = Vec::new();
+    let old_claim_frames = frames(&old_path, &mut |i| {
+        loaded.extend(old.claim(&work[i]));
+    });
+    let old_release_frames = frames(&old_path, &mut |i| {
+        if let Some(id) = loaded.get(i) {
+            old.release(id);
+        }
+    });
+    bench.note(format!(
+        "WAL frames (pages written) per call, {n} agents: claim {claim_frames:.2}, the load counter's claim {old_claim_frames:.2}; release {release_frames:.2}, the load counter's release {old_release_frames:.2}"
+    ));
+    bench.push(
+        format!("claim, {n} agents"),
+        "the load counter's claim (schema 3), bare SQL",
+        Times::new(claim_rows, claim_counter),
+        "roster / baseline <= 1.5",
+    );
+    bench.push(
+        format!("release, {n} agents"),
+        "the load counter's release (schema 3), bare SQL",
+        Times::new(release_rows, release_counter),
+        "roster / baseline <= 1.5",
+    );
+}
+
+/// Measures the claim rows at every size.
 pub fn run(bench: &mut Bench) {
     for n in bench.sizes() {
+        claim_and_release(bench, n, &tasks(BATCH, 5));
+        let work = tasks(512, 5);
         let agents = fleet(n, 21);
         let (_, registry) = bench.roster_file(&format!("claim-{n}.db"), &agents);
         let (_, seed_sqlite) = bench.roster_file(&format!("claim-seed-{n}.db"), &agents);
@@ -62,7 +355,6 @@ pub fn run(bench: &mut Bench) {
         for agent in &agents {
             memory.register(agent.clone()).expect("register");
         }
-        let work = tasks(512, 5);
         let router = DefaultRouter::new();
         // Claims are timed alone; the slots are given back after each batch,
         // outside the timing, so that every batch sees the same loads.

@@ -81,8 +81,9 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const ETCD_KEY: &str = "ZmVlZA==";
 const ETCD_VALUE: &str = "dg==";
 
-/// The events triggers of schema version 6: every trigger that writes a
-/// row of `events`.
+/// The triggers that write a row of `events` (schema version 7, where a
+/// claim's insert and delete triggers also take and give back its slot: the
+/// copy without them is only heartbeated).
 const EVENT_TRIGGERS: [&str; 9] = [
     "agents_insert_event",
     "agents_register_event",
@@ -90,8 +91,8 @@ const EVENT_TRIGGERS: [&str; 9] = [
     "agents_status_event",
     "agents_drain_event",
     "agents_delete_event",
-    "claims_insert_event",
-    "claims_delete_event",
+    "claims_insert_takes_a_slot",
+    "claims_delete_gives_the_slot_back",
     "claims_renew_event",
 ];
 
