@@ -51,9 +51,9 @@ struct Held {
 
 impl State {
     /// Appends an event of `kind` about `agent_id`, filled in by `fill`;
-    /// prunes as the SQLite schema does (the newest
-    /// [`DEFAULT_EVENTS_KEEP`], and every 64 events those older than
-    /// [`DEFAULT_EVENTS_KEEP_SECONDS`]).
+    /// keeps the newest [`DEFAULT_EVENTS_KEEP`] exactly (the SQLite schema
+    /// keeps at least as many: it prunes every 64th event), and every 64
+    /// events drops those older than [`DEFAULT_EVENTS_KEEP_SECONDS`].
     fn emit(&mut self, kind: EventKind, agent_id: &str, fill: impl FnOnce(&mut Event)) {
         self.event_seq += 1;
         let at = now();
