@@ -19,6 +19,11 @@ pub const VOCABULARY: usize = 20;
 /// Each agent holds this many distinct capabilities.
 pub const CAPABILITIES: usize = 5;
 
+/// roster's checkpoint interval, `PRAGMA wal_autocheckpoint` on each of its
+/// connections (`WAL_CHECKPOINT_PAGES` in `src/sqlite/conn.rs`), for the
+/// baselines that are given roster's settings.
+pub const CHECKPOINT_PAGES: i64 = 4000;
+
 /// A small deterministic generator, so that every run measures the same data.
 pub struct Rng(pub u64);
 
