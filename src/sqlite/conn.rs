@@ -32,14 +32,16 @@ const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 /// for a page write and a share of two fsyncs. With 4000 pages between
 /// checkpoints the same table is checkpointed once per 4000 heartbeats,
 /// each page having been rewritten about ten times in the -wal file
-/// meanwhile: a heartbeat went from 1.24 to 0.99 times a bare `UPDATE` on a
-/// two-column table with SQLite's default (medians of four quick runs,
-/// BENCHMARKS.md).
+/// meanwhile: a heartbeat went from 1.23 to 1.00 times a bare `UPDATE` on a
+/// two-column table with SQLite's default (medians of eight and nine quick
+/// runs, BENCHMARKS.md). Four processes writing at once gain nothing from
+/// it (most likely, their checkpoints ran on the other core, beside the
+/// lock), so their ratio to one process alone rose from 0.93 to 1.11.
 ///
 /// 4000 pages of 4 KiB are just under [`WAL_SIZE_LIMIT`], the size a reset
 /// -wal file is cut back to, and within the first hash table of SQLite's
-/// -wal index (4096 frames), so a reader's page lookup costs what it did.
-/// A crash leaves at most that much -wal to recover on the next open.
+/// -wal index (4096 frames). A crash leaves at most that much -wal to
+/// recover on the next open.
 const WAL_CHECKPOINT_PAGES: i64 = 4000;
 const _: () = assert!(WAL_CHECKPOINT_PAGES * 4096 <= WAL_SIZE_LIMIT);
 
