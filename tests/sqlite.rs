@@ -471,6 +471,37 @@ fn the_wal_file_shrinks_back_after_a_long_reader() -> Result<()> {
     Ok(())
 }
 
+/// roster's connections checkpoint every 4000 pages, not every 1000 (SQLite's
+/// default): the -wal file of a heartbeating registry outgrows 1000 frames,
+/// and a checkpoint still comes before it holds 4001.
+#[test]
+fn the_wal_file_is_checkpointed_every_4000_pages() -> Result<()> {
+    let registry = TempRegistry::named("interval.db");
+    for i in 0..50 {
+        registry.register(agent(&format!("a{i:02}"), &["x"]))?;
+    }
+    let wal = registry.dir().join("interval.db-wal");
+    // A -wal file is a 32-byte header, then frames of a 24-byte header and
+    // a 4 KiB page.
+    let frames = || (fs::metadata(&wal).expect("wal").len() - 32) / (24 + 4096);
+    for i in 0..2500 {
+        registry.heartbeat(&format!("a{:02}", i % 50))?;
+    }
+    let grown = frames();
+    assert!(
+        grown > 2000,
+        "checkpointed before 4000 pages: {grown} frames"
+    );
+    // Past 8000 heartbeats, two checkpoints were due; the file is reused
+    // from its start after each, never grown past one interval.
+    for i in 0..6000 {
+        registry.heartbeat(&format!("a{:02}", i % 50))?;
+    }
+    let most = frames();
+    assert!(most <= 4001, "no checkpoint by 4000 pages: {most} frames");
+    Ok(())
+}
+
 #[test]
 fn ad_hoc_sql_is_read_only_unless_asked() -> Result<()> {
     use roster::{SqlAccess, SqlValue};

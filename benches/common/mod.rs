@@ -19,6 +19,11 @@ pub const VOCABULARY: usize = 20;
 /// Each agent holds this many distinct capabilities.
 pub const CAPABILITIES: usize = 5;
 
+/// roster's checkpoint interval, `PRAGMA wal_autocheckpoint` on each of its
+/// connections (`WAL_CHECKPOINT_PAGES` in `src/sqlite/conn.rs`), for the
+/// baselines that are given roster's settings.
+pub const CHECKPOINT_PAGES: i64 = 4000;
+
 /// A small deterministic generator, so that every run measures the same data.
 pub struct Rng(pub u64);
 
@@ -185,8 +190,22 @@ fn span(range: std::ops::Range<usize>, op: &mut impl FnMut(usize)) -> Duration {
 pub fn side_by_side(
     reps: usize,
     batch: usize,
+    roster: impl FnMut(usize),
+    baseline: impl FnMut(usize),
+) -> Times {
+    side_by_side_settled(reps, batch, roster, baseline, || {})
+}
+
+/// [`side_by_side`], with `settle` run untimed before every pair of slices.
+/// Rows whose two sides write the same file checkpoint it there, so that no
+/// timed slice crosses the checkpoint mark: otherwise whichever side happens
+/// to cross it pays for the other's pages too.
+pub fn side_by_side_settled(
+    reps: usize,
+    batch: usize,
     mut roster: impl FnMut(usize),
     mut baseline: impl FnMut(usize),
+    mut settle: impl FnMut(),
 ) -> Times {
     per_op(batch.min(10), &mut roster);
     per_op(batch.min(10), &mut baseline);
@@ -197,6 +216,7 @@ pub fn side_by_side(
         let (mut r, mut b) = (Duration::ZERO, Duration::ZERO);
         for (k, from) in (0..batch).step_by(slice).enumerate() {
             let range = from..(from + slice).min(batch);
+            settle();
             if (rep + k) % 2 == 0 {
                 r += span(range.clone(), &mut roster);
                 b += span(range, &mut baseline);

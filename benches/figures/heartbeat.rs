@@ -1,13 +1,16 @@
 //! BENCHMARKS.md rows "heartbeat, N agents" against a bare `UPDATE ... WHERE
-//! id = ?`, and against roster without the claim indexes, at every fleet
-//! size (row name `heartbeat`).
+//! id = ?` (the goal, with SQLite's default checkpoint interval, and the
+//! same with roster's), and against roster without the claim indexes, at
+//! every fleet size (row name `heartbeat`).
 
 use std::time::Duration;
 
 use roster::{AgentRegistry, SqliteRegistry};
 use rusqlite::Connection;
 
-use crate::common::{Bench, Rng, agent_id, agent_ids, fleet, now_text, side_by_side};
+use crate::common::{
+    Bench, CHECKPOINT_PAGES, Rng, agent_id, agent_ids, fleet, now_text, side_by_side,
+};
 
 /// Heartbeats per repetition.
 const BATCH: usize = 10_000;
@@ -47,6 +50,33 @@ pub fn run(bench: &mut Bench) {
             "bare UPDATE by primary key",
             times,
             "roster / baseline <= 1.11 (0.9x throughput)",
+        );
+
+        // The same bare table checkpointed as seldom as roster's file is:
+        // what the interval buys roster, and what is left to the table.
+        let seldom = bare_file(bench, &format!("bare-seldom-{n}.db"), n);
+        seldom
+            .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
+            .expect("checkpoint interval");
+        let mut seldom_update = seldom
+            .prepare("UPDATE agents SET last_heartbeat = ?1 WHERE id = ?2")
+            .expect("prepare");
+        let times = side_by_side(
+            bench.reps,
+            BATCH,
+            |i| beat(&registry, pick(i)),
+            |i| {
+                let changed = seldom_update
+                    .execute([now_text().as_str(), pick(i)])
+                    .expect("update");
+                assert_eq!(changed, 1);
+            },
+        );
+        bench.push(
+            format!("heartbeat, {n} agents"),
+            "bare UPDATE, checkpoint every 4000 pages as roster",
+            times,
+            "report",
         );
 
         // The same registry without the claim indexes: what they cost a

@@ -20,6 +20,31 @@ use crate::sqlite::options::SqliteOptions;
 /// has reset it (`PRAGMA journal_size_limit`).
 const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 
+/// How many pages the -wal file holds before the commit that crosses the
+/// mark checkpoints it (`PRAGMA wal_autocheckpoint`; SQLite's default is
+/// 1000).
+///
+/// A checkpoint copies every page written since the last one into the
+/// database file and fsyncs both files, so its cost grows with the number
+/// of *distinct* pages, not of commits. Heartbeats rewrite random agents:
+/// at 10 000 agents roster's agents table spans about 400 leaf pages, and
+/// 1000 heartbeats dirty about 370 of them, so nearly every heartbeat paid
+/// for a page write and a share of two fsyncs. With 4000 pages between
+/// checkpoints the same table is checkpointed once per 4000 heartbeats,
+/// each page having been rewritten about ten times in the -wal file
+/// meanwhile: a heartbeat went from 1.23 to 1.00 times a bare `UPDATE` on a
+/// two-column table with SQLite's default (medians of eight and nine quick
+/// runs, BENCHMARKS.md). Four processes writing at once gain nothing from
+/// it (most likely, their checkpoints ran on the other core, beside the
+/// lock), so their ratio to one process alone rose from 0.93 to 1.11.
+///
+/// 4000 pages of 4 KiB are just under [`WAL_SIZE_LIMIT`], the size a reset
+/// -wal file is cut back to, and within the first hash table of SQLite's
+/// -wal index (4096 frames). A crash leaves at most that much -wal to
+/// recover on the next open.
+const WAL_CHECKPOINT_PAGES: i64 = 4000;
+const _: () = assert!(WAL_CHECKPOINT_PAGES * 4096 <= WAL_SIZE_LIMIT);
+
 /// How many prepared statements each connection keeps.
 const STATEMENT_CACHE: usize = 64;
 
@@ -39,10 +64,10 @@ impl Settings {
     }
 }
 
-/// Sets up a connection: busy timeout, foreign keys, durability, the -wal
-/// size limit, the statement cache and the `rarray` table-valued function
-/// that claim's statements read their labels with. Every connection roster
-/// opens goes through here.
+/// Sets up a connection: busy timeout, foreign keys, durability, the
+/// checkpoint interval and the -wal size limit, the statement cache and the
+/// `rarray` table-valued function that claim's statements read their labels
+/// with. Every connection roster opens goes through here.
 pub(crate) fn configure(conn: &Connection, settings: Settings) -> rusqlite::Result<()> {
     conn.busy_timeout(settings.busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -51,6 +76,7 @@ pub(crate) fn configure(conn: &Connection, settings: Settings) -> rusqlite::Resu
     // Once a long reader elsewhere has let the -wal file grow, the next
     // checkpoint that resets it also shrinks it back.
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     conn.pragma_update(None, "synchronous", settings.synchronous)
 }
 
@@ -186,6 +212,15 @@ mod tests {
     use super::*;
     use crate::registry::AgentRegistry;
     use crate::{AgentInfo, Error};
+
+    #[test]
+    fn connections_checkpoint_every_4000_pages() -> rusqlite::Result<()> {
+        let conn = Connection::open_in_memory()?;
+        configure(&conn, Settings::of(&SqliteOptions::new()))?;
+        let pages: i64 = conn.query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))?;
+        assert_eq!(pages, WAL_CHECKPOINT_PAGES);
+        Ok(())
+    }
 
     #[test]
     fn pauses_stay_short_then_grow_to_a_millisecond() {
