@@ -14,7 +14,7 @@ use roster::{
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use crate::common::{Bench, Times, fleet, interleaved, tasks};
+use crate::common::{Bench, CHECKPOINT_PAGES, Times, fleet, interleaved, tasks};
 
 /// A slot taken by [`claim`] (a claim row, by task id) or by [`dispatch`]
 /// (a load counted up on an agent, by agent id).
@@ -97,6 +97,8 @@ impl LoadCounter {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .expect("synchronous");
         conn.pragma_update(None, "foreign_keys", true).expect("fk");
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
+            .expect("wal_autocheckpoint");
         rusqlite::vtab::array::load_module(&conn).expect("rarray");
         let triggers: Vec<String> = conn
             .prepare(
