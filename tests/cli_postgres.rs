@@ -803,3 +803,182 @@ fn ctrl_c_cancels_a_statement_on_the_server() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// Runs `roster --db URL list`, as text and as `--json`; both must fail
+/// with `code`, and neither may show any of `secrets`.
+fn refused_without_showing(url: &str, code: i32, secrets: &[&str]) -> String {
+    let mut text = String::new();
+    for json in [false, true] {
+        let args: &[&str] = if json { &["--json", "list"] } else { &["list"] };
+        let out = pg_command(url, args).output().expect("run roster");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{url}: {stderr}");
+        for secret in secrets {
+            assert!(!stderr.contains(secret), "{url} shows {secret:?}: {stderr}");
+        }
+        if json {
+            let error: Value = serde_json::from_str(&stderr).expect("a JSON error");
+            assert_eq!(error["exit_code"], code, "{stderr}");
+        } else {
+            text = stderr;
+        }
+    }
+    text
+}
+
+#[test]
+fn passwords_in_odd_places_of_a_url_are_never_shown() {
+    // Nobody listens on port 1: what is refused is refused before any
+    // connection.
+    // A password parameter whose key is percent-escaped is a password
+    // to the driver all the same.
+    for url in [
+        "postgres://roster@127.0.0.1:1/db?pass%77ord=hunter2&sslmode=bogus",
+        "postgres://roster@127.0.0.1:1/db?%70assword=hunter2&bogus=1",
+        // Escapes that do not decode: the message says so without the value.
+        "postgres://roster@127.0.0.1:1/db?password=hunter2%zz",
+        "postgres://roster@127.0.0.1:1/db?password=hunter2%ff",
+    ] {
+        let stderr = refused_without_showing(url, 2, &["hunter2"]);
+        assert!(stderr.starts_with("roster: invalid url"), "{stderr}");
+    }
+    // An `@` (or `/`) in a password must be written %40 (%2F): unescaped,
+    // the driver would take the rest of the password for a host or a
+    // database name and print it in its messages.
+    for (url, secrets) in [
+        (
+            "postgres://roster:hunt@er2:/%x@127.0.0.1:1/db",
+            &["hunt", "er2", "/%x"][..],
+        ),
+        (
+            "postgres://roster:hunt/er2@127.0.0.1:1/db",
+            &["hunt", "er2"][..],
+        ),
+        (
+            "postgres://127.0.0.1:1/db?password=hunt@er2&sslmode=disable",
+            &["hunt", "er2"][..],
+        ),
+    ] {
+        let stderr = refused_without_showing(url, 2, secrets);
+        assert!(stderr.starts_with("roster: invalid url"), "{stderr}");
+        assert!(stderr.contains("%40"), "{stderr}");
+    }
+}
+
+#[test]
+fn sql_on_postgresql_shows_infinite_times_and_refuses_copy() {
+    let db = Db::flag();
+    db.ok(&["register", "c1"]);
+    // psql shows them; so does roster sql.
+    assert_eq!(
+        db.ok(&[
+            "--json",
+            "sql",
+            "SELECT 'infinity'::timestamptz AS a, '-infinity'::timestamp AS b, \
+             'infinity'::date AS c, '-infinity'::date AS d",
+        ]),
+        "{\"columns\":[\"a\",\"b\",\"c\",\"d\"],\"rows\":[[\"infinity\",\"-infinity\",\"infinity\",\"-infinity\"]]}\n"
+    );
+    // A time past what roster can show is refused clearly, naming the
+    // column, with the advice to cast it.
+    let far = db.run(&[
+        "sql",
+        "SELECT '294276-12-31 23:59:59+00'::timestamptz AS far",
+    ]);
+    let stderr = String::from_utf8_lossy(&far.stderr);
+    assert_eq!(far.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("far::text"), "{stderr}");
+    // COPY streams rows outside the statement's result: refused whichever
+    // way it goes, and nothing is written on the server.
+    let file = format!("/tmp/roster-copy-{}.csv", std::process::id());
+    for sql in [
+        "COPY agents TO STDOUT".to_owned(),
+        "/* c */ copy (SELECT 1) TO STDOUT".to_owned(),
+        format!("COPY agents TO '{file}'"),
+    ] {
+        let out = db.run(&["sql", &sql]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{sql}: {stderr}");
+        assert!(stderr.contains("COPY"), "{sql}: {stderr}");
+    }
+    let out = db.run(&["sql", "--write", "COPY agents FROM STDIN"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("COPY"), "{stderr}");
+    assert!(!std::path::Path::new(&file).exists(), "{file} was written");
+}
+
+#[test]
+fn an_event_typed_by_hand_cannot_move_the_cursor_ahead() {
+    let db = Db::flag();
+    db.ok(&["register", "e1"]);
+    let schema = db
+        .url()
+        .rsplit("search_path%3D")
+        .next()
+        .expect("the schema")
+        .to_owned();
+    let mut client = pg::client();
+    client
+        .batch_execute(&format!("SET search_path = {schema}"))
+        .expect("search_path");
+    // Far ahead of the sequence: a watcher at that cursor would never see
+    // the events numbered below it.
+    let ahead = client
+        .batch_execute("INSERT INTO events (seq, kind, agent_id) VALUES (1000000, 'status', 'e1')");
+    let error = ahead.expect_err("an event far ahead of the cursor");
+    assert!(
+        error
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("ahead of the cursor")),
+        "{error:?}"
+    );
+    // Appended with the next number, as the column's default gives it.
+    client
+        .batch_execute(
+            "INSERT INTO events (kind, agent_id, status) VALUES ('status', 'e1', 'busy')",
+        )
+        .expect("an event with the next number");
+    let newest: i64 = client
+        .query_one("SELECT max(seq) FROM events", &[])
+        .expect("max seq")
+        .get(0);
+    assert!(newest < 1000, "{newest}");
+    // A watcher from the start sees it, after the registration.
+    let mut watch = Running::spawn(
+        "roster watch",
+        db.command(&["--json", "watch", "--since", "0"]),
+    );
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("\"status\":\"busy\""))
+    {
+        assert!(seen.len() < 10, "no busy event: {seen:?}");
+        seen.push(watch.expect_line("an event"));
+    }
+    sigterm(&watch);
+    watch.finish().expect_success("roster watch");
+}
+
+#[test]
+fn a_missing_password_is_a_refused_login() {
+    let cluster = Cluster::start(false);
+    let hba = cluster.dir().join("data").join("pg_hba.conf");
+    std::fs::write(
+        &hba,
+        "host all guarded 127.0.0.1/32 scram-sha-256\n\
+         host all all 127.0.0.1/32 trust\n\
+         local all all trust\n",
+    )
+    .expect("write pg_hba.conf");
+    let mut admin =
+        postgres::Client::connect(cluster.url(), postgres::NoTls).expect("connect as roster");
+    admin
+        .batch_execute("CREATE ROLE guarded LOGIN PASSWORD 'right-horse'; SELECT pg_reload_conf();")
+        .expect("set up the role");
+    let url = cluster.url().replace("roster@", "guarded@");
+    let stderr = refused_without_showing(&url, 7, &["right-horse"]);
+    assert!(stderr.contains("asks for a password"), "{stderr}");
+    drop(admin);
+}

@@ -89,35 +89,64 @@ impl Target {
 }
 
 /// `url` with the password taken out: `postgres://user:***@host/db`, and
-/// `password=***` in its parameters.
+/// `password=***` in its parameters (however the key is escaped:
+/// `pass%77ord` is a password to the driver too).
 pub(crate) fn redact(url: &str) -> String {
     // First the parameters, so that an `@` in a password parameter cannot
-    // pass for the end of the user part.
-    let mut url = url.to_owned();
-    let mut from = 0;
-    while let Some(found) = url[from..].to_ascii_lowercase().find("password=") {
-        let key = from + found;
-        let value = key + "password=".len();
-        let end = url[value..].find('&').map_or(url.len(), |i| value + i);
-        if key > 0 && matches!(url.as_bytes()[key - 1], b'?' | b'&') {
-            url.replace_range(value..end, "***");
-            from = value + 3;
-        } else {
-            from = value;
+    // pass for the end of the user part. Any `?` or `&` may start one: a
+    // value cut short hides more, never less.
+    let mut shown = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(start) = rest.find(['?', '&']) {
+        shown.push_str(&rest[..=start]);
+        rest = &rest[start + 1..];
+        let end = rest.find('&').unwrap_or(rest.len());
+        if let Some((key, _)) = rest[..end].split_once('=')
+            && decoded(key).eq_ignore_ascii_case("password")
+        {
+            shown.push_str(key);
+            shown.push_str("=***");
+            rest = &rest[end..];
         }
     }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url;
+    shown.push_str(rest);
+    let Some((scheme, rest)) = shown.split_once("://") else {
+        return shown;
     };
     // The last `@` ends the user and password, whatever they hold (a
     // password with `/`, `?` or `@` unescaped is still hidden).
     match rest.rfind('@') {
         Some(at) => match rest[..at].split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-            None => url.clone(),
+            None => shown.clone(),
         },
-        None => url.clone(),
+        None => shown.clone(),
     }
+}
+
+/// `text` with its `%XX` escapes decoded (bytes that do not decode are
+/// kept as they are).
+fn decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match hex {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An opened registry, on either backend. Cheap to clone (clones share the
@@ -258,6 +287,14 @@ mod tests {
             ("postgres://roster@h/db", "postgres://roster@h/db"),
             ("postgres://h/db?password=x", "postgres://h/db?password=***"),
             ("postgres://h", "postgres://h"),
+            (
+                "postgres://h/db?pass%77ord=x&%70ASSWORD=y&sslmode=disable",
+                "postgres://h/db?pass%77ord=***&%70ASSWORD=***&sslmode=disable",
+            ),
+            (
+                "postgres://u:p@ss:/%w@h/db?password=x%zz",
+                "postgres://u:***@h/db?password=***",
+            ),
         ] {
             assert_eq!(redact(url), shown, "{url}");
             assert_eq!(Target::Postgres(url.to_owned()).shown(), shown);
