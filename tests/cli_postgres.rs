@@ -982,3 +982,189 @@ fn a_missing_password_is_a_refused_login() {
     assert!(stderr.contains("asks for a password"), "{stderr}");
     drop(admin);
 }
+
+#[test]
+fn settings_typed_by_hand_cannot_hide_deleted_events() {
+    let db = Db::flag();
+    db.ok(&["register", "p1"]);
+    db.ok(&["register", "p2"]);
+    let schema = db
+        .url()
+        .rsplit("search_path%3D")
+        .next()
+        .expect("the schema")
+        .to_owned();
+    let mut client = pg::client();
+    client
+        .batch_execute(&format!("SET search_path = {schema}"))
+        .expect("search_path");
+    // Events deleted by hand count as pruned.
+    client
+        .batch_execute("DELETE FROM events WHERE seq = 1")
+        .expect("delete an event");
+    // Nothing typed by hand can forget that, nor take a setting away.
+    for sql in [
+        "DELETE FROM settings WHERE name = 'pruned_through'",
+        "DELETE FROM settings WHERE name = 'events_keep'",
+        "TRUNCATE settings",
+        "UPDATE settings SET value = 0 WHERE name = 'pruned_through'",
+        "UPDATE settings SET name = 'kept' WHERE name = 'events_keep'",
+    ] {
+        let error = client.batch_execute(sql).expect_err(sql);
+        assert!(
+            error
+                .as_db_error()
+                .is_some_and(|e| e.message().contains("settings")),
+            "{sql}: {error:?}"
+        );
+    }
+    client
+        .batch_execute("UPDATE settings SET value = 1000 WHERE name = 'events_keep'")
+        .expect("a setting's value changes");
+    // So a watcher from before the deleted event is told, not handed the
+    // rest as if nothing were missing.
+    let out = db.run(&["watch", "--since", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{stderr}");
+}
+
+/// The bad inputs of the README's PostgreSQL catalogue: the arguments
+/// (`URL` stands for a registry of the test server) and the exit code.
+const PG_BAD_INPUTS: &[(&[&str], i32)] = &[
+    (&["--db", "postgres://", "list"], 2),
+    (
+        &[
+            "--db",
+            "postgres://roster:hunter2@db:notaport/roster",
+            "list",
+        ],
+        2,
+    ),
+    (&["--db", "postgres://db/roster?sslmode=bogus", "list"], 2),
+    (&["--db", "postgres://db/roster?bogus=1", "list"], 2),
+    (&["--db", "postgres://roster:hunt@er2@db/roster", "list"], 2),
+    (
+        &["--db", "postgres://db/roster?pass%77ord=hunt%zz", "list"],
+        2,
+    ),
+    (
+        &[
+            "--db",
+            "postgres://db/roster",
+            "--busy-timeout",
+            "0s",
+            "list",
+        ],
+        2,
+    ),
+    (
+        &["--db", "URL", "sql", "SELECT * FROM agents FOR UPDATE"],
+        2,
+    ),
+    (&["--db", "URL", "sql", "SELECT nextval('claim_tokens')"], 2),
+    (
+        &[
+            "--db",
+            "URL",
+            "sql",
+            "DO $$ BEGIN DELETE FROM claims; END $$",
+        ],
+        2,
+    ),
+    (&["--db", "URL", "sql", "COPY agents TO STDOUT"], 2),
+    (
+        &["--db", "URL", "sql", "COPY agents TO '/tmp/agents.csv'"],
+        2,
+    ),
+    (
+        &[
+            "--db",
+            "URL",
+            "sql",
+            "SELECT '294276-01-01'::timestamp AS far",
+        ],
+        2,
+    ),
+    (&["--db", "URL", "sql", "SELECT 1; SELECT 2"], 2),
+    (&["--db", "URL", "sql", "SELECT $1::int"], 2),
+];
+
+/// `arg` as a shell word, quoted when it must be.
+fn shell_word(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@".contains(c))
+    {
+        arg.to_owned()
+    } else if !arg.contains('\'') {
+        format!("'{arg}'")
+    } else {
+        assert!(
+            !arg.contains(['"', '$', '\\', '`']),
+            "{arg:?}: quote it by hand"
+        );
+        format!("\"{arg}\"")
+    }
+}
+
+/// `text` as a Markdown code span.
+fn code_span(text: &str) -> String {
+    assert!(!text.contains('|'), "{text:?} would break the table");
+    if text.contains('`') {
+        format!("`` {text} ``")
+    } else {
+        format!("`{text}`")
+    }
+}
+
+#[test]
+fn every_postgresql_bad_input_of_the_readme_gets_its_message_and_exit_code() {
+    let db = Db::flag();
+    db.ok(&["register", "a", "--max-load", "1"]);
+    db.ok(&["claim", "--task-id", "held"]);
+    let readme = include_str!("../README.md");
+    let mut missing = Vec::new();
+    for (args, code) in PG_BAD_INPUTS {
+        let run: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "URL" { db.url() } else { a })
+            .collect();
+        let out = Command::new(ROSTER)
+            .env_remove("ROSTER_DB")
+            .args(&run)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run roster");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a result");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("hunt"), "{args:?}: {stderr}");
+        let message = stderr
+            .trim_end()
+            .strip_prefix("roster: ")
+            .unwrap_or_else(|| panic!("{stderr:?}"));
+        let input: Vec<String> = args.iter().map(|a| shell_word(a)).collect();
+        let row = format!(
+            "| {} | {} | {code} |",
+            code_span(&format!("roster {}", input.join(" "))),
+            code_span(message)
+        );
+        if !readme.contains(&row) {
+            missing.push(row);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md's PostgreSQL bad input table lacks these rows (or says something else):\n{}",
+        missing.join("\n")
+    );
+    // Nothing was changed by any of them.
+    let claims: Value = serde_json::from_str(&db.ok(&["--json", "claims"])).expect("claims");
+    assert_eq!(claims.as_array().map(Vec::len), Some(1), "{claims}");
+    assert_eq!(
+        db.ok(&["sql", "SELECT count(*) AS n FROM agents"]),
+        "n\n1\n"
+    );
+}

@@ -31,8 +31,8 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/postgres/0004_copy.sql"),
     ),
     (
-        "0005_event_seq",
-        include_str!("../../migrations/postgres/0005_event_seq.sql"),
+        "0005_feed_rules",
+        include_str!("../../migrations/postgres/0005_feed_rules.sql"),
     ),
 ];
 
