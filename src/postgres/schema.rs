@@ -92,7 +92,7 @@ pub(crate) fn connect_error(target: &Target, create: bool, error: postgres::Erro
                 path,
                 source: DatabaseError::new(
                     ErrorKind::Unusable,
-                    "the server asks for a password and the URL gives none (postgres://USER:PASSWORD@HOST/DBNAME, with `@`, `/`, `?` and `%` in it percent-encoded)",
+                    "the server asks for a password and the URL gives none (postgres://USER:PASSWORD@HOST/DBNAME, with `@`, `/`, `?` and `%` in it percent-encoded; $PGPASSWORD and ~/.pgpass are not read)",
                 ),
             }
         }
