@@ -1168,3 +1168,68 @@ fn every_postgresql_bad_input_of_the_readme_gets_its_message_and_exit_code() {
         "n\n1\n"
     );
 }
+
+#[test]
+fn the_daemons_ride_out_a_server_restart() {
+    let cluster = Cluster::start(false);
+    let url = cluster.url().to_owned();
+    let ok = |args: &[&str]| {
+        let out = pg_command(&url, args).output().expect("run roster");
+        assert!(
+            out.status.success(),
+            "roster {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(&["register", "old"]);
+    let mut agent = Running::spawn(
+        "roster agent",
+        pg_command(&url, &["agent", "d1", "--every", "50ms"]),
+    );
+    agent.expect_line("the agent's first line");
+    let mut reaper = Running::spawn(
+        "roster reaper",
+        pg_command(&url, &["reaper", "--ttl", "1h", "--every", "50ms"]),
+    );
+    reaper.expect_line("the reaper's first line");
+    let mut watch = Running::spawn("roster watch", pg_command(&url, &["watch"]));
+    watch.expect_line("the watcher's first line");
+
+    cluster.restart();
+
+    // Both loops met the outage and said so...
+    for (daemon, name) in [(&agent, "the agent"), (&reaper, "the reaper")] {
+        common::eventually(&format!("{name} reporting a retry"), || {
+            daemon.stderr_so_far().contains("will retry").then_some(())
+        });
+    }
+    // ...and each resumes its work on the restarted server.
+    ok(&["register", "after"]);
+    let line = watch.expect_line("the event after the restart");
+    assert!(line.contains("registered: after"), "{line}");
+    let mut client = postgres::Client::connect(cluster.url(), postgres::NoTls).expect("connect");
+    client
+        .batch_execute(
+            "UPDATE agents SET last_heartbeat = now() - interval '2 hours' WHERE id = 'old'",
+        )
+        .expect("age an agent");
+    let line = reaper.expect_line("the reaper's verdict");
+    assert!(line.ends_with("old went offline"), "{line}");
+    let restarted: chrono::DateTime<chrono::Utc> =
+        client.query_one("SELECT now()", &[]).expect("now").get(0);
+    common::eventually("a heartbeat after the restart", || {
+        let seen: chrono::DateTime<chrono::Utc> = client
+            .query_one("SELECT last_heartbeat FROM agents WHERE id = 'd1'", &[])
+            .expect("d1")
+            .get(0);
+        (seen > restarted).then_some(())
+    });
+    for (daemon, name) in [
+        (agent, "roster agent"),
+        (reaper, "roster reaper"),
+        (watch, "roster watch"),
+    ] {
+        sigterm(&daemon);
+        daemon.finish().expect_success(name);
+    }
+}
