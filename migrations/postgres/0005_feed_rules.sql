@@ -1,28 +1,48 @@
--- roster schema for PostgreSQL, version 5: an event typed by hand cannot
--- move the cursor ahead, and settings typed by hand cannot hide deleted
--- events.
+-- roster schema for PostgreSQL, version 5: an event typed by hand is
+-- written as roster writes events, and settings typed by hand cannot hide
+-- deleted events.
 --
--- On SQLite an event typed by hand must take the next cursor. Here numbers
--- come from the sequence of events.seq, and an INSERT that gave a number of
--- its own beyond the sequence's last one would put every watcher that read
--- it past all the events numbered below it, which the triggers write next:
--- they would never be delivered. So events.seq must be a number the
--- sequence already gave: leave it out of the INSERT and its default draws
--- the next one (events_write draws it the same way).
+-- On SQLite an event typed by hand must take the next cursor. Here two
+-- things would go wrong with a plain INSERT INTO events:
+-- - a number of its own beyond the sequence's last one would put every
+--   watcher that read it past all the events numbered below it, which the
+--   triggers write next: they would never be delivered;
+-- - the row's xmin would be the typing transaction's id, which may be
+--   older than that of a transaction still in flight with a lower number:
+--   readers would take the lower number for a rolled-back one and skip it
+--   for good once it commits.
+-- So an INSERT typed by hand must leave events.seq out (its default draws
+-- the next number, as currval then shows), and the event is written by
+-- events_write, like every other: under a number drawn after the
+-- transaction has its id, in a subtransaction of its own, at the server's
+-- clock. The row typed is not inserted itself (psql reports INSERT 0 0).
+-- events_write's own INSERT comes from a trigger (pg_trigger_depth() > 1)
+-- and passes untouched.
 
-CREATE FUNCTION events_seq_from_the_sequence() RETURNS trigger
+CREATE FUNCTION events_typed_by_hand() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    drawn bigint;
 BEGIN
-    IF NEW.seq > coalesce(pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass), 0) THEN
-        RAISE EXCEPTION 'events.seq % is ahead of the cursor: leave events.seq out of the INSERT (its default takes the next number)', NEW.seq
+    IF pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    END IF;
+    BEGIN
+        drawn := currval(pg_get_serial_sequence('events', 'seq'));
+    EXCEPTION WHEN object_not_in_prerequisite_state THEN
+        drawn := NULL;
+    END;
+    IF drawn IS DISTINCT FROM NEW.seq THEN
+        RAISE EXCEPTION 'events.seq % is not the next cursor: leave events.seq out of the INSERT (its default takes the next number)', NEW.seq
             USING ERRCODE = 'check_violation';
     END IF;
-    RETURN NEW;
+    PERFORM events_write(NEW.kind, NEW.agent_id, NEW.task_id, NEW.status, NEW.reason, NEW.token);
+    RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER events_seq_from_the_sequence BEFORE INSERT ON events
-FOR EACH ROW EXECUTE FUNCTION events_seq_from_the_sequence();
+CREATE TRIGGER events_typed_by_hand BEFORE INSERT ON events
+FOR EACH ROW EXECUTE FUNCTION events_typed_by_hand();
 
 -- Settings are kept, as on SQLite: a row cannot be deleted (nor the table
 -- truncated) or renamed, only its value changed; and pruned_through only
