@@ -1233,3 +1233,28 @@ fn the_daemons_ride_out_a_server_restart() {
         daemon.finish().expect_success(name);
     }
 }
+
+#[test]
+fn a_url_that_is_not_utf8_is_a_bad_url_not_a_file() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = std::ffi::OsStr::from_bytes(b"postgres://roster:hunter2@127.0.0.1:1/db\xff");
+    for (args, code) in [(&["list"][..], 2), (&["register", "x"][..], 2)] {
+        let out = Command::new(ROSTER)
+            .env_remove("ROSTER_DB")
+            .current_dir(dir.path())
+            .arg("--db")
+            .arg(url)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run roster");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("roster: invalid url"), "{stderr}");
+        assert!(stderr.contains("not UTF-8"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+    // Nothing was created where a file of that name would go.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
+}

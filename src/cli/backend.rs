@@ -9,6 +9,7 @@
 
 use std::ffi::OsStr;
 use std::ops::Deref;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -30,6 +31,9 @@ pub(crate) enum Target {
     /// A PostgreSQL database, as the URL was given (password included:
     /// show it only through [`Target::shown`]).
     Postgres(String),
+    /// A PostgreSQL URL that is not UTF-8, as it may be shown (invalid
+    /// bytes replaced, password hidden): refused when opened.
+    BadUrl(String),
 }
 
 /// Whether a command creates the registry when there is none.
@@ -47,11 +51,14 @@ impl Target {
     /// The target `--db` names; `default` when it was not given.
     pub(crate) fn of(db: Option<&OsStr>, default: &str) -> Self {
         let db = db.unwrap_or_else(|| OsStr::new(default));
+        let bytes = db.as_bytes();
+        if !bytes.starts_with(b"postgres://") && !bytes.starts_with(b"postgresql://") {
+            return Self::File(PathBuf::from(db));
+        }
         match db.to_str() {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Self::Postgres(url.to_owned())
-            }
-            _ => Self::File(PathBuf::from(db)),
+            Some(url) => Self::Postgres(url.to_owned()),
+            // Never a file: its name would be shown, password and all.
+            None => Self::BadUrl(redact(&String::from_utf8_lossy(bytes))),
         }
     }
 
@@ -61,6 +68,7 @@ impl Target {
         match self {
             Self::File(path) => path.display().to_string(),
             Self::Postgres(url) => redact(url),
+            Self::BadUrl(shown) => shown.clone(),
         }
     }
 
@@ -84,6 +92,13 @@ impl Target {
                 .open(url)
                 .map(Registry::Postgres)
                 .map_err(|e| Failure::of_postgres(e, &redact(url))),
+            Self::BadUrl(shown) => Err(Failure::of_postgres(
+                Error::Invalid {
+                    field: "url",
+                    reason: "it is not UTF-8: write other bytes percent-encoded (%FF)".to_owned(),
+                },
+                shown,
+            )),
         }
     }
 }
@@ -262,6 +277,14 @@ mod tests {
         assert_eq!(
             Target::of(None, "roster.db"),
             Target::File(PathBuf::from("roster.db"))
+        );
+        // A URL that is not UTF-8 is still a URL, never a file.
+        assert_eq!(
+            Target::of(
+                Some(OsStr::from_bytes(b"postgres://u:secret@h/db\xff")),
+                "roster.db"
+            ),
+            Target::BadUrl("postgres://u:***@h/db\u{fffd}".to_owned())
         );
     }
 
