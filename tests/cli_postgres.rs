@@ -1258,3 +1258,31 @@ fn a_url_that_is_not_utf8_is_a_bad_url_not_a_file() {
     // Nothing was created where a file of that name would go.
     assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
 }
+
+#[test]
+fn copy_to_names_its_own_flag_and_never_shows_a_password() {
+    let file = Db::file();
+    file.ok(&["register", "a"]);
+    let Db::File(dir) = &file else {
+        unreachable!("a file")
+    };
+    let from = dir.path().join("roster.db");
+    for to in [
+        "host=127.0.0.1 port=1 password=hunter2 bogus=1",
+        "postgres://roster:hunter2@127.0.0.1:1/db?sslmode=bogus",
+    ] {
+        let out = Command::new(ROSTER)
+            .env_remove("ROSTER_DB")
+            .args(["copy", "--from"])
+            .arg(&from)
+            .args(["--to", to])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run roster");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{to}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{to}: {stderr}");
+        assert!(stderr.contains("--to"), "{to}: {stderr}");
+        assert!(!stderr.contains("--db"), "{to}: {stderr}");
+    }
+}

@@ -107,6 +107,9 @@ impl Target {
 /// `password=***` in its parameters (however the key is escaped:
 /// `pass%77ord` is a password to the driver too).
 pub(crate) fn redact(url: &str) -> String {
+    if !url.contains("://") {
+        return redact_key_values(url);
+    }
     // First the parameters, so that an `@` in a password parameter cannot
     // pass for the end of the user part. Any `?` or `&` may start one: a
     // value cut short hides more, never less.
@@ -136,6 +139,66 @@ pub(crate) fn redact(url: &str) -> String {
             None => shown.clone(),
         },
         None => shown.clone(),
+    }
+}
+
+/// A libpq `key=value` string with the value of `password` replaced by
+/// `***`; one that cannot be read is not shown at all.
+fn redact_key_values(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let trimmed = rest.trim_start();
+        shown.push_str(&rest[..rest.len() - trimmed.len()]);
+        rest = trimmed;
+        if rest.is_empty() {
+            return shown;
+        }
+        let Some(eq) = rest.find('=') else {
+            return "(a connection string that cannot be read; not shown)".to_owned();
+        };
+        let key = rest[..eq].trim_end();
+        let after = &rest[eq + 1..];
+        let value = after.trim_start();
+        let gap = &after[..after.len() - value.len()];
+        // The value: quoted with `'` (`\` escapes), or up to a blank.
+        let end = if value.starts_with('\'') {
+            let mut chars = value.char_indices().skip(1);
+            loop {
+                match chars.next() {
+                    Some((_, '\\')) => {
+                        chars.next();
+                    }
+                    Some((i, '\'')) => break i + 1,
+                    Some(_) => {}
+                    None => {
+                        return "(a connection string that cannot be read; not shown)".to_owned();
+                    }
+                }
+            }
+        } else {
+            let mut escaped = false;
+            let mut end = value.len();
+            for (i, c) in value.char_indices() {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c.is_whitespace() {
+                    end = i;
+                    break;
+                }
+            }
+            end
+        };
+        shown.push_str(&rest[..eq + 1]);
+        shown.push_str(gap);
+        if key.eq_ignore_ascii_case("password") {
+            shown.push_str("***");
+        } else {
+            shown.push_str(&value[..end]);
+        }
+        rest = &value[end..];
     }
 }
 
@@ -317,6 +380,18 @@ mod tests {
             (
                 "postgres://u:p@ss:/%w@h/db?password=x%zz",
                 "postgres://u:***@h/db?password=***",
+            ),
+            (
+                "host=h password=se cret=x port=1",
+                "host=h password=*** cret=x port=1",
+            ),
+            (
+                "host=h password = 'a b\\' c' dbname=d",
+                "host=h password = *** dbname=d",
+            ),
+            (
+                "password='open",
+                "(a connection string that cannot be read; not shown)",
             ),
         ] {
             assert_eq!(redact(url), shown, "{url}");
