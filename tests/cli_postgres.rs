@@ -1285,4 +1285,21 @@ fn copy_to_names_its_own_flag_and_never_shows_a_password() {
         assert!(stderr.contains("--to"), "{to}: {stderr}");
         assert!(!stderr.contains("--db"), "{to}: {stderr}");
     }
+    // And a missing file names --from.
+    let out = Command::new(ROSTER)
+        .env_remove("ROSTER_DB")
+        .args(["copy", "--from"])
+        .arg(dir.path().join("typo.db"))
+        .args(["--to", "postgres://roster@127.0.0.1:1/db"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run roster");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("no registry at") && stderr.contains("check --from"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--db"), "{stderr}");
+    assert!(!dir.path().join("typo.db").exists());
 }

@@ -19,7 +19,8 @@ pub(crate) fn run(
     let source = SqliteOptions::new()
         .busy_timeout(busy_timeout)
         .create(false)
-        .open(from)?;
+        .open(from)
+        .map_err(|e| Failure::of_file_named(e, "--from"))?;
     let target = PostgresOptions::new()
         .busy_timeout(busy_timeout)
         .open(to)

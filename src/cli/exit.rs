@@ -213,6 +213,24 @@ impl From<Error> for Failure {
 }
 
 impl Failure {
+    /// A failure to open the registry file that `flag` named (`copy
+    /// --from`): the hint names that flag.
+    pub(crate) fn of_file_named(error: Error, flag: &str) -> Self {
+        let hint = match &error {
+            Error::NoRegistry { .. }
+            | Error::NotADatabase { .. }
+            | Error::NotARegistry { .. }
+            | Error::SchemaTooNew { .. }
+            | Error::Open { .. } => format!("; check {flag}"),
+            _ => return Self::from(error),
+        };
+        Self::new(
+            Exit::of(&error),
+            kind_name(error.kind()),
+            format!("{error}{hint}"),
+        )
+    }
+
     /// A failure to open a PostgreSQL registry: the hints name the URL
     /// (`shown`, without its password) instead of a file.
     pub(crate) fn of_postgres(error: Error, shown: &str) -> Self {
