@@ -803,3 +803,503 @@ fn ctrl_c_cancels_a_statement_on_the_server() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// Runs `roster --db URL list`, as text and as `--json`; both must fail
+/// with `code`, and neither may show any of `secrets`.
+fn refused_without_showing(url: &str, code: i32, secrets: &[&str]) -> String {
+    let mut text = String::new();
+    for json in [false, true] {
+        let args: &[&str] = if json { &["--json", "list"] } else { &["list"] };
+        let out = pg_command(url, args).output().expect("run roster");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{url}: {stderr}");
+        for secret in secrets {
+            assert!(!stderr.contains(secret), "{url} shows {secret:?}: {stderr}");
+        }
+        if json {
+            let error: Value = serde_json::from_str(&stderr).expect("a JSON error");
+            assert_eq!(error["exit_code"], code, "{stderr}");
+        } else {
+            text = stderr;
+        }
+    }
+    text
+}
+
+#[test]
+fn passwords_in_odd_places_of_a_url_are_never_shown() {
+    // Nobody listens on port 1: what is refused is refused before any
+    // connection.
+    // A password parameter whose key is percent-escaped is a password
+    // to the driver all the same.
+    for url in [
+        "postgres://roster@127.0.0.1:1/db?pass%77ord=hunter2&sslmode=bogus",
+        "postgres://roster@127.0.0.1:1/db?%70assword=hunter2&bogus=1",
+        // Escapes that do not decode: the message says so without the value.
+        "postgres://roster@127.0.0.1:1/db?password=hunter2%zz",
+        "postgres://roster@127.0.0.1:1/db?password=hunter2%ff",
+    ] {
+        let stderr = refused_without_showing(url, 2, &["hunter2"]);
+        assert!(stderr.starts_with("roster: invalid url"), "{stderr}");
+    }
+    // An `@` (or `/`) in a password must be written %40 (%2F): unescaped,
+    // the driver would take the rest of the password for a host or a
+    // database name and print it in its messages.
+    for (url, secrets) in [
+        (
+            "postgres://roster:hunt@er2:/%x@127.0.0.1:1/db",
+            &["hunt", "er2", "/%x"][..],
+        ),
+        (
+            "postgres://roster:hunt/er2@127.0.0.1:1/db",
+            &["hunt", "er2"][..],
+        ),
+        (
+            "postgres://127.0.0.1:1/db?password=hunt@er2&sslmode=disable",
+            &["hunt", "er2"][..],
+        ),
+    ] {
+        let stderr = refused_without_showing(url, 2, secrets);
+        assert!(stderr.starts_with("roster: invalid url"), "{stderr}");
+        assert!(stderr.contains("%40"), "{stderr}");
+    }
+}
+
+#[test]
+fn sql_on_postgresql_shows_infinite_times_and_refuses_copy() {
+    let db = Db::flag();
+    db.ok(&["register", "c1"]);
+    // psql shows them; so does roster sql.
+    assert_eq!(
+        db.ok(&[
+            "--json",
+            "sql",
+            "SELECT 'infinity'::timestamptz AS a, '-infinity'::timestamp AS b, \
+             'infinity'::date AS c, '-infinity'::date AS d",
+        ]),
+        "{\"columns\":[\"a\",\"b\",\"c\",\"d\"],\"rows\":[[\"infinity\",\"-infinity\",\"infinity\",\"-infinity\"]]}\n"
+    );
+    // A time past what roster can show is refused clearly, naming the
+    // column, with the advice to cast it.
+    let far = db.run(&[
+        "sql",
+        "SELECT '294276-12-31 23:59:59+00'::timestamptz AS far",
+    ]);
+    let stderr = String::from_utf8_lossy(&far.stderr);
+    assert_eq!(far.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("far::text"), "{stderr}");
+    // COPY streams rows outside the statement's result: refused whichever
+    // way it goes, and nothing is written on the server.
+    let file = format!("/tmp/roster-copy-{}.csv", std::process::id());
+    for sql in [
+        "COPY agents TO STDOUT".to_owned(),
+        "/* c */ copy (SELECT 1) TO STDOUT".to_owned(),
+        format!("COPY agents TO '{file}'"),
+    ] {
+        let out = db.run(&["sql", &sql]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{sql}: {stderr}");
+        assert!(stderr.contains("COPY"), "{sql}: {stderr}");
+    }
+    let out = db.run(&["sql", "--write", "COPY agents FROM STDIN"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("COPY"), "{stderr}");
+    assert!(!std::path::Path::new(&file).exists(), "{file} was written");
+}
+
+#[test]
+fn an_event_typed_by_hand_cannot_move_the_cursor_ahead() {
+    let db = Db::flag();
+    db.ok(&["register", "e1"]);
+    let schema = db
+        .url()
+        .rsplit("search_path%3D")
+        .next()
+        .expect("the schema")
+        .to_owned();
+    let mut client = pg::client();
+    client
+        .batch_execute(&format!("SET search_path = {schema}"))
+        .expect("search_path");
+    // Far ahead of the sequence: a watcher at that cursor would never see
+    // the events numbered below it.
+    let ahead = client
+        .batch_execute("INSERT INTO events (seq, kind, agent_id) VALUES (1000000, 'status', 'e1')");
+    let error = ahead.expect_err("an event far ahead of the cursor");
+    assert!(
+        error
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("leave events.seq out")),
+        "{error:?}"
+    );
+    // Appended with the next number, as the column's default gives it.
+    client
+        .batch_execute(
+            "INSERT INTO events (kind, agent_id, status) VALUES ('status', 'e1', 'busy')",
+        )
+        .expect("an event with the next number");
+    let newest: i64 = client
+        .query_one("SELECT max(seq) FROM events", &[])
+        .expect("max seq")
+        .get(0);
+    assert!(newest < 1000, "{newest}");
+    // A watcher from the start sees it, after the registration.
+    let mut watch = Running::spawn(
+        "roster watch",
+        db.command(&["--json", "watch", "--since", "0"]),
+    );
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("\"status\":\"busy\""))
+    {
+        assert!(seen.len() < 10, "no busy event: {seen:?}");
+        seen.push(watch.expect_line("an event"));
+    }
+    sigterm(&watch);
+    watch.finish().expect_success("roster watch");
+}
+
+#[test]
+fn a_missing_password_is_a_refused_login() {
+    let cluster = Cluster::start(false);
+    let hba = cluster.dir().join("data").join("pg_hba.conf");
+    std::fs::write(
+        &hba,
+        "host all guarded 127.0.0.1/32 scram-sha-256\n\
+         host all all 127.0.0.1/32 trust\n\
+         local all all trust\n",
+    )
+    .expect("write pg_hba.conf");
+    let mut admin =
+        postgres::Client::connect(cluster.url(), postgres::NoTls).expect("connect as roster");
+    admin
+        .batch_execute("CREATE ROLE guarded LOGIN PASSWORD 'right-horse'; SELECT pg_reload_conf();")
+        .expect("set up the role");
+    let url = cluster.url().replace("roster@", "guarded@");
+    let stderr = refused_without_showing(&url, 7, &["right-horse"]);
+    assert!(stderr.contains("asks for a password"), "{stderr}");
+    drop(admin);
+}
+
+#[test]
+fn settings_typed_by_hand_cannot_hide_deleted_events() {
+    let db = Db::flag();
+    db.ok(&["register", "p1"]);
+    db.ok(&["register", "p2"]);
+    let schema = db
+        .url()
+        .rsplit("search_path%3D")
+        .next()
+        .expect("the schema")
+        .to_owned();
+    let mut client = pg::client();
+    client
+        .batch_execute(&format!("SET search_path = {schema}"))
+        .expect("search_path");
+    // Events deleted by hand count as pruned.
+    client
+        .batch_execute("DELETE FROM events WHERE seq = 1")
+        .expect("delete an event");
+    // Nothing typed by hand can forget that, nor take a setting away.
+    for sql in [
+        "DELETE FROM settings WHERE name = 'pruned_through'",
+        "DELETE FROM settings WHERE name = 'events_keep'",
+        "TRUNCATE settings",
+        "UPDATE settings SET value = 0 WHERE name = 'pruned_through'",
+        "UPDATE settings SET name = 'kept' WHERE name = 'events_keep'",
+    ] {
+        let error = client.batch_execute(sql).expect_err(sql);
+        assert!(
+            error
+                .as_db_error()
+                .is_some_and(|e| e.message().contains("settings")),
+            "{sql}: {error:?}"
+        );
+    }
+    client
+        .batch_execute("UPDATE settings SET value = 1000 WHERE name = 'events_keep'")
+        .expect("a setting's value changes");
+    // So a watcher from before the deleted event is told, not handed the
+    // rest as if nothing were missing.
+    let out = db.run(&["watch", "--since", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{stderr}");
+}
+
+/// The bad inputs of the README's PostgreSQL catalogue: the arguments
+/// (`URL` stands for a registry of the test server) and the exit code.
+const PG_BAD_INPUTS: &[(&[&str], i32)] = &[
+    (&["--db", "postgres://", "list"], 2),
+    (
+        &[
+            "--db",
+            "postgres://roster:hunter2@db:notaport/roster",
+            "list",
+        ],
+        2,
+    ),
+    (&["--db", "postgres://db/roster?sslmode=bogus", "list"], 2),
+    (&["--db", "postgres://db/roster?bogus=1", "list"], 2),
+    (&["--db", "postgres://roster:hunt@er2@db/roster", "list"], 2),
+    (
+        &["--db", "postgres://db/roster?pass%77ord=hunt%zz", "list"],
+        2,
+    ),
+    (
+        &[
+            "--db",
+            "postgres://db/roster",
+            "--busy-timeout",
+            "0s",
+            "list",
+        ],
+        2,
+    ),
+    (
+        &["--db", "URL", "sql", "SELECT * FROM agents FOR UPDATE"],
+        2,
+    ),
+    (&["--db", "URL", "sql", "SELECT nextval('claim_tokens')"], 2),
+    (
+        &[
+            "--db",
+            "URL",
+            "sql",
+            "DO $$ BEGIN DELETE FROM claims; END $$",
+        ],
+        2,
+    ),
+    (&["--db", "URL", "sql", "COPY agents TO STDOUT"], 2),
+    (
+        &["--db", "URL", "sql", "COPY agents TO '/tmp/agents.csv'"],
+        2,
+    ),
+    (
+        &[
+            "--db",
+            "URL",
+            "sql",
+            "SELECT '294276-01-01'::timestamp AS far",
+        ],
+        2,
+    ),
+    (&["--db", "URL", "sql", "SELECT 1; SELECT 2"], 2),
+    (&["--db", "URL", "sql", "SELECT $1::int"], 2),
+];
+
+/// `arg` as a shell word, quoted when it must be.
+fn shell_word(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@".contains(c))
+    {
+        arg.to_owned()
+    } else if !arg.contains('\'') {
+        format!("'{arg}'")
+    } else {
+        assert!(
+            !arg.contains(['"', '$', '\\', '`']),
+            "{arg:?}: quote it by hand"
+        );
+        format!("\"{arg}\"")
+    }
+}
+
+/// `text` as a Markdown code span.
+fn code_span(text: &str) -> String {
+    assert!(!text.contains('|'), "{text:?} would break the table");
+    if text.contains('`') {
+        format!("`` {text} ``")
+    } else {
+        format!("`{text}`")
+    }
+}
+
+#[test]
+fn every_postgresql_bad_input_of_the_readme_gets_its_message_and_exit_code() {
+    let db = Db::flag();
+    db.ok(&["register", "a", "--max-load", "1"]);
+    db.ok(&["claim", "--task-id", "held"]);
+    let readme = include_str!("../README.md");
+    let mut missing = Vec::new();
+    for (args, code) in PG_BAD_INPUTS {
+        let run: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "URL" { db.url() } else { a })
+            .collect();
+        let out = Command::new(ROSTER)
+            .env_remove("ROSTER_DB")
+            .args(&run)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run roster");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a result");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("hunt"), "{args:?}: {stderr}");
+        let message = stderr
+            .trim_end()
+            .strip_prefix("roster: ")
+            .unwrap_or_else(|| panic!("{stderr:?}"));
+        let input: Vec<String> = args.iter().map(|a| shell_word(a)).collect();
+        let row = format!(
+            "| {} | {} | {code} |",
+            code_span(&format!("roster {}", input.join(" "))),
+            code_span(message)
+        );
+        if !readme.contains(&row) {
+            missing.push(row);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md's PostgreSQL bad input table lacks these rows (or says something else):\n{}",
+        missing.join("\n")
+    );
+    // Nothing was changed by any of them.
+    let claims: Value = serde_json::from_str(&db.ok(&["--json", "claims"])).expect("claims");
+    assert_eq!(claims.as_array().map(Vec::len), Some(1), "{claims}");
+    assert_eq!(
+        db.ok(&["sql", "SELECT count(*) AS n FROM agents"]),
+        "n\n1\n"
+    );
+}
+
+#[test]
+fn the_daemons_ride_out_a_server_restart() {
+    let cluster = Cluster::start(false);
+    let url = cluster.url().to_owned();
+    let ok = |args: &[&str]| {
+        let out = pg_command(&url, args).output().expect("run roster");
+        assert!(
+            out.status.success(),
+            "roster {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(&["register", "old"]);
+    let mut agent = Running::spawn(
+        "roster agent",
+        pg_command(&url, &["agent", "d1", "--every", "50ms"]),
+    );
+    agent.expect_line("the agent's first line");
+    let mut reaper = Running::spawn(
+        "roster reaper",
+        pg_command(&url, &["reaper", "--ttl", "1h", "--every", "50ms"]),
+    );
+    reaper.expect_line("the reaper's first line");
+    let mut watch = Running::spawn("roster watch", pg_command(&url, &["watch"]));
+    watch.expect_line("the watcher's first line");
+
+    cluster.restart();
+
+    // Both loops met the outage and said so...
+    for (daemon, name) in [(&agent, "the agent"), (&reaper, "the reaper")] {
+        common::eventually(&format!("{name} reporting a retry"), || {
+            daemon.stderr_so_far().contains("will retry").then_some(())
+        });
+    }
+    // ...and each resumes its work on the restarted server.
+    ok(&["register", "after"]);
+    let line = watch.expect_line("the event after the restart");
+    assert!(line.contains("registered: after"), "{line}");
+    let mut client = postgres::Client::connect(cluster.url(), postgres::NoTls).expect("connect");
+    client
+        .batch_execute(
+            "UPDATE agents SET last_heartbeat = now() - interval '2 hours' WHERE id = 'old'",
+        )
+        .expect("age an agent");
+    let line = reaper.expect_line("the reaper's verdict");
+    assert!(line.ends_with("old went offline"), "{line}");
+    let restarted: chrono::DateTime<chrono::Utc> =
+        client.query_one("SELECT now()", &[]).expect("now").get(0);
+    common::eventually("a heartbeat after the restart", || {
+        let seen: chrono::DateTime<chrono::Utc> = client
+            .query_one("SELECT last_heartbeat FROM agents WHERE id = 'd1'", &[])
+            .expect("d1")
+            .get(0);
+        (seen > restarted).then_some(())
+    });
+    for (daemon, name) in [
+        (agent, "roster agent"),
+        (reaper, "roster reaper"),
+        (watch, "roster watch"),
+    ] {
+        sigterm(&daemon);
+        daemon.finish().expect_success(name);
+    }
+}
+
+#[test]
+fn a_url_that_is_not_utf8_is_a_bad_url_not_a_file() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = std::ffi::OsStr::from_bytes(b"postgres://roster:hunter2@127.0.0.1:1/db\xff");
+    for (args, code) in [(&["list"][..], 2), (&["register", "x"][..], 2)] {
+        let out = Command::new(ROSTER)
+            .env_remove("ROSTER_DB")
+            .current_dir(dir.path())
+            .arg("--db")
+            .arg(url)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run roster");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("roster: invalid url"), "{stderr}");
+        assert!(stderr.contains("not UTF-8"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+    // Nothing was created where a file of that name would go.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
+}
+
+#[test]
+fn copy_to_names_its_own_flag_and_never_shows_a_password() {
+    let file = Db::file();
+    file.ok(&["register", "a"]);
+    let Db::File(dir) = &file else {
+        unreachable!("a file")
+    };
+    let from = dir.path().join("roster.db");
+    for to in [
+        "host=127.0.0.1 port=1 password=hunter2 bogus=1",
+        "postgres://roster:hunter2@127.0.0.1:1/db?sslmode=bogus",
+    ] {
+        let out = Command::new(ROSTER)
+            .env_remove("ROSTER_DB")
+            .args(["copy", "--from"])
+            .arg(&from)
+            .args(["--to", to])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run roster");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{to}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{to}: {stderr}");
+        assert!(stderr.contains("--to"), "{to}: {stderr}");
+        assert!(!stderr.contains("--db"), "{to}: {stderr}");
+    }
+    // And a missing file names --from.
+    let out = Command::new(ROSTER)
+        .env_remove("ROSTER_DB")
+        .args(["copy", "--from"])
+        .arg(dir.path().join("typo.db"))
+        .args(["--to", "postgres://roster@127.0.0.1:1/db"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run roster");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("no registry at") && stderr.contains("check --from"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--db"), "{stderr}");
+    assert!(!dir.path().join("typo.db").exists());
+}

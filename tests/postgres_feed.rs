@@ -310,3 +310,44 @@ fn a_watcher_reconnects_and_reads_again_after_a_lost_connection() {
         assert_eq!(page[0].kind, EventKind::Drained);
     });
 }
+
+#[test]
+fn an_event_typed_by_hand_holds_readers_back_like_any_other() {
+    let _one = WATCHER_SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let (registry, guard) = registry_with_agents(&["a", "b"]);
+    let start = registry.last_event().expect("last_event");
+    // A psql session whose transaction has its id early...
+    let mut early = client_in(&guard.0);
+    let mut hand = early.transaction().expect("begin");
+    hand.batch_execute("SELECT pg_current_xact_id()")
+        .expect("an early transaction id");
+    // ...another that takes the lower number and stays in flight...
+    let mut open = client_in(&guard.0);
+    let mut tx = open.transaction().expect("begin");
+    tx.execute("UPDATE agents SET drained = true WHERE id = 'a'", &[])
+        .expect("drain a by hand");
+    // ...and the first types an event, which takes a higher number, and
+    // commits.
+    hand.batch_execute(
+        "INSERT INTO events (kind, agent_id, status) VALUES ('status', 'b', 'busy')",
+    )
+    .expect("an event typed by hand");
+    hand.commit().expect("commit");
+    assert!(
+        registry.events(start, 100).expect("events").is_empty(),
+        "the event typed by hand must wait for the lower number still in flight"
+    );
+    tx.commit().expect("commit");
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let after = seen.last().map_or(start, |e: &roster::Event| e.seq);
+        let page = registry
+            .watch(after, 100, Duration::from_secs(60))
+            .expect("watch");
+        assert!(!page.is_empty(), "nothing came within a minute");
+        seen.extend(page);
+    }
+    let order: Vec<(&str, EventKind)> =
+        seen.iter().map(|e| (e.agent_id.as_str(), e.kind)).collect();
+    assert_eq!(order, [("a", EventKind::Drained), ("b", EventKind::Status)]);
+}

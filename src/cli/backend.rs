@@ -9,6 +9,7 @@
 
 use std::ffi::OsStr;
 use std::ops::Deref;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -30,6 +31,9 @@ pub(crate) enum Target {
     /// A PostgreSQL database, as the URL was given (password included:
     /// show it only through [`Target::shown`]).
     Postgres(String),
+    /// A PostgreSQL URL that is not UTF-8, as it may be shown (invalid
+    /// bytes replaced, password hidden): refused when opened.
+    BadUrl(String),
 }
 
 /// Whether a command creates the registry when there is none.
@@ -47,11 +51,14 @@ impl Target {
     /// The target `--db` names; `default` when it was not given.
     pub(crate) fn of(db: Option<&OsStr>, default: &str) -> Self {
         let db = db.unwrap_or_else(|| OsStr::new(default));
+        let bytes = db.as_bytes();
+        if !bytes.starts_with(b"postgres://") && !bytes.starts_with(b"postgresql://") {
+            return Self::File(PathBuf::from(db));
+        }
         match db.to_str() {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Self::Postgres(url.to_owned())
-            }
-            _ => Self::File(PathBuf::from(db)),
+            Some(url) => Self::Postgres(url.to_owned()),
+            // Never a file: its name would be shown, password and all.
+            None => Self::BadUrl(redact(&String::from_utf8_lossy(bytes))),
         }
     }
 
@@ -61,6 +68,7 @@ impl Target {
         match self {
             Self::File(path) => path.display().to_string(),
             Self::Postgres(url) => redact(url),
+            Self::BadUrl(shown) => shown.clone(),
         }
     }
 
@@ -84,40 +92,139 @@ impl Target {
                 .open(url)
                 .map(Registry::Postgres)
                 .map_err(|e| Failure::of_postgres(e, &redact(url))),
+            Self::BadUrl(shown) => Err(Failure::of_postgres(
+                Error::Invalid {
+                    field: "url",
+                    reason: "it is not UTF-8: write other bytes percent-encoded (%FF)".to_owned(),
+                },
+                shown,
+            )),
         }
     }
 }
 
 /// `url` with the password taken out: `postgres://user:***@host/db`, and
-/// `password=***` in its parameters.
+/// `password=***` in its parameters (however the key is escaped:
+/// `pass%77ord` is a password to the driver too).
 pub(crate) fn redact(url: &str) -> String {
+    if !url.contains("://") {
+        return redact_key_values(url);
+    }
     // First the parameters, so that an `@` in a password parameter cannot
-    // pass for the end of the user part.
-    let mut url = url.to_owned();
-    let mut from = 0;
-    while let Some(found) = url[from..].to_ascii_lowercase().find("password=") {
-        let key = from + found;
-        let value = key + "password=".len();
-        let end = url[value..].find('&').map_or(url.len(), |i| value + i);
-        if key > 0 && matches!(url.as_bytes()[key - 1], b'?' | b'&') {
-            url.replace_range(value..end, "***");
-            from = value + 3;
-        } else {
-            from = value;
+    // pass for the end of the user part. Any `?` or `&` may start one: a
+    // value cut short hides more, never less.
+    let mut shown = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(start) = rest.find(['?', '&']) {
+        shown.push_str(&rest[..=start]);
+        rest = &rest[start + 1..];
+        let end = rest.find('&').unwrap_or(rest.len());
+        if let Some((key, _)) = rest[..end].split_once('=')
+            && decoded(key).eq_ignore_ascii_case("password")
+        {
+            shown.push_str(key);
+            shown.push_str("=***");
+            rest = &rest[end..];
         }
     }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url;
+    shown.push_str(rest);
+    let Some((scheme, rest)) = shown.split_once("://") else {
+        return shown;
     };
     // The last `@` ends the user and password, whatever they hold (a
     // password with `/`, `?` or `@` unescaped is still hidden).
     match rest.rfind('@') {
         Some(at) => match rest[..at].split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-            None => url.clone(),
+            None => shown.clone(),
         },
-        None => url.clone(),
+        None => shown.clone(),
     }
+}
+
+/// A libpq `key=value` string with the value of `password` replaced by
+/// `***`; one that cannot be read is not shown at all.
+fn redact_key_values(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let trimmed = rest.trim_start();
+        shown.push_str(&rest[..rest.len() - trimmed.len()]);
+        rest = trimmed;
+        if rest.is_empty() {
+            return shown;
+        }
+        let Some(eq) = rest.find('=') else {
+            return "(a connection string that cannot be read; not shown)".to_owned();
+        };
+        let key = rest[..eq].trim_end();
+        let after = &rest[eq + 1..];
+        let value = after.trim_start();
+        let gap = &after[..after.len() - value.len()];
+        // The value: quoted with `'` (`\` escapes), or up to a blank.
+        let end = if value.starts_with('\'') {
+            let mut chars = value.char_indices().skip(1);
+            loop {
+                match chars.next() {
+                    Some((_, '\\')) => {
+                        chars.next();
+                    }
+                    Some((i, '\'')) => break i + 1,
+                    Some(_) => {}
+                    None => {
+                        return "(a connection string that cannot be read; not shown)".to_owned();
+                    }
+                }
+            }
+        } else {
+            let mut escaped = false;
+            let mut end = value.len();
+            for (i, c) in value.char_indices() {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c.is_whitespace() {
+                    end = i;
+                    break;
+                }
+            }
+            end
+        };
+        shown.push_str(&rest[..eq + 1]);
+        shown.push_str(gap);
+        if key.eq_ignore_ascii_case("password") {
+            shown.push_str("***");
+        } else {
+            shown.push_str(&value[..end]);
+        }
+        rest = &value[end..];
+    }
+}
+
+/// `text` with its `%XX` escapes decoded (bytes that do not decode are
+/// kept as they are).
+fn decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match hex {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An opened registry, on either backend. Cheap to clone (clones share the
@@ -234,6 +341,14 @@ mod tests {
             Target::of(None, "roster.db"),
             Target::File(PathBuf::from("roster.db"))
         );
+        // A URL that is not UTF-8 is still a URL, never a file.
+        assert_eq!(
+            Target::of(
+                Some(OsStr::from_bytes(b"postgres://u:secret@h/db\xff")),
+                "roster.db"
+            ),
+            Target::BadUrl("postgres://u:***@h/db\u{fffd}".to_owned())
+        );
     }
 
     #[test]
@@ -258,6 +373,26 @@ mod tests {
             ("postgres://roster@h/db", "postgres://roster@h/db"),
             ("postgres://h/db?password=x", "postgres://h/db?password=***"),
             ("postgres://h", "postgres://h"),
+            (
+                "postgres://h/db?pass%77ord=x&%70ASSWORD=y&sslmode=disable",
+                "postgres://h/db?pass%77ord=***&%70ASSWORD=***&sslmode=disable",
+            ),
+            (
+                "postgres://u:p@ss:/%w@h/db?password=x%zz",
+                "postgres://u:***@h/db?password=***",
+            ),
+            (
+                "host=h password=se cret=x port=1",
+                "host=h password=*** cret=x port=1",
+            ),
+            (
+                "host=h password = 'a b\\' c' dbname=d",
+                "host=h password = *** dbname=d",
+            ),
+            (
+                "password='open",
+                "(a connection string that cannot be read; not shown)",
+            ),
         ] {
             assert_eq!(redact(url), shown, "{url}");
             assert_eq!(Target::Postgres(url.to_owned()).shown(), shown);

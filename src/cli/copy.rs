@@ -19,11 +19,12 @@ pub(crate) fn run(
     let source = SqliteOptions::new()
         .busy_timeout(busy_timeout)
         .create(false)
-        .open(from)?;
+        .open(from)
+        .map_err(|e| Failure::of_file_named(e, "--from"))?;
     let target = PostgresOptions::new()
         .busy_timeout(busy_timeout)
         .open(to)
-        .map_err(|e| Failure::of_postgres(e, &super::backend::redact(to)))?;
+        .map_err(|e| Failure::of_postgres_named(e, &super::backend::redact(to), "--to"))?;
     let copied = target.copy_from(&source, replace)?;
     if out.json {
         return out.json(&serde_json::json!({

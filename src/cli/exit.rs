@@ -213,22 +213,47 @@ impl From<Error> for Failure {
 }
 
 impl Failure {
+    /// A failure to open the registry file that `flag` named (`copy
+    /// --from`): the hint names that flag.
+    pub(crate) fn of_file_named(error: Error, flag: &str) -> Self {
+        let hint = match &error {
+            Error::NoRegistry { .. }
+            | Error::NotADatabase { .. }
+            | Error::NotARegistry { .. }
+            | Error::SchemaTooNew { .. }
+            | Error::Open { .. } => format!("; check {flag}"),
+            _ => return Self::from(error),
+        };
+        Self::new(
+            Exit::of(&error),
+            kind_name(error.kind()),
+            format!("{error}{hint}"),
+        )
+    }
+
     /// A failure to open a PostgreSQL registry: the hints name the URL
     /// (`shown`, without its password) instead of a file.
     pub(crate) fn of_postgres(error: Error, shown: &str) -> Self {
+        Self::of_postgres_named(error, shown, "--db (or $ROSTER_DB)")
+    }
+
+    /// [`Failure::of_postgres`] for a URL that `flag` gave.
+    pub(crate) fn of_postgres_named(error: Error, shown: &str, flag: &str) -> Self {
         let hint = match &error {
             Error::Invalid { field: "url", .. } => format!(
-                "; --db (or $ROSTER_DB) {shown} is not a PostgreSQL URL roster can read: postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=...]"
+                "; {flag} {shown} is not a PostgreSQL URL roster can read: postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=...]"
             ),
-            Error::NoRegistry { .. } => "; check --db (or $ROSTER_DB) and its search_path: commands that only read never create a registry, `roster register` does".to_owned(),
+            Error::NoRegistry { .. } => format!(
+                "; check {flag} and its search_path: commands that only read never create a registry, `roster register` does"
+            ),
             Error::Open { .. } => {
-                "; check the user, password, database and sslmode of --db (or $ROSTER_DB)".to_owned()
+                format!("; check the user, password, database and sslmode of {flag}")
             }
             Error::NotARegistry { .. } | Error::SchemaTooNew { .. } => {
-                "; check --db (or $ROSTER_DB) and its search_path".to_owned()
+                format!("; check {flag} and its search_path")
             }
             _ if error.kind() == ErrorKind::Storage => {
-                "; is the server up and reachable? (--db or $ROSTER_DB names it)".to_owned()
+                format!("; is the server up and reachable? ({flag} names it)")
             }
             _ => return Self::from(error),
         };

@@ -118,7 +118,7 @@ fn run(cli: Cli, out: &mut Printer) -> Outcome {
     match cli.command {
         // On a file of its own.
         Command::Demo => match &target {
-            Target::Postgres(_) => Err(Failure::bad_input(format!(
+            Target::Postgres(_) | Target::BadUrl(_) => Err(Failure::bad_input(format!(
                 "`roster demo` runs on an SQLite file of its own, which it replaces; --db (or $ROSTER_DB) names a PostgreSQL database ({}): give a file, or unset ROSTER_DB",
                 target.shown()
             ))),

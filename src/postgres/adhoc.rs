@@ -84,6 +84,12 @@ impl PostgresRegistry {
                 "no statement: the text holds only blanks, comments or `;`",
             ));
         }
+        if starts_with_word(sql, "copy") {
+            return Err(Error::invalid(
+                "sql",
+                "roster sql does not run COPY (its rows travel outside the statement's result, and COPY ... TO a file writes on the server): SELECT the rows instead (--json for a form programs read), or INSERT them with --write",
+            ));
+        }
         let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
         if cancelled() {
             return Err(Error::Interrupted {
@@ -211,8 +217,17 @@ fn run(
     let mut values = Vec::with_capacity(columns.len());
     while let Some(row) = rows.next()? {
         values.clear();
-        for i in 0..columns.len() {
-            values.push(row.try_get::<_, Cell>(i)?.0);
+        for (i, name) in columns.iter().enumerate() {
+            let cell = row.try_get::<_, Cell>(i).map_err(|e| {
+                let why = StdError::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+                Failure::Roster(Error::invalid(
+                    "sql",
+                    format!(
+                        "column {name:?} holds a value roster sql cannot show ({why}): cast it, e.g. {name}::text"
+                    ),
+                ))
+            })?;
+            values.push(cell.0);
         }
         on_row(&columns, &values).map_err(Failure::Roster)?;
         count += 1;
@@ -233,8 +248,8 @@ fn run(
     })
 }
 
-/// Whether `sql` holds nothing but blanks, `;` and comments.
-fn is_blank(sql: &str) -> bool {
+/// `sql` from its first word on: blanks, `;` and comments skipped.
+fn after_blanks(sql: &str) -> &str {
     let mut rest = sql;
     loop {
         rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ';');
@@ -243,9 +258,22 @@ fn is_blank(sql: &str) -> bool {
         } else if let Some(after) = rest.strip_prefix("/*") {
             rest = after.split_once("*/").map_or("", |(_, next)| next);
         } else {
-            return rest.is_empty();
+            return rest;
         }
     }
+}
+
+/// Whether `sql` holds nothing but blanks, `;` and comments.
+fn is_blank(sql: &str) -> bool {
+    after_blanks(sql).is_empty()
+}
+
+/// Whether the first word of `sql` is `word` (in any case).
+fn starts_with_word(sql: &str, word: &str) -> bool {
+    let rest = after_blanks(sql);
+    rest.get(..word.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(word))
+        && !rest[word.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
 }
 
 /// The type a domain stands for, and any other type as it is.
@@ -317,17 +345,27 @@ impl<'a> FromSql<'a> for Cell {
             }
             Type::UUID => SqlValue::Text(uuid(raw)?),
             Type::BYTEA => SqlValue::Blob(raw.to_vec()),
-            Type::TIMESTAMPTZ => SqlValue::Text(
-                DateTime::<Utc>::from_sql(ty, raw)?
-                    .format(TIME_FORMAT)
-                    .to_string(),
+            Type::TIMESTAMPTZ | Type::TIMESTAMP => SqlValue::Text(
+                match infinite(i64::from_be_bytes(take(raw, 0)?), i64::MAX, i64::MIN) {
+                    Some(infinity) => infinity.to_owned(),
+                    None if *ty == Type::TIMESTAMPTZ => DateTime::<Utc>::from_sql(ty, raw)
+                        .map_err(|_| OUT_OF_RANGE)?
+                        .format(TIME_FORMAT)
+                        .to_string(),
+                    None => NaiveDateTime::from_sql(ty, raw)
+                        .map_err(|_| OUT_OF_RANGE)?
+                        .format(TIME_FORMAT)
+                        .to_string(),
+                },
             ),
-            Type::TIMESTAMP => SqlValue::Text(
-                NaiveDateTime::from_sql(ty, raw)?
-                    .format(TIME_FORMAT)
-                    .to_string(),
+            Type::DATE => SqlValue::Text(
+                match infinite(i32::from_be_bytes(take(raw, 0)?), i32::MAX, i32::MIN) {
+                    Some(infinity) => infinity.to_owned(),
+                    None => NaiveDate::from_sql(ty, raw)
+                        .map_err(|_| OUT_OF_RANGE)?
+                        .to_string(),
+                },
             ),
-            Type::DATE => SqlValue::Text(NaiveDate::from_sql(ty, raw)?.to_string()),
             Type::TIME => SqlValue::Text(NaiveTime::from_sql(ty, raw)?.to_string()),
             Type::INTERVAL => SqlValue::Text(interval(raw)?),
             Type::VOID => SqlValue::Null,
@@ -343,6 +381,21 @@ impl<'a> FromSql<'a> for Cell {
 
     fn accepts(ty: &Type) -> bool {
         shown(ty)
+    }
+}
+
+/// Why a time is not shown: PostgreSQL keeps years up to 294276, the
+/// calendar roster shows them with up to 262143.
+const OUT_OF_RANGE: &str = "a time past the year 262143";
+
+/// `infinity` or `-infinity` when `value` is PostgreSQL's mark for them.
+fn infinite<T: PartialEq>(value: T, max: T, min: T) -> Option<&'static str> {
+    if value == max {
+        Some("infinity")
+    } else if value == min {
+        Some("-infinity")
+    } else {
+        None
     }
 }
 
@@ -483,6 +536,20 @@ mod tests {
         }
         for statement in ["SELECT 1", "-- c\nSELECT 1", "/* c */ VALUES (1)"] {
             assert!(!is_blank(statement), "{statement:?}");
+        }
+    }
+
+    #[test]
+    fn copy_is_found_as_the_first_word() {
+        for copy in [
+            "COPY t TO STDOUT",
+            " /* c */ copy t FROM STDIN",
+            "-- c\nCopy\tt",
+        ] {
+            assert!(starts_with_word(copy, "copy"), "{copy:?}");
+        }
+        for other in ["SELECT 'COPY'", "copying", "copy_table", "cop", ""] {
+            assert!(!starts_with_word(other, "copy"), "{other:?}");
         }
     }
 

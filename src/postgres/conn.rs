@@ -59,10 +59,14 @@ impl Target {
     /// Reads `url` and applies `options`: roster's settings are appended to
     /// the URL's own `options`, so they win over them.
     pub(crate) fn parse(url: &str, options: &PostgresOptions) -> Result<Self> {
+        check_authority(url)?;
         let (rest, verify, root_cert) = take_tls_params(url)?;
-        let mut config: Config = rest
-            .parse()
-            .map_err(|e| Error::invalid("url", format!("{e}")))?;
+        let mut config: Config = rest.parse().map_err(|e: postgres::Error| {
+            // The driver's reasons name an option, never its value.
+            let why = std::error::Error::source(&e)
+                .map_or_else(|| e.to_string(), |source| format!("{e}: {source}"));
+            Error::invalid("url", why)
+        })?;
         if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
             return Err(Error::invalid(
                 "url",
@@ -195,7 +199,10 @@ fn take_tls_params(url: &str) -> Result<(String, Verify, Option<PathBuf>)> {
                 let mut kept = Vec::new();
                 for pair in query.split('&').filter(|pair| !pair.is_empty()) {
                     let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    let decoded = percent_decode(value)?;
+                    let decoded = percent_decode(value).map_err(|why| {
+                        // Never the value: it may be a password.
+                        Error::invalid("url", format!("the value of {key:?} {why}"))
+                    })?;
                     if key == "sslmode" || key == "sslrootcert" {
                         if let Some(value) = take(key, &decoded) {
                             kept.push(format!("{key}={value}"));
@@ -230,8 +237,9 @@ fn take_tls_params(url: &str) -> Result<(String, Verify, Option<PathBuf>)> {
     Ok((rest, verify, root_cert))
 }
 
-/// `%XX` escapes of a URL's query value, decoded.
-fn percent_decode(text: &str) -> Result<String> {
+/// `%XX` escapes of a URL's query value, decoded; the error says what is
+/// wrong without quoting the text.
+fn percent_decode(text: &str) -> std::result::Result<String, &'static str> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -240,7 +248,7 @@ fn percent_decode(text: &str) -> Result<String> {
             let hex = text
                 .get(i + 1..i + 3)
                 .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or_else(|| Error::invalid("url", format!("bad %-escape in {text:?}")))?;
+                .ok_or("holds a `%` that is not followed by two hex digits (write `%` as %25)")?;
             out.push(hex);
             i += 3;
         } else {
@@ -248,7 +256,33 @@ fn percent_decode(text: &str) -> Result<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| Error::invalid("url", format!("{text:?} is not UTF-8")))
+    String::from_utf8(out).map_err(|_| "is not UTF-8 once its %-escapes are decoded")
+}
+
+/// Refuses a URL whose user name, password or parameters hold an `@`, or
+/// whose user name or password hold a `/` or `?`, unescaped: the driver
+/// takes everything up to the first `@` for the user and password, so the
+/// rest of such a password would be read as the host or the database and
+/// shown in messages. libpq reads them differently again.
+fn check_authority(url: &str) -> Result<()> {
+    let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    else {
+        return Ok(());
+    };
+    let Some(at) = rest.find('@') else {
+        return Ok(());
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let query = rest.find('?').unwrap_or(rest.len());
+    if at > authority_end || rest[at + 1..query].contains('@') {
+        return Err(Error::invalid(
+            "url",
+            "an `@`, `/` or `?` in the user name or the password, or an `@` in a parameter, must be percent-encoded (%40, %2F, %3F): as written, part of it would be read as the host or the database",
+        ));
+    }
+    Ok(())
 }
 
 /// The pairs of a libpq `key=value` string: values may be quoted with `'`,

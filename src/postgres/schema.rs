@@ -30,6 +30,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
         "0004_copy",
         include_str!("../../migrations/postgres/0004_copy.sql"),
     ),
+    (
+        "0005_feed_rules",
+        include_str!("../../migrations/postgres/0005_feed_rules.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
@@ -79,8 +83,19 @@ pub(crate) fn connect_error(target: &Target, create: bool, error: postgres::Erro
                 source: PgError(error),
             },
         )),
-        // No SQLSTATE: refused, unreachable, timed out (may pass), or TLS
-        // (will not).
+        // No SQLSTATE: refused, unreachable, timed out (may pass), TLS or
+        // a setting the server asked for and the URL lacks (will not).
+        None if std::error::Error::source(&error)
+            .is_some_and(|source| source.to_string() == "password missing") =>
+        {
+            Error::Open {
+                path,
+                source: DatabaseError::new(
+                    ErrorKind::Unusable,
+                    "the server asks for a password and the URL gives none (postgres://USER:PASSWORD@HOST/DBNAME, with `@`, `/`, `?` and `%` in it percent-encoded; $PGPASSWORD and ~/.pgpass are not read)",
+                ),
+            }
+        }
         None if error.to_string().contains("TLS") => Error::Open {
             path,
             source: DatabaseError::new(ErrorKind::Unusable, PgError(error)),

@@ -144,6 +144,36 @@ impl Cluster {
     pub fn dir(&self) -> &PathBuf {
         &self.dir
     }
+
+    /// Stops the server the way an operator does (`pg_ctl restart -m
+    /// fast`: every connection is ended) and starts it again with the same
+    /// settings; returns once it accepts connections.
+    ///
+    /// # Panics
+    ///
+    /// When pg_ctl fails, with what it said.
+    pub fn restart(&self) {
+        let mut command = Command::new(bin_dir().expect("pg_ctl").join("pg_ctl"));
+        command
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-m", "fast", "-w", "-t", "120", "restart"])
+            .current_dir("/")
+            .stdin(Stdio::null());
+        if is_root() {
+            let (uid, gid) = postgres_user().expect("the postgres user");
+            command.uid(uid).gid(gid).env("HOME", "/tmp");
+        }
+        let out = command.output().expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl restart: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 impl Drop for Cluster {
