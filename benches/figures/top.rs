@@ -19,6 +19,12 @@ use roster::{AgentRegistry, SqlAccess};
 
 use crate::common::{Bench, fleet, side_by_side};
 
+/// What the binary's `output::display_width` is to `view`; the benchmark
+/// does not compile the rest of the command's output code.
+fn display_width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
+
 #[allow(dead_code)] // The benchmark draws; it presses no keys.
 #[path = "../../src/cli/top/view.rs"]
 mod view;

@@ -44,7 +44,7 @@ const EXIT_WITH_PARENT: &str = "ROSTER_EXIT_WITH_PARENT";
 /// Sleeps for `pause`, waking early when `stop` is set or, under
 /// [`EXIT_WITH_PARENT`], when the parent process has gone. Returns whether to
 /// go on.
-fn pause(pause: Duration, stop: &AtomicBool, parent: Option<u32>) -> bool {
+pub(crate) fn pause(pause: Duration, stop: &AtomicBool, parent: Option<u32>) -> bool {
     let until = Instant::now() + pause;
     loop {
         if stop.load(Ordering::Relaxed) {

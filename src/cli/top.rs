@@ -57,8 +57,9 @@ use roster::{AgentInfo, Error, Event, SqlValue};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 
 use super::backend::Registry;
+use super::daemon::pause;
 use super::exit::{Failure, Outcome};
-use super::output;
+use super::output::{self, display_width};
 
 pub(crate) use view::{Show, Sort};
 
@@ -322,13 +323,13 @@ fn follow(registry: &Registry, mut cursor: u64, out: &Sender<Message>, stop: &At
                 let sent = fine && send(update);
                 // Events that come meanwhile wait for the next page: a busy
                 // registry costs `top` at most one read a FEED_GAP.
-                pause(FEED_GAP, stop);
+                pause(FEED_GAP, stop, None);
                 sent
             }
             Some(Err(e)) if e.kind().is_transient() => {
                 troubled = true;
                 let sent = send(Update::Trouble(format!("{e}; retrying")));
-                pause(RETRY_AFTER, stop);
+                pause(RETRY_AFTER, stop, None);
                 sent
             }
             Some(Err(e)) => {
@@ -339,18 +340,6 @@ fn follow(registry: &Registry, mut cursor: u64, out: &Sender<Message>, stop: &At
         if !delivered {
             return;
         }
-    }
-}
-
-/// Waits for `pause`, or less if `top` is stopping.
-fn pause(pause: Duration, stop: &AtomicBool) {
-    let until = Instant::now() + pause;
-    while !stop.load(Ordering::Relaxed) {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        thread::sleep(left.min(Duration::from_millis(50)));
     }
 }
 

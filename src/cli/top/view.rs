@@ -18,7 +18,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
 use roster::{AgentInfo, AgentStatus, Event, EventKind, ZERO_TIME};
-use unicode_width::UnicodeWidthStr;
+
+// From the parent: `output::display_width` in the binary, the same
+// function in the benchmark that compiles this file on its own.
+use super::display_width;
 
 /// How many recent events the model keeps for the events pane.
 const EVENTS_KEPT: usize = 500;
@@ -573,11 +576,6 @@ impl Model {
         let block = Block::new().borders(Borders::ALL).title(" recent events ");
         frame.render_widget(Paragraph::new(lines).block(block), area);
     }
-}
-
-/// How many terminal columns `text` takes (wide characters take two).
-fn display_width(text: &str) -> usize {
-    UnicodeWidthStr::width(text)
 }
 
 /// Current over max load; 0 for an unlimited agent.
