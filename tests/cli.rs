@@ -9,6 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use common::readme::{code_span, shell_word};
 use common::{ROSTER, Running, sigterm};
 use roster::{AgentInfo, AgentRegistry, AgentStatus, SqliteRegistry};
 
@@ -840,42 +841,6 @@ const BAD_INPUTS: &[BadInput] = &[
         code: 9,
     },
 ];
-
-/// An argument as a shell user types it: invisible characters as bash's
-/// `$'\u200b'`.
-fn shell_word(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=".contains(c));
-    if plain {
-        return arg.to_owned();
-    }
-    if arg.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
-        return format!("'{arg}'");
-    }
-    let escaped: String = arg
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '\'' && c != '\\' {
-                c.to_string()
-            } else {
-                format!("\\u{:04x}", u32::from(c))
-            }
-        })
-        .collect();
-    format!("$'{escaped}'")
-}
-
-/// Text as one Markdown code span.
-fn code_span(text: &str) -> String {
-    assert!(!text.contains('|'), "{text:?} would break the table");
-    if text.contains('`') {
-        format!("`` {text} ``")
-    } else {
-        format!("`{text}`")
-    }
-}
 
 #[test]
 fn every_bad_input_of_the_readme_catalogue_gets_its_message_and_exit_code() {

@@ -13,6 +13,8 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::process::{Command, Output, Stdio};
 
 use common::pg::{self, Cluster, SchemaGuard};
+use common::readme::{code_span, shell_word};
+use common::tmux::Tmux;
 use common::{ROSTER, Running, sigterm};
 use serde_json::Value;
 
@@ -649,74 +651,14 @@ fn reading_commands_never_create_a_registry_on_postgresql() {
     assert_eq!(tables, 0, "list created tables");
 }
 
-/// Runs tmux against the server at `socket`; fails the test if tmux does.
-fn tmux(socket: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("tmux")
-        .arg("-S")
-        .arg(socket)
-        .args(["-f", "/dev/null"])
-        .args(args)
-        .env_remove("ROSTER_DB")
-        .env_remove("TMUX")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tmux (apt-get install -y tmux)");
-    assert!(
-        out.status.success(),
-        "tmux {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-/// Kills its tmux server when dropped.
-struct TmuxServer(std::path::PathBuf);
-
-impl Drop for TmuxServer {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.0)
-            .arg("kill-server")
-            .output();
-    }
-}
-
 #[test]
 fn top_follows_a_postgresql_registry_in_a_real_terminal() {
     let db = Db::flag();
     db.ok(&["register", "alpha", "--cap", "rust", "--max-load", "2"]);
     db.ok(&["claim", "--task-id", "build-1", "--label", "rust"]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("tmux.sock");
-    let _server = TmuxServer(socket.clone());
-    let script = format!(
-        "'{ROSTER}' --db '{}' top; echo \"top exited with $?\"; exec cat",
-        db.url()
-    );
-    tmux(
-        &socket,
-        &[
-            "new-session",
-            "-d",
-            "-x",
-            "140",
-            "-y",
-            "30",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    let screen_with = |what: &str, check: &dyn Fn(&str) -> bool| -> String {
-        let mut last = String::new();
-        common::eventually(what, || {
-            last = tmux(&socket, &["capture-pane", "-p"]);
-            check(&last).then(|| last.clone())
-        })
-    };
+    let tmux = Tmux::top(db.url(), &[], &[], 140, 30);
     let shown = db.url().split('?').next().unwrap_or_default().to_owned();
-    let first = screen_with("alpha, its claim and the title", &|s| {
+    let first = tmux.wait_for("alpha, its claim and the title", |s| {
         s.contains(&shown)
             && s.lines().any(|l| l.contains("alpha") && l.contains("1/2"))
             && s.contains("task build-1")
@@ -725,12 +667,12 @@ fn top_follows_a_postgresql_registry_in_a_real_terminal() {
     assert!(!first.contains("top exited"), "{first}");
     // Another process registers an agent: the feed brings it on screen.
     db.ok(&["register", "bravo", "--max-load", "3", "--status", "busy"]);
-    screen_with("bravo, from the change feed", &|s| {
+    tmux.wait_for("bravo, from the change feed", |s| {
         s.lines()
             .any(|l| l.contains("bravo") && l.contains("busy") && l.contains("0/3"))
     });
-    tmux(&socket, &["send-keys", "q"]);
-    let last = screen_with("top's exit", &|s| s.contains("top exited with"));
+    tmux.keys(&["q"]);
+    let last = tmux.wait_text("top exited with");
     assert!(last.contains("top exited with 0"), "{last}");
 }
 
@@ -1088,35 +1030,6 @@ const PG_BAD_INPUTS: &[(&[&str], i32)] = &[
     (&["--db", "URL", "sql", "SELECT 1; SELECT 2"], 2),
     (&["--db", "URL", "sql", "SELECT $1::int"], 2),
 ];
-
-/// `arg` as a shell word, quoted when it must be.
-fn shell_word(arg: &str) -> String {
-    if !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@".contains(c))
-    {
-        arg.to_owned()
-    } else if !arg.contains('\'') {
-        format!("'{arg}'")
-    } else {
-        assert!(
-            !arg.contains(['"', '$', '\\', '`']),
-            "{arg:?}: quote it by hand"
-        );
-        format!("\"{arg}\"")
-    }
-}
-
-/// `text` as a Markdown code span.
-fn code_span(text: &str) -> String {
-    assert!(!text.contains('|'), "{text:?} would break the table");
-    if text.contains('`') {
-        format!("`` {text} ``")
-    } else {
-        format!("`{text}`")
-    }
-}
 
 #[test]
 fn every_postgresql_bad_input_of_the_readme_gets_its_message_and_exit_code() {

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use roster::SqliteRegistry;
 
 pub mod pg;
+pub mod readme;
+pub mod tmux;
 
 /// How long a test waits for a line or a state before it fails. A failure
 /// bound only: every wait ends as soon as what it waits for is observed, so
