@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Timelike as _, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use nix::errno::Errno;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
@@ -289,7 +289,7 @@ pub(crate) fn agent(registry: &Registry, out: &mut Printer, sidecar: Sidecar) ->
         pid: Some(std::process::id()),
         // To the microsecond, as PostgreSQL keeps it: the stored value
         // must compare equal to this one for the sidecar to know its own.
-        started_at: Some(to_micros(roster::now())),
+        started_at: Some(roster::now().trunc_subsecs(6)),
     };
     // The registry's clock (the server's, on PostgreSQL): the one the
     // heartbeats were stamped with.
@@ -384,12 +384,6 @@ pub(crate) fn agent(registry: &Registry, out: &mut Printer, sidecar: Sidecar) ->
         serde_json::json!({ "event": "stopped", "id": id, "time": roster::now(), "agent": done }),
         format_args!("agent {id} stopped ({done})"),
     )
-}
-
-/// `time` cut to the microsecond.
-fn to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
-    let nanos = time.timestamp_subsec_nanos();
-    time.with_nanosecond(nanos - nanos % 1000).unwrap_or(time)
 }
 
 /// Does `on_exit` to the agent `id`; returns what was done, in words.

@@ -169,13 +169,11 @@ impl Snapshot {
                 SqlValue::Integer(n) => {
                     snapshot.numbers.insert((figure.clone(), label), *n as f64);
                 }
-                // PostgreSQL's counts, as text.
-                SqlValue::Text(n) if n.parse::<i64>().is_ok() => {
-                    let n = n.parse::<i64>().unwrap_or_default();
-                    snapshot.numbers.insert((figure.clone(), label), n as f64);
-                }
-                SqlValue::Text(time) => {
-                    if let Some(time) = output::stored_time(time) {
+                // PostgreSQL's counts come as text, and both backends' times.
+                SqlValue::Text(text) => {
+                    if let Ok(n) = text.parse::<i64>() {
+                        snapshot.numbers.insert((figure.clone(), label), n as f64);
+                    } else if let Some(time) = output::stored_time(text) {
                         snapshot.times.insert(figure.clone(), time);
                     }
                 }
