@@ -11,8 +11,6 @@ use std::ffi::OsStr;
 use std::ops::Deref;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -273,20 +271,12 @@ impl Registry {
     pub(crate) fn query_each(
         &self,
         sql: &str,
-        access: SqlAccess,
-        timeout: Option<Duration>,
-        cancel: Option<Arc<AtomicBool>>,
+        options: &SqlOptions,
         on_row: impl FnMut(&[String], &[SqlValue]) -> roster::Result<()>,
     ) -> Result<SqlSummary, Error> {
         match self {
-            Self::Sqlite(registry) => {
-                let mut options = SqlOptions::new(access).timeout(timeout);
-                if let Some(cancel) = cancel {
-                    options = options.cancel(cancel);
-                }
-                registry.query_each(sql, &options, on_row)
-            }
-            Self::Postgres(registry) => registry.query_each(sql, access, timeout, cancel, on_row),
+            Self::Sqlite(registry) => registry.query_each(sql, options, on_row),
+            Self::Postgres(registry) => registry.query_each(sql, options, on_row),
         }
     }
 
@@ -294,16 +284,11 @@ impl Registry {
     /// (within the default time limit of ad-hoc SQL).
     pub(crate) fn query(&self, sql: &str) -> Result<SqlRows, Error> {
         let mut rows = Vec::new();
-        let summary = self.query_each(
-            sql,
-            SqlAccess::ReadOnly,
-            Some(roster::DEFAULT_SQL_TIMEOUT),
-            None,
-            |_, row| {
-                rows.push(row.to_vec());
-                Ok(())
-            },
-        )?;
+        let options = SqlOptions::new(SqlAccess::ReadOnly);
+        let summary = self.query_each(sql, &options, |_, row| {
+            rows.push(row.to_vec());
+            Ok(())
+        })?;
         Ok(SqlRows {
             columns: summary.columns,
             rows,

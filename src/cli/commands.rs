@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::CommandFactory;
 use clap_complete::Shell;
 use roster::{
-    AgentInfo, AgentStatus, Claim, Claimed, Error, SqlAccess, SqlSummary, SqlValue, Task,
+    AgentInfo, AgentStatus, Claim, Claimed, Error, SqlAccess, SqlOptions, SqlSummary, SqlValue,
+    Task,
 };
 
 use super::args::{AgentArgs, Cli};
@@ -377,10 +378,12 @@ pub(crate) fn sql(
         SqlAccess::ReadOnly
     };
     let cancel = super::daemon::stop_flag()?;
-    let timeout = (!timeout.is_zero()).then_some(timeout);
+    let options = SqlOptions::new(access)
+        .timeout((!timeout.is_zero()).then_some(timeout))
+        .cancel(cancel);
     let mut rows = Rows::new(out.json);
     let mut output_failed = None;
-    let summary = registry.query_each(query, access, timeout, Some(cancel), |columns, row| {
+    let summary = registry.query_each(query, &options, |columns, row| {
         rows.row(out, columns, row).map_err(|failure| {
             output_failed = Some(failure);
             // Stops the statement; the output's own failure is reported.

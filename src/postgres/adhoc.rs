@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::postgres::PostgresRegistry;
 use crate::postgres::retry::{PgError, classify};
 use crate::postgres::schema;
-use crate::sqlite::{SqlAccess, SqlSummary, SqlValue};
+use crate::sqlite::{SqlAccess, SqlOptions, SqlSummary, SqlValue};
 
 /// How often the statement's watcher looks at the cancel flag.
 const CANCEL_POLL: Duration = Duration::from_millis(10);
@@ -50,8 +50,8 @@ impl PostgresRegistry {
     /// The statement runs on a connection of its own, in one transaction
     /// that is `READ ONLY` under [`SqlAccess::ReadOnly`]; with
     /// [`SqlAccess::ReadWrite`] it commits once every row was handed over.
-    /// `timeout` is its `statement_timeout` (`None`: no limit); setting
-    /// `cancel` cancels it on the server. Integers, floats and booleans (0
+    /// The options' time limit is its `statement_timeout` (`None`: no
+    /// limit); setting their cancel flag cancels it on the server. Integers, floats and booleans (0
     /// or 1, as SQLite stores them) come back as numbers, `numeric` as an
     /// integer when it is whole and fits, text otherwise, times in UTC as
     /// text in SQLite's format (`2026-11-25 17:18:23.123456`), `bytea` as a
@@ -73,11 +73,14 @@ impl PostgresRegistry {
     pub fn query_each(
         &self,
         sql: &str,
-        access: SqlAccess,
-        timeout: Option<Duration>,
-        cancel: Option<Arc<AtomicBool>>,
+        options: &SqlOptions,
         mut on_row: impl FnMut(&[String], &[SqlValue]) -> Result<()>,
     ) -> Result<SqlSummary> {
+        let SqlOptions {
+            access,
+            timeout,
+            ref cancel,
+        } = *options;
         if is_blank(sql) {
             return Err(Error::invalid(
                 "sql",
@@ -159,7 +162,8 @@ impl From<postgres::Error> for Failure {
 /// SQLSTATE classes that are the statement's own mistake: data exceptions
 /// (22), constraints (23), invalid transaction state (25, the read-only one
 /// aside), syntax and access rules (42), a feature the server lacks (0A),
-/// a subquery with several rows (21).
+/// a subquery with several rows (21), dependent objects that stop a `DROP`
+/// (2B), a view's `WITH CHECK OPTION` (44).
 fn is_mistake(code: &str) -> bool {
     ["22", "23", "25", "42", "0A", "21", "2B", "44"]
         .iter()

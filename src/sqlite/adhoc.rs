@@ -36,13 +36,14 @@ pub enum SqlAccess {
     ReadWrite,
 }
 
-/// How [`SqliteRegistry::query_each`] runs a statement: access, time limit,
+/// How [`SqliteRegistry::query_each`] (and, on PostgreSQL,
+/// `PostgresRegistry::query_each`) runs a statement: access, time limit,
 /// cancellation.
 #[derive(Clone, Debug)]
 pub struct SqlOptions {
-    access: SqlAccess,
-    timeout: Option<Duration>,
-    cancel: Option<Arc<AtomicBool>>,
+    pub(crate) access: SqlAccess,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for SqlOptions {
