@@ -194,9 +194,10 @@ fn read_back(conn: &Connection, id: &str) {
 
 /// How many claims each repetition of [`claim_and_release`] takes and gives
 /// back on each side, and how many slices it cuts them into. A claim as a
-/// row writes about 8 WAL pages, so a batch spans several checkpoints on
-/// both sides (one every 1000 pages), and the share of each that falls in
-/// a repetition varies less.
+/// row writes about 8 WAL pages, so a batch spans checkpoints on both
+/// sides (one every [`CHECKPOINT_PAGES`] pages, roster's interval, which
+/// the load counter's copy is given too), and the share of each that falls
+/// in a repetition varies less.
 const BATCH: usize = 1000;
 const SLICES: usize = 50;
 /// How many calls the WAL frames per call are counted over.
@@ -293,8 +294,9 @@ fn claim_and_release(bench: &mut Bench, n: usize, work: &[Task]) {
     }
     let [claim_rows, claim_counter, release_rows, release_counter] = times;
     // WAL frames per call: 50 calls after a checkpoint that empties the
-    // -wal file (50 times a dozen frames stays under the 1000 frames that
-    // start a checkpoint), then the frame count a passive checkpoint reports.
+    // -wal file (50 times a dozen frames stays far under the
+    // CHECKPOINT_PAGES frames that start a checkpoint), then the frame count
+    // a passive checkpoint reports.
     let frames = |file: &Path, calls: &mut dyn FnMut(usize)| -> f64 {
         let conn = Connection::open(file).expect("open");
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
