@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use common::pg::{self, Cluster, SchemaGuard};
 use common::readme::{code_span, shell_word};
 use common::tmux::Tmux;
-use common::{ROSTER, Running, sigterm};
+use common::{ROSTER, Running, roster_command, sigterm};
 use serde_json::Value;
 
 /// Where a run of `roster` points.
@@ -300,23 +300,12 @@ fn every_command_prints_the_same_on_sqlite_and_on_postgresql() {
     assert_eq!(sqlite[30].1, "no agents\n");
 }
 
-/// `roster --db URL` with the URL of a new schema on the shared server.
-fn pg_command(url: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(ROSTER);
-    cmd.env_remove("ROSTER_DB")
-        .arg("--db")
-        .arg(url)
-        .args(args)
-        .stdin(Stdio::null());
-    cmd
-}
-
 #[test]
 fn watch_prints_what_other_processes_commit() {
     let db = Db::flag();
     let url = db.url().to_owned();
     db.ok(&["register", "w0"]);
-    let mut watch = Running::spawn("roster watch", pg_command(&url, &["watch"]));
+    let mut watch = Running::spawn("roster watch", roster_command(&url, &["watch"]));
     let ready = watch.expect_line("the ready line");
     let shown = url.split('?').next().unwrap_or_default();
     assert!(
@@ -347,7 +336,7 @@ fn watch_prints_what_other_processes_commit() {
     // JSON lines from a cursor: the same events again.
     let mut json = Running::spawn(
         "roster --json watch --since 1",
-        pg_command(&url, &["--json", "watch", "--since", "1"]),
+        roster_command(&url, &["--json", "watch", "--since", "1"]),
     );
     let first: Value = serde_json::from_str(&json.expect_line("an event")).expect("JSON");
     assert_eq!(
@@ -516,7 +505,7 @@ fn metrics_on_postgresql_count_what_the_registry_holds() {
 
 #[test]
 fn a_malformed_url_is_bad_input() {
-    let out = pg_command("postgres://roster:hunter2@127.0.0.1:notaport/db", &["list"])
+    let out = roster_command("postgres://roster:hunter2@127.0.0.1:notaport/db", &["list"])
         .output()
         .expect("run roster");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -537,7 +526,7 @@ fn an_unreachable_server_fails_at_once_with_the_storage_code() {
         .expect("a free port")
         .port();
     let url = format!("postgres://roster:hunter2@127.0.0.1:{port}/db");
-    let out = pg_command(&url, &["--json", "list"])
+    let out = roster_command(&url, &["--json", "list"])
         .output()
         .expect("run roster");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -559,7 +548,9 @@ fn a_server_that_never_answers_is_given_up_after_the_connect_timeout() {
     let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
     let port = silent.local_addr().expect("address").port();
     let url = format!("postgres://roster@127.0.0.1:{port}/db?connect_timeout=1");
-    let out = pg_command(&url, &["list"]).output().expect("run roster");
+    let out = roster_command(&url, &["list"])
+        .output()
+        .expect("run roster");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -594,7 +585,9 @@ fn a_wrong_password_is_refused_and_no_password_is_ever_shown() {
     let base = cluster.url().replace("roster@", "guarded:PASSWORD@");
 
     let wrong = base.replace("PASSWORD", "wrong-staple");
-    let out = pg_command(&wrong, &["list"]).output().expect("run roster");
+    let out = roster_command(&wrong, &["list"])
+        .output()
+        .expect("run roster");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "{stderr}");
     assert!(
@@ -605,7 +598,7 @@ fn a_wrong_password_is_refused_and_no_password_is_ever_shown() {
 
     // With the right one, every line that names the database hides it.
     let right = base.replace("PASSWORD", "right-horse");
-    let ok = pg_command(&right, &["register", "g1"])
+    let ok = roster_command(&right, &["register", "g1"])
         .output()
         .expect("run roster");
     assert!(
@@ -613,7 +606,7 @@ fn a_wrong_password_is_refused_and_no_password_is_ever_shown() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let mut watch = Running::spawn("roster watch", pg_command(&right, &["watch"]));
+    let mut watch = Running::spawn("roster watch", roster_command(&right, &["watch"]));
     let ready = watch.expect_line("the ready line");
     assert!(
         ready.contains("watching postgres://guarded@127.0.0.1:"),
@@ -622,11 +615,13 @@ fn a_wrong_password_is_refused_and_no_password_is_ever_shown() {
     assert!(!ready.contains("right-horse"), "{ready}");
     sigterm(&watch);
     watch.finish().expect_success("roster watch");
-    let missing = pg_command(&right, &["get", "nobody"])
+    let missing = roster_command(&right, &["get", "nobody"])
         .output()
         .expect("run roster");
     assert_eq!(missing.status.code(), Some(3));
-    let demo = pg_command(&right, &["demo"]).output().expect("run roster");
+    let demo = roster_command(&right, &["demo"])
+        .output()
+        .expect("run roster");
     let stderr = String::from_utf8_lossy(&demo.stderr);
     assert_eq!(demo.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("postgres://guarded:***@"), "{stderr}");
@@ -637,7 +632,9 @@ fn a_wrong_password_is_refused_and_no_password_is_ever_shown() {
 #[test]
 fn reading_commands_never_create_a_registry_on_postgresql() {
     let (url, guard) = schema_url();
-    let out = pg_command(&url, &["list"]).output().expect("run roster");
+    let out = roster_command(&url, &["list"])
+        .output()
+        .expect("run roster");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "{stderr}");
     assert!(stderr.contains("no registry at"), "{stderr}");
@@ -752,7 +749,7 @@ fn refused_without_showing(url: &str, code: i32, secrets: &[&str]) -> String {
     let mut text = String::new();
     for json in [false, true] {
         let args: &[&str] = if json { &["--json", "list"] } else { &["list"] };
-        let out = pg_command(url, args).output().expect("run roster");
+        let out = roster_command(url, args).output().expect("run roster");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(code), "{url}: {stderr}");
         for secret in secrets {
@@ -1087,7 +1084,7 @@ fn the_daemons_ride_out_a_server_restart() {
     let cluster = Cluster::start(false);
     let url = cluster.url().to_owned();
     let ok = |args: &[&str]| {
-        let out = pg_command(&url, args).output().expect("run roster");
+        let out = roster_command(&url, args).output().expect("run roster");
         assert!(
             out.status.success(),
             "roster {args:?}: {}",
@@ -1097,15 +1094,15 @@ fn the_daemons_ride_out_a_server_restart() {
     ok(&["register", "old"]);
     let mut agent = Running::spawn(
         "roster agent",
-        pg_command(&url, &["agent", "d1", "--every", "50ms"]),
+        roster_command(&url, &["agent", "d1", "--every", "50ms"]),
     );
     agent.expect_line("the agent's first line");
     let mut reaper = Running::spawn(
         "roster reaper",
-        pg_command(&url, &["reaper", "--ttl", "1h", "--every", "50ms"]),
+        roster_command(&url, &["reaper", "--ttl", "1h", "--every", "50ms"]),
     );
     reaper.expect_line("the reaper's first line");
-    let mut watch = Running::spawn("roster watch", pg_command(&url, &["watch"]));
+    let mut watch = Running::spawn("roster watch", roster_command(&url, &["watch"]));
     watch.expect_line("the watcher's first line");
 
     cluster.restart();

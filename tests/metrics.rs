@@ -243,12 +243,7 @@ fn expire(task: &str, reg: &TempRegistry) {
 }
 
 fn roster(db: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(ROSTER)
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("ROSTER_DB")
-        .stdin(Stdio::null())
+    common::roster_command(db, args)
         .output()
         .expect("run roster")
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{OnError, ROSTER, Rng, Running, TempRegistry, sigterm};
+use common::{OnError, ROSTER, Rng, Running, TempRegistry, roster_command, sigterm};
 use roster::{
     AgentInfo, AgentRegistry, AgentStatus, Error, Event, EventKind, Result, SqlAccess,
     SqliteRegistry, Task,
@@ -32,21 +32,12 @@ fn agent(id: &str, max_load: u32) -> AgentInfo {
     }
 }
 
-/// `roster --db DB args...`, with nothing on its standard input.
-fn roster(db: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(ROSTER);
-    command
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("ROSTER_DB")
-        .stdin(Stdio::null());
-    command
-}
-
 /// Starts `roster --db DB args...` with its output read line by line.
 fn start(db: &Path, args: &[&str]) -> Running {
-    Running::spawn(format!("roster {}", args.join(" ")), roster(db, args))
+    Running::spawn(
+        format!("roster {}", args.join(" ")),
+        roster_command(db, args),
+    )
 }
 
 /// Every event after `after`, read page by page through the library.
@@ -338,7 +329,7 @@ fn a_cursor_that_cannot_be_resumed_is_a_clear_error() -> Result<()> {
     }
     assert!(!registry.dir().join("typo.db").exists());
     // With --json, the error is one object.
-    let out = roster(registry.path(), &["--json", "watch", "--since", "1"])
+    let out = roster_command(registry.path(), &["--json", "watch", "--since", "1"])
         .output()
         .expect("run roster");
     let error: serde_json::Value = serde_json::from_slice(&out.stderr).expect("JSON error");
@@ -362,7 +353,7 @@ fn watch_into_pipe(
     args: &[&str],
 ) -> (std::process::Child, BufReader<std::io::PipeReader>) {
     let (reader, writer) = std::io::pipe().expect("pipe");
-    let child = roster(db, args)
+    let child = roster_command(db, args)
         .stdout(writer)
         .stderr(Stdio::piped())
         .spawn()

@@ -27,6 +27,7 @@ use roster::SqliteRegistry;
 
 pub mod pg;
 pub mod readme;
+#[cfg(feature = "cli")]
 pub mod tmux;
 
 /// How long a test waits for a line or a state before it fails. A failure
@@ -587,6 +588,20 @@ pub mod child {
 /// The `roster` binary built for these tests.
 #[cfg(feature = "cli")]
 pub const ROSTER: &str = env!("CARGO_BIN_EXE_roster");
+
+/// `roster --db DB ARGS...`, `DB` a file's path or a PostgreSQL URL, with
+/// `$ROSTER_DB` removed and no standard input.
+#[cfg(feature = "cli")]
+pub fn roster_command(db: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+    let mut command = Command::new(ROSTER);
+    command
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("ROSTER_DB")
+        .stdin(Stdio::null());
+    command
+}
 
 /// Sends SIGTERM to a child.
 #[cfg(feature = "cli")]
