@@ -255,6 +255,16 @@ fn one_listening_connection_serves_watch_calls_one_after_another() {
         1,
         "the listening session is kept after the call"
     );
+    // Kept, it does not listen: nobody reads it between calls, and a
+    // listener that is not read holds the server's notification queue back.
+    let last: String = admin
+        .query_one(
+            "SELECT query FROM pg_stat_activity WHERE pid = $1",
+            &[&first[0]],
+        )
+        .expect("pg_stat_activity")
+        .get(0);
+    assert_eq!(last, "UNLISTEN *", "the kept session's last statement");
     // A change made between two calls is there for the next one, on the
     // same session.
     client_in(&guard.0)

@@ -24,8 +24,9 @@ use crate::postgres::retry::{Failure, Result};
 use crate::postgres::schema;
 use crate::text::escape_bytes;
 
-/// The channel the events trigger notifies (payload: the schema's name).
-const CHANNEL: &str = "roster_events";
+/// Listens to `roster_events`, the channel the events trigger notifies
+/// (payload: the schema's name).
+const LISTEN: &str = "LISTEN roster_events";
 
 /// The `application_name` of a watcher's connection, as `pg_stat_activity`
 /// shows it.
@@ -167,24 +168,33 @@ fn page(tx: &mut Tx<'_>, after: u64, limit: usize) -> Result<Vec<Event>> {
 ///
 /// The listening connection outlives the call: it is kept in the registry
 /// for the next `watch` (a caller that watches in a loop connects once), and
-/// notifications that arrive between two calls wait in it. Calls at the same
-/// time from several threads each use a connection of their own; one is
-/// kept.
+/// it stops listening (`UNLISTEN`) when the call returns and listens again
+/// when the next call starts: a kept session that nobody reads must not hold
+/// the server's notification queue back, which every `NOTIFY` of every
+/// writer shares. Calls at the same time from several threads each use a
+/// connection of their own; one is kept.
 pub(super) fn watch(
     registry: &PostgresRegistry,
     after: u64,
     limit: usize,
     timeout: Duration,
 ) -> crate::Result<Vec<Event>> {
+    // A kept session that cannot listen again is dropped: `watch_on`
+    // connects a new one.
     let mut conn = registry
         .listener
         .lock()
         .ok()
-        .and_then(|mut kept| kept.take());
+        .and_then(|mut kept| kept.take())
+        .and_then(|mut conn| conn.client.batch_execute(LISTEN).is_ok().then_some(conn));
     let result = watch_on(&mut conn, registry, after, limit, timeout);
-    if let Some(conn) = conn.filter(|conn| !conn.client.is_closed())
+    if let Some(mut conn) = conn.filter(|conn| !conn.client.is_closed())
+        && conn.client.batch_execute("UNLISTEN *").is_ok()
         && let Ok(mut kept) = registry.listener.lock()
     {
+        // Whatever arrived before the UNLISTEN is stale: the next call
+        // reads after it listens again.
+        let _ = conn.client.notifications().iter().count();
         kept.get_or_insert(conn);
     }
     result
@@ -209,9 +219,9 @@ fn watch_on(
             Some(conn) => conn,
             None => {
                 let mut client = schema::connect(&registry.target, &registry.options)?;
-                if let Err(e) = client.batch_execute(&format!(
-                    "SET application_name = '{APPLICATION}'; LISTEN {CHANNEL}"
-                )) {
+                if let Err(e) = client
+                    .batch_execute(&format!("SET application_name = '{APPLICATION}'; {LISTEN}"))
+                {
                     if lost(&client, &e) && !left(Instant::now()).is_zero() {
                         // Ended before it listened: connect again.
                         continue;
