@@ -16,7 +16,8 @@ use common::eventually;
 use common::pg::{self, SchemaGuard};
 use roster::{
     AgentInfo, AgentRegistry, AgentStatus, Claimed, Error, ErrorKind, MAX_PG_POOL_SIZE,
-    PostgresOptions, PostgresRegistry, Priority, RecoverReason, Task,
+    PostgresOptions, PostgresRegistry, Priority, RecoverReason, SqlAccess, SqlOptions, SqlValue,
+    Task,
 };
 
 fn agent(id: &str, caps: &[&str], load: u32, max: u32) -> AgentInfo {
@@ -1077,4 +1078,51 @@ fn a_client_whose_clock_is_behind_cannot_make_a_live_agent_look_dead() -> roster
     );
     assert!(registry.recover()?.is_empty());
     Ok(())
+}
+
+/// The server process that ran `SELECT pg_backend_pid()` through
+/// `query_each` with `options`.
+fn backend_of(registry: &PostgresRegistry, options: &SqlOptions) -> i64 {
+    let mut pid = None;
+    registry
+        .query_each("SELECT pg_backend_pid()", options, |_, row| {
+            if let [SqlValue::Integer(value)] = row {
+                pid = Some(*value);
+            }
+            Ok(())
+        })
+        .expect("query_each");
+    pid.expect("one row with the pid")
+}
+
+#[test]
+fn pooled_reads_stay_on_the_pool_and_ad_hoc_sql_gets_a_session_of_its_own() {
+    let (registry, _guard) = pg::registry();
+    let mut admin = pg::client();
+    let alive = |admin: &mut postgres::Client, pid: i64| {
+        let pid = i32::try_from(pid).expect("a pid");
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .expect("pg_stat_activity")
+            .get::<_, i64>(0)
+            == 1
+    };
+    let own = backend_of(&registry, &SqlOptions::new(SqlAccess::ReadOnly));
+    let pooled = backend_of(&registry, &SqlOptions::new(SqlAccess::ReadOnly).pooled());
+    assert_ne!(own, pooled);
+    // The statement's own session ends with it; the pooled one stays for
+    // the next statement.
+    eventually("the ad-hoc session to end", || {
+        (!alive(&mut admin, own)).then_some(())
+    });
+    assert!(alive(&mut admin, pooled), "the pooled session is kept");
+    // A write, or a cancel flag, never runs on the pool.
+    let write = SqlOptions::new(SqlAccess::ReadWrite).pooled();
+    let written = backend_of(&registry, &write);
+    eventually("the writing session to end", || {
+        (!alive(&mut admin, written)).then_some(())
+    });
 }

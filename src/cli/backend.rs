@@ -281,10 +281,11 @@ impl Registry {
     }
 
     /// Runs one read-only statement of roster's own and returns its rows
-    /// (within the default time limit of ad-hoc SQL).
+    /// (within the default time limit of ad-hoc SQL), on a pooled
+    /// connection: `top` and `metrics` run theirs again and again.
     pub(crate) fn query(&self, sql: &str) -> Result<SqlRows, Error> {
         let mut rows = Vec::new();
-        let options = SqlOptions::new(SqlAccess::ReadOnly);
+        let options = SqlOptions::new(SqlAccess::ReadOnly).pooled();
         let summary = self.query_each(sql, &options, |_, row| {
             rows.push(row.to_vec());
             Ok(())

@@ -18,9 +18,9 @@ use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSql, Kind, ToSql, Type};
 
-use crate::error::{Error, Result};
+use crate::error::{DatabaseError, Error, ErrorKind, Result};
 use crate::postgres::PostgresRegistry;
-use crate::postgres::retry::{PgError, classify};
+use crate::postgres::retry::{Limits, PgError, classify};
 use crate::postgres::schema;
 use crate::sqlite::{SqlAccess, SqlOptions, SqlSummary, SqlValue};
 
@@ -80,6 +80,7 @@ impl PostgresRegistry {
             access,
             timeout,
             ref cancel,
+            pooled,
         } = *options;
         if is_blank(sql) {
             return Err(Error::invalid(
@@ -100,6 +101,16 @@ impl PostgresRegistry {
             });
         }
         let limits = self.limits();
+        if pooled && access == SqlAccess::ReadOnly && cancel.is_none() {
+            let mut conn = self.pool.get().map_err(|e| {
+                Error::Database(DatabaseError::new(
+                    ErrorKind::Storage,
+                    format!("no connection to {}: {e}", self.target.shown),
+                ))
+            })?;
+            return run(&mut conn.client, sql, access, timeout, &mut on_row)
+                .map_err(|failure| failed(failure, access, timeout, None, false, limits));
+        }
         let mut client = schema::connect(&self.target, &self.options)?;
         let started = Instant::now();
         let done = Arc::new(AtomicBool::new(false));
@@ -122,28 +133,53 @@ impl PostgresRegistry {
         if let Some(watcher) = watcher {
             let _ = watcher.join();
         }
-        outcome.map_err(|failure| match failure {
-            Failure::Roster(e) => e,
-            Failure::Pg(e) => match e.code() {
-                Some(&SqlState::QUERY_CANCELED) if cancelled() => Error::Interrupted {
-                    why: "the statement was cancelled".to_owned(),
-                },
-                Some(&SqlState::QUERY_CANCELED) => Error::Interrupted {
-                    why: format!(
-                        "the statement ran for more than {:?} (stopped after {:?})",
+        outcome.map_err(|failure| {
+            failed(
+                failure,
+                access,
+                timeout,
+                Some(started.elapsed()),
+                cancelled(),
+                limits,
+            )
+        })
+    }
+}
+
+/// The error a failed statement reports: `ran` is how long it ran (when
+/// known), `cancelled` whether its cancel flag was set.
+fn failed(
+    failure: Failure,
+    access: SqlAccess,
+    timeout: Option<Duration>,
+    ran: Option<Duration>,
+    cancelled: bool,
+    limits: Limits,
+) -> Error {
+    match failure {
+        Failure::Roster(e) => e,
+        Failure::Pg(e) => match e.code() {
+            Some(&SqlState::QUERY_CANCELED) if cancelled => Error::Interrupted {
+                why: "the statement was cancelled".to_owned(),
+            },
+            Some(&SqlState::QUERY_CANCELED) => Error::Interrupted {
+                why: match ran {
+                    Some(ran) => format!(
+                        "the statement ran for more than {:?} (stopped after {ran:?})",
                         timeout.unwrap_or_default(),
-                        started.elapsed()
+                    ),
+                    None => format!(
+                        "the statement ran for more than {:?}",
+                        timeout.unwrap_or_default()
                     ),
                 },
-                Some(&SqlState::READ_ONLY_SQL_TRANSACTION) if access == SqlAccess::ReadOnly => {
-                    Error::WriteRefused
-                }
-                Some(code) if is_mistake(code.code()) => {
-                    Error::invalid("sql", PgError(e).to_string())
-                }
-                _ => classify(e, limits),
             },
-        })
+            Some(&SqlState::READ_ONLY_SQL_TRANSACTION) if access == SqlAccess::ReadOnly => {
+                Error::WriteRefused
+            }
+            Some(code) if is_mistake(code.code()) => Error::invalid("sql", PgError(e).to_string()),
+            _ => classify(e, limits),
+        },
     }
 }
 

@@ -44,6 +44,7 @@ pub struct SqlOptions {
     pub(crate) access: SqlAccess,
     pub(crate) timeout: Option<Duration>,
     pub(crate) cancel: Option<Arc<AtomicBool>>,
+    pub(crate) pooled: bool,
 }
 
 impl Default for SqlOptions {
@@ -59,6 +60,7 @@ impl SqlOptions {
             access,
             timeout: Some(DEFAULT_SQL_TIMEOUT),
             cancel: None,
+            pooled: false,
         }
     }
 
@@ -73,6 +75,19 @@ impl SqlOptions {
     /// example from a Ctrl-C handler).
     pub fn cancel(mut self, cancel: Arc<AtomicBool>) -> Self {
         self.cancel = Some(cancel);
+        self
+    }
+
+    /// On PostgreSQL, runs a read-only statement on one of the registry's
+    /// pooled connections rather than on a connection opened for it (and
+    /// closed after it), saving a login per statement. Only for statements
+    /// that leave nothing in the session for the pool's next user (no
+    /// `SET`, `LISTEN`, advisory lock or temporary table): roster's own
+    /// reads that `roster top` and `roster metrics` repeat. Ignored with
+    /// [`SqlAccess::ReadWrite`] or a [`cancel`](Self::cancel) flag, and on
+    /// SQLite, whose connections cost no login.
+    pub fn pooled(mut self) -> Self {
+        self.pooled = true;
         self
     }
 }
