@@ -26,10 +26,11 @@ pub enum Registry {
     Postgres(crate::postgres::PostgresRegistry),
 }
 
-/// Whether `db` is a PostgreSQL URL rather than a file path.
+/// Whether `db` is a PostgreSQL URL rather than a file path: it starts
+/// with `postgres://` or `postgresql://` (whatever bytes follow).
 fn is_postgres_url(db: &OsStr) -> bool {
-    db.to_str()
-        .is_some_and(|db| db.starts_with("postgres://") || db.starts_with("postgresql://"))
+    let bytes = db.as_encoded_bytes();
+    bytes.starts_with(b"postgres://") || bytes.starts_with(b"postgresql://")
 }
 
 /// How [`open`] opens either backend: the settings both have.
@@ -80,7 +81,15 @@ impl RegistryOptions {
     pub fn open(self, db: impl AsRef<OsStr>) -> Result<Registry> {
         let db = db.as_ref();
         if is_postgres_url(db) {
-            return self.open_postgres(db.to_str().unwrap_or_default());
+            // Never a file: a URL that is not UTF-8 is a bad URL, not a
+            // path to create (nor one to show, password and all).
+            let url = db.to_str().ok_or_else(|| {
+                crate::error::Error::invalid(
+                    "db",
+                    "a PostgreSQL URL that is not UTF-8: write other bytes percent-encoded (%FF)",
+                )
+            })?;
+            return self.open_postgres(url);
         }
         let mut options = SqliteOptions::new();
         if let Some(create) = self.create {
@@ -249,6 +258,22 @@ mod tests {
             "postgres.db",
         ] {
             assert!(!is_postgres_url(OsStr::new(path)), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_url_that_is_not_utf8_is_refused_not_taken_for_a_file() {
+        use std::os::unix::ffi::OsStrExt;
+        let url = OsStr::from_bytes(b"postgres://u:secret@h/db\xff");
+        assert!(is_postgres_url(url));
+        match open(url) {
+            Err(Error::Invalid {
+                field: "db",
+                reason,
+            }) => {
+                assert!(!reason.contains("secret"), "{reason}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 
