@@ -688,3 +688,97 @@ fn reap_loses_nothing_when_an_id_cannot_be_read() -> Result<()> {
     );
     Ok(())
 }
+
+/// The four settings as the schema made them.
+const SETTINGS: &str = "events_keep\nevents_keep_seconds\nrecovering\nregistering\n";
+
+/// `UPDATE OR REPLACE` renaming one setting onto another deletes the other
+/// row without its delete trigger (REPLACE fires none): with
+/// `events_keep_seconds` gone, every 64th event wipes the whole log; with
+/// `recovering` gone, a claim released by hand is announced as recovered;
+/// with `registering` gone, capability edits by hand write no event. A
+/// setting keeps its name, so none can go.
+#[test]
+fn a_setting_cannot_be_renamed_onto_another_to_delete_it() -> Result<()> {
+    for (from, to) in [
+        ("events_keep", "events_keep_seconds"),
+        ("events_keep_seconds", "events_keep"),
+        ("registering", "recovering"),
+        ("recovering", "registering"),
+    ] {
+        let fleet = fleet()?;
+        let db = &fleet.path;
+        let held = fleet.registry.claim(
+            &roster::Task {
+                id: "held".into(),
+                ..roster::Task::default()
+            },
+            None,
+        )?;
+        for sql in [
+            format!("UPDATE OR REPLACE settings SET name = '{to}' WHERE name = '{from}';"),
+            format!("UPDATE settings SET name = '{to}' WHERE name = '{from}';"),
+            format!("UPDATE settings SET name = 'x{from}', value = 1 WHERE name = '{from}';"),
+        ] {
+            shell_refused(db, &sql, "settings keep their names");
+        }
+        assert_eq!(
+            shell_ok(db, "SELECT name FROM settings ORDER BY name;"),
+            SETTINGS,
+            "{from} -> {to}"
+        );
+        // The log still holds every event past the next 64th...
+        shell_ok(
+            db,
+            &"INSERT INTO events (seq, at, kind, agent_id, status) VALUES ((SELECT value + 1 FROM counters WHERE name = 'event_seq'), strftime('%Y-%m-%d %H:%M:%f000000', 'now'), 'status', 'old-gpu', 'available');\n"
+                .repeat(64),
+        );
+        let last = fleet.registry.last_event()?;
+        assert!(last >= 64, "{last}");
+        assert_eq!(
+            shell_ok(db, "SELECT count(*), min(seq) FROM events;"),
+            format!("{last}|1\n"),
+            "{from} -> {to}: the log was pruned"
+        );
+        // ... and a claim deleted by hand is released, not recovered.
+        fleet.registry.deregister(&held.agent.id)?;
+        shell_ok(db, "DELETE FROM claims WHERE task_id = 'held';");
+        let events = fleet.registry.events(last + 1, 10)?;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            events[0].kind,
+            roster::EventKind::Released,
+            "{from} -> {to}"
+        );
+        assert_eq!(events[0].reason, None, "{from} -> {to}");
+    }
+    Ok(())
+}
+
+/// `counters_only_grow` lets `event_seq` jump ahead by hand: the next event
+/// then leaves a gap behind it, and a reader at the newest cursor is told
+/// its cursor is older than the oldest kept event although nothing was
+/// pruned. The event counter moves by one, with each event.
+#[test]
+fn the_event_counter_cannot_jump_ahead_by_hand() -> Result<()> {
+    let fleet = fleet()?;
+    let db = &fleet.path;
+    let last = fleet.registry.last_event()?;
+    for sql in [
+        "UPDATE counters SET value = value + 100 WHERE name = 'event_seq';",
+        "UPDATE counters SET value = value + 1 WHERE name = 'event_seq';",
+        "UPDATE counters SET value = 4611686018427387904 WHERE name = 'event_seq';",
+    ] {
+        shell_refused(db, sql, "event_seq moves by one, with each event");
+    }
+    // The token counter may still be raised by hand.
+    shell_ok(
+        db,
+        "UPDATE counters SET value = value + 100 WHERE name = 'claim_token';",
+    );
+    fleet.registry.set_status("old-gpu", AgentStatus::Busy)?;
+    let events = fleet.registry.events(last, 10)?;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].seq, last + 1);
+    Ok(())
+}
