@@ -222,6 +222,14 @@ BEGIN
     SELECT RAISE(ABORT, 'agents.current_load cannot drop below the claims the agent holds: delete claims to release them');
 END;
 
+-- Version 6 let that rename delete a setting: a file missing one gets it
+-- back at its default (the others keep their values).
+INSERT OR IGNORE INTO settings (name, value) VALUES
+    ('events_keep', 100000),
+    ('events_keep_seconds', 604800),
+    ('recovering', 0),
+    ('registering', 0);
+
 -- A setting keeps its name: UPDATE OR REPLACE renaming one onto another
 -- would delete that other row without its delete trigger, and the triggers
 -- below would then read NULL (no age limit left: every 64th event would
