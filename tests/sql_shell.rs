@@ -782,3 +782,84 @@ fn the_event_counter_cannot_jump_ahead_by_hand() -> Result<()> {
     assert_eq!(events[0].seq, last + 1);
     Ok(())
 }
+
+/// Claims typed by hand against the rules that version 7 keeps with
+/// triggers alone (no UNIQUE index on `token`, the load counted against the
+/// claims only when it goes down): each is refused, and afterwards every
+/// token is unique and above none of the counter, and every load covers the
+/// claims held.
+#[test]
+fn hand_typed_claims_cannot_share_a_token_or_outgrow_a_load() -> Result<()> {
+    const AT: &str = "'2026-03-04 05:06:07.000000000'";
+    const NEXT: &str = "(SELECT value + 1 FROM counters WHERE name = 'claim_token')";
+    let fleet = fleet()?;
+    let db = &fleet.path;
+    for task in ["t1", "t2", "t3"] {
+        fleet.registry.claim(
+            &roster::Task {
+                id: task.into(),
+                ..roster::Task::default()
+            },
+            None,
+        )?;
+    }
+    let insert = "INSERT INTO claims (task_id, agent_id, token, claimed_at)";
+    let fresh_token = "claims.token must be above every token given before";
+    let held = "the task is already claimed";
+    let unchanged = "a claim cannot change except its lease_expires_at";
+    let covers = "agents.current_load cannot drop below the claims the agent holds";
+    for (sql, why) in [
+        (format!("{insert} VALUES ('x', 'cpu-fresh', 3, {AT});"), fresh_token),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', '3', {AT});"), fresh_token),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', 3.0, {AT});"), fresh_token),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', 50, {AT}), ('y', 'cpu-fresh', 50, {AT});"), fresh_token),
+        (format!("{insert} SELECT task_id || '-again', agent_id, 60, claimed_at FROM claims;"), fresh_token),
+        (format!("{insert} SELECT 'x' || n, 'cpu-fresh', 70 - n, {AT} FROM (SELECT 1 AS n UNION ALL SELECT 2);"), fresh_token),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', 9223372036854775807, {AT});"), "counters only grow"),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', x'10', {AT});"), "cannot store BLOB value"),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', NULL, {AT});"), "NOT NULL constraint failed: claims.token"),
+        (format!("INSERT OR REPLACE INTO claims (task_id, agent_id, token, claimed_at) VALUES ('x', 'cpu-fresh', NULL, {AT});"), "NOT NULL constraint failed: claims.token"),
+        (format!("REPLACE INTO claims (task_id, agent_id, token, claimed_at) VALUES ('t1', 'cpu-fresh', {NEXT}, {AT});"), held),
+        (format!("{insert} VALUES ('t1', 'cpu-fresh', {NEXT}, {AT}) ON CONFLICT (task_id) DO UPDATE SET lease_expires_at = NULL;"), held),
+        (format!("{insert} VALUES ('t1', 'cpu-fresh', {NEXT}, {AT}) ON CONFLICT DO NOTHING;"), held),
+        ("UPDATE claims SET token = token + 100;".to_owned(), unchanged),
+        ("UPDATE OR REPLACE claims SET token = 1;".to_owned(), unchanged),
+        ("UPDATE OR REPLACE claims SET task_id = 't1' WHERE task_id = 't2';".to_owned(), unchanged),
+        ("UPDATE claims SET agent_id = 'builder-1' WHERE task_id = 't1';".to_owned(), unchanged),
+        ("UPDATE claims SET detached = 1;".to_owned(), "a claim is detached only when its agent is deregistered"),
+        ("UPDATE agents SET current_load = current_load - 1;".to_owned(), covers),
+        ("UPDATE agents SET current_load = '0';".to_owned(), covers),
+        ("UPDATE agents SET max_load = 1, current_load = 0 WHERE current_load > 0;".to_owned(), covers),
+        ("INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('new-gpu', '', 'available', '2026-01-01 00:00:00.000000000', 0, 0) ON CONFLICT (id) DO UPDATE SET current_load = 0;".to_owned(), "an agent with this id exists"),
+    ] {
+        shell_refused(db, &sql, why);
+    }
+    // A claim inserted by hand with the next token counts like roster's,
+    // and several in one statement too; deregistering detaches them.
+    shell_ok(
+        db,
+        &format!(
+            "{insert} SELECT 'hand-' || n, 'cpu-fresh', {NEXT} + n, {AT} FROM (SELECT 0 AS n UNION ALL SELECT 5);"
+        ),
+    );
+    shell_ok(db, "DELETE FROM agents WHERE id = 'old-gpu';");
+    let broken = "SELECT 'token ' || token FROM claims GROUP BY token HAVING count(*) > 1
+                  UNION ALL SELECT 'above the counter' FROM claims
+                      WHERE token > (SELECT value FROM counters WHERE name = 'claim_token')
+                  UNION ALL SELECT 'load of ' || id FROM agents AS a
+                      WHERE current_load < (SELECT count(*) FROM claims
+                                            WHERE agent_id = a.id AND detached = 0);";
+    assert_eq!(shell_ok(db, broken), "");
+    let held = fleet.registry.claims(None)?;
+    assert_eq!(held.len(), 5, "{held:?}");
+    let tokens: std::collections::BTreeSet<u64> = held.iter().map(|c| c.token).collect();
+    assert_eq!(tokens.len(), 5, "{held:?}");
+    assert_eq!(
+        shell_ok(db, "SELECT count(*) FROM claims WHERE detached = 1;"),
+        format!(
+            "{}\n",
+            held.iter().filter(|c| c.agent_id == "old-gpu").count()
+        )
+    );
+    Ok(())
+}
