@@ -385,3 +385,45 @@ fn processes_migrating_one_version_2_file_at_once_all_succeed() -> Result<()> {
     }
     Ok(())
 }
+
+/// Version 6 let `UPDATE OR REPLACE` rename a setting onto another, which
+/// deleted that one: a file without `events_keep_seconds` emptied its log
+/// at every 64th event, one without `recovering` announced releases typed
+/// by hand as recoveries. Version 7 puts the missing settings back, at
+/// their defaults, and keeps the values of the others.
+#[test]
+fn a_version_6_file_missing_settings_gets_them_back_through_version_7() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v6.db");
+    version_6_file(&path);
+    let settings = "SELECT name, value FROM settings ORDER BY name;";
+    assert_eq!(
+        shell(
+            &path,
+            "UPDATE OR REPLACE settings SET name = 'events_keep', value = 500 WHERE name = 'events_keep_seconds';
+             UPDATE OR REPLACE settings SET name = 'registering' WHERE name = 'recovering';"
+        ),
+        ""
+    );
+    assert_eq!(shell(&path, settings), "events_keep|500\nregistering|0\n");
+    let registry = SqliteRegistry::open(&path)?;
+    assert_eq!(user_version(&path), SqliteRegistry::SCHEMA_VERSION);
+    assert_eq!(
+        shell(&path, settings),
+        "events_keep|500\nevents_keep_seconds|604800\nrecovering|0\nregistering|0\n"
+    );
+    // The log keeps its events past the next 64th, and a claim deleted by
+    // hand is released.
+    let first = shell(&path, "SELECT min(seq) FROM events;");
+    while registry.last_event()? < 64 {
+        registry.set_status("agent-00", roster::AgentStatus::Busy)?;
+        registry.set_status("agent-00", roster::AgentStatus::Available)?;
+    }
+    assert_eq!(shell(&path, "SELECT min(seq) FROM events;"), first);
+    let last = registry.last_event()?;
+    shell(&path, "DELETE FROM claims WHERE task_id = 'task-06';");
+    let events = registry.events(last, 10)?;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, roster::EventKind::Released);
+    Ok(())
+}

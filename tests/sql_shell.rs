@@ -688,3 +688,178 @@ fn reap_loses_nothing_when_an_id_cannot_be_read() -> Result<()> {
     );
     Ok(())
 }
+
+/// The four settings as the schema made them.
+const SETTINGS: &str = "events_keep\nevents_keep_seconds\nrecovering\nregistering\n";
+
+/// `UPDATE OR REPLACE` renaming one setting onto another deletes the other
+/// row without its delete trigger (REPLACE fires none): with
+/// `events_keep_seconds` gone, every 64th event wipes the whole log; with
+/// `recovering` gone, a claim released by hand is announced as recovered;
+/// with `registering` gone, capability edits by hand write no event. A
+/// setting keeps its name, so none can go.
+#[test]
+fn a_setting_cannot_be_renamed_onto_another_to_delete_it() -> Result<()> {
+    for (from, to) in [
+        ("events_keep", "events_keep_seconds"),
+        ("events_keep_seconds", "events_keep"),
+        ("registering", "recovering"),
+        ("recovering", "registering"),
+    ] {
+        let fleet = fleet()?;
+        let db = &fleet.path;
+        let held = fleet.registry.claim(
+            &roster::Task {
+                id: "held".into(),
+                ..roster::Task::default()
+            },
+            None,
+        )?;
+        for sql in [
+            format!("UPDATE OR REPLACE settings SET name = '{to}' WHERE name = '{from}';"),
+            format!("UPDATE settings SET name = '{to}' WHERE name = '{from}';"),
+            format!("UPDATE settings SET name = 'x{from}', value = 1 WHERE name = '{from}';"),
+        ] {
+            shell_refused(db, &sql, "settings keep their names");
+        }
+        assert_eq!(
+            shell_ok(db, "SELECT name FROM settings ORDER BY name;"),
+            SETTINGS,
+            "{from} -> {to}"
+        );
+        // The log still holds every event past the next 64th...
+        shell_ok(
+            db,
+            &"INSERT INTO events (seq, at, kind, agent_id, status) VALUES ((SELECT value + 1 FROM counters WHERE name = 'event_seq'), strftime('%Y-%m-%d %H:%M:%f000000', 'now'), 'status', 'old-gpu', 'available');\n"
+                .repeat(64),
+        );
+        let last = fleet.registry.last_event()?;
+        assert!(last >= 64, "{last}");
+        assert_eq!(
+            shell_ok(db, "SELECT count(*), min(seq) FROM events;"),
+            format!("{last}|1\n"),
+            "{from} -> {to}: the log was pruned"
+        );
+        // ... and a claim deleted by hand is released, not recovered.
+        fleet.registry.deregister(&held.agent.id)?;
+        shell_ok(db, "DELETE FROM claims WHERE task_id = 'held';");
+        let events = fleet.registry.events(last + 1, 10)?;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            events[0].kind,
+            roster::EventKind::Released,
+            "{from} -> {to}"
+        );
+        assert_eq!(events[0].reason, None, "{from} -> {to}");
+    }
+    Ok(())
+}
+
+/// `counters_only_grow` lets `event_seq` jump ahead by hand: the next event
+/// then leaves a gap behind it, and a reader at the newest cursor is told
+/// its cursor is older than the oldest kept event although nothing was
+/// pruned. The event counter moves by one, with each event.
+#[test]
+fn the_event_counter_cannot_jump_ahead_by_hand() -> Result<()> {
+    let fleet = fleet()?;
+    let db = &fleet.path;
+    let last = fleet.registry.last_event()?;
+    for sql in [
+        "UPDATE counters SET value = value + 100 WHERE name = 'event_seq';",
+        "UPDATE counters SET value = value + 1 WHERE name = 'event_seq';",
+        "UPDATE counters SET value = 4611686018427387904 WHERE name = 'event_seq';",
+    ] {
+        shell_refused(db, sql, "event_seq moves by one, with each event");
+    }
+    // The token counter may still be raised by hand.
+    shell_ok(
+        db,
+        "UPDATE counters SET value = value + 100 WHERE name = 'claim_token';",
+    );
+    fleet.registry.set_status("old-gpu", AgentStatus::Busy)?;
+    let events = fleet.registry.events(last, 10)?;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].seq, last + 1);
+    Ok(())
+}
+
+/// Claims typed by hand against the rules that version 7 keeps with
+/// triggers alone (no UNIQUE index on `token`, the load counted against the
+/// claims only when it goes down): each is refused, and afterwards every
+/// token is unique and above none of the counter, and every load covers the
+/// claims held.
+#[test]
+fn hand_typed_claims_cannot_share_a_token_or_outgrow_a_load() -> Result<()> {
+    const AT: &str = "'2026-03-04 05:06:07.000000000'";
+    const NEXT: &str = "(SELECT value + 1 FROM counters WHERE name = 'claim_token')";
+    let fleet = fleet()?;
+    let db = &fleet.path;
+    for task in ["t1", "t2", "t3"] {
+        fleet.registry.claim(
+            &roster::Task {
+                id: task.into(),
+                ..roster::Task::default()
+            },
+            None,
+        )?;
+    }
+    let insert = "INSERT INTO claims (task_id, agent_id, token, claimed_at)";
+    let fresh_token = "claims.token must be above every token given before";
+    let held = "the task is already claimed";
+    let unchanged = "a claim cannot change except its lease_expires_at";
+    let covers = "agents.current_load cannot drop below the claims the agent holds";
+    for (sql, why) in [
+        (format!("{insert} VALUES ('x', 'cpu-fresh', 3, {AT});"), fresh_token),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', '3', {AT});"), fresh_token),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', 3.0, {AT});"), fresh_token),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', 50, {AT}), ('y', 'cpu-fresh', 50, {AT});"), fresh_token),
+        (format!("{insert} SELECT task_id || '-again', agent_id, 60, claimed_at FROM claims;"), fresh_token),
+        (format!("{insert} SELECT 'x' || n, 'cpu-fresh', 70 - n, {AT} FROM (SELECT 1 AS n UNION ALL SELECT 2);"), fresh_token),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', 9223372036854775807, {AT});"), "counters only grow"),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', x'10', {AT});"), "cannot store BLOB value"),
+        (format!("{insert} VALUES ('x', 'cpu-fresh', NULL, {AT});"), "NOT NULL constraint failed: claims.token"),
+        (format!("INSERT OR REPLACE INTO claims (task_id, agent_id, token, claimed_at) VALUES ('x', 'cpu-fresh', NULL, {AT});"), "NOT NULL constraint failed: claims.token"),
+        (format!("REPLACE INTO claims (task_id, agent_id, token, claimed_at) VALUES ('t1', 'cpu-fresh', {NEXT}, {AT});"), held),
+        (format!("{insert} VALUES ('t1', 'cpu-fresh', {NEXT}, {AT}) ON CONFLICT (task_id) DO UPDATE SET lease_expires_at = NULL;"), held),
+        (format!("{insert} VALUES ('t1', 'cpu-fresh', {NEXT}, {AT}) ON CONFLICT DO NOTHING;"), held),
+        ("UPDATE claims SET token = token + 100;".to_owned(), unchanged),
+        ("UPDATE OR REPLACE claims SET token = 1;".to_owned(), unchanged),
+        ("UPDATE OR REPLACE claims SET task_id = 't1' WHERE task_id = 't2';".to_owned(), unchanged),
+        ("UPDATE claims SET agent_id = 'builder-1' WHERE task_id = 't1';".to_owned(), unchanged),
+        ("UPDATE claims SET detached = 1;".to_owned(), "a claim is detached only when its agent is deregistered"),
+        ("UPDATE agents SET current_load = current_load - 1;".to_owned(), covers),
+        ("UPDATE agents SET current_load = '0';".to_owned(), covers),
+        ("UPDATE agents SET max_load = 1, current_load = 0 WHERE current_load > 0;".to_owned(), covers),
+        ("INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('new-gpu', '', 'available', '2026-01-01 00:00:00.000000000', 0, 0) ON CONFLICT (id) DO UPDATE SET current_load = 0;".to_owned(), "an agent with this id exists"),
+    ] {
+        shell_refused(db, &sql, why);
+    }
+    // A claim inserted by hand with the next token counts like roster's,
+    // and several in one statement too; deregistering detaches them.
+    shell_ok(
+        db,
+        &format!(
+            "{insert} SELECT 'hand-' || n, 'cpu-fresh', {NEXT} + n, {AT} FROM (SELECT 0 AS n UNION ALL SELECT 5);"
+        ),
+    );
+    shell_ok(db, "DELETE FROM agents WHERE id = 'old-gpu';");
+    let broken = "SELECT 'token ' || token FROM claims GROUP BY token HAVING count(*) > 1
+                  UNION ALL SELECT 'above the counter' FROM claims
+                      WHERE token > (SELECT value FROM counters WHERE name = 'claim_token')
+                  UNION ALL SELECT 'load of ' || id FROM agents AS a
+                      WHERE current_load < (SELECT count(*) FROM claims
+                                            WHERE agent_id = a.id AND detached = 0);";
+    assert_eq!(shell_ok(db, broken), "");
+    let held = fleet.registry.claims(None)?;
+    assert_eq!(held.len(), 5, "{held:?}");
+    let tokens: std::collections::BTreeSet<u64> = held.iter().map(|c| c.token).collect();
+    assert_eq!(tokens.len(), 5, "{held:?}");
+    assert_eq!(
+        shell_ok(db, "SELECT count(*) FROM claims WHERE detached = 1;"),
+        format!(
+            "{}\n",
+            held.iter().filter(|c| c.agent_id == "old-gpu").count()
+        )
+    );
+    Ok(())
+}

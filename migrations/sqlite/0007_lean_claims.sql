@@ -19,6 +19,9 @@
 -- * the age-based pruning stops at the first event young enough instead of
 --   reading the 1000 oldest twice every 64th event (about 10 us per event
 --   on average).
+-- * a setting keeps its name (renaming one onto another deleted that one),
+--   and the event counter moves only with the events (raised by hand, it
+--   left a gap that read as pruned events).
 --
 -- PostgreSQL's schema already pruned every 64th event.
 
@@ -219,6 +222,26 @@ BEGIN
     SELECT RAISE(ABORT, 'agents.current_load cannot drop below the claims the agent holds: delete claims to release them');
 END;
 
+-- Version 6 let that rename delete a setting: a file missing one gets it
+-- back at its default (the others keep their values).
+INSERT OR IGNORE INTO settings (name, value) VALUES
+    ('events_keep', 100000),
+    ('events_keep_seconds', 604800),
+    ('recovering', 0),
+    ('registering', 0);
+
+-- A setting keeps its name: UPDATE OR REPLACE renaming one onto another
+-- would delete that other row without its delete trigger, and the triggers
+-- below would then read NULL (no age limit left: every 64th event would
+-- empty the log; no 'recovering': a release by hand would read as a
+-- recovery).
+CREATE TRIGGER settings_keep_their_names
+BEFORE UPDATE OF name ON settings
+WHEN NEW.name IS NOT OLD.name
+BEGIN
+    SELECT RAISE(ABORT, 'settings keep their names: change their value');
+END;
+
 -- The counter follows every event. Every 64th event cuts the log back to
 -- the newest events_keep (so it holds events_keep to events_keep + 63),
 -- and takes the oldest ones older than events_keep_seconds: one page of the
@@ -230,6 +253,19 @@ CREATE TRIGGER events_insert_counts
 AFTER INSERT ON events
 BEGIN
     UPDATE counters SET value = NEW.seq WHERE name = 'event_seq';
+END;
+
+-- The event counter moves by one, with each event: raised by hand, it would
+-- leave a gap that reads as pruned events (a reader at the newest cursor
+-- told that its cursor is too old). It may move only to one past the
+-- newest event kept (or anywhere by one when the log is empty: pruning by
+-- age may take every event, the new one included, before it is counted).
+CREATE TRIGGER counters_event_seq_follows_the_events
+BEFORE UPDATE OF value ON counters
+WHEN OLD.name = 'event_seq'
+  AND (NEW.value IS NOT OLD.value + 1 OR NEW.value > (SELECT max(seq) FROM events))
+BEGIN
+    SELECT RAISE(ABORT, 'counters.event_seq moves by one, with each event: append an event with (SELECT value + 1 FROM counters WHERE name = ''event_seq'') instead');
 END;
 
 -- The old events go as a prefix, up to the first one young enough (an
