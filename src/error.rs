@@ -136,12 +136,15 @@ pub enum Error {
     /// another tool, or hand-typed SQL that the schema could not refuse).
     /// Nothing was changed; other agents can still be read one by one.
     #[error(
-        "unreadable row in {table}: agent id {id}, column {column}: {reason}; repair or delete the row in the sqlite3 shell"
+        "unreadable row in {table}: {} {id}, column {column}: {reason}; repair or delete the row by hand (the sqlite3 shell, or psql)",
+        row_key(table)
     )]
     Unreadable {
         /// The table that holds the row.
         table: &'static str,
-        /// The agent's id, quoted and escaped (invalid UTF-8 as `\xNN`).
+        /// The row's key: the agent's id (`agents`, `capabilities`,
+        /// `metadata`) or the task id (`claims`), quoted and escaped
+        /// (invalid UTF-8 as `\xNN`); the event's `seq` (`events`).
         id: String,
         /// The column that cannot be read.
         column: &'static str,
@@ -315,5 +318,14 @@ impl fmt::Display for DatabaseError {
 impl std::error::Error for DatabaseError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.inner.source()
+    }
+}
+
+/// What [`Error::Unreadable`]'s `id` is in `table`.
+fn row_key(table: &str) -> &'static str {
+    match table {
+        "claims" => "task id",
+        "events" => "seq",
+        _ => "agent id",
     }
 }

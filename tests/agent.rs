@@ -421,7 +421,7 @@ fn every_error_says_what_was_wrong() {
                 column: "name",
                 reason: "not UTF-8".into(),
             },
-            "unreadable row in agents: agent id \"caf\\xa9\", column name: not UTF-8; repair or delete the row in the sqlite3 shell",
+            "unreadable row in agents: agent id \"caf\\xa9\", column name: not UTF-8; repair or delete the row by hand (the sqlite3 shell, or psql)",
         ),
         (
             Error::NoRegistry { path: path.clone() },

@@ -619,7 +619,7 @@ fn an_unreadable_row_is_named_and_never_skipped() -> Result<()> {
     assert_eq!(err.kind(), roster::ErrorKind::Unusable);
     assert_eq!(
         err.to_string(),
-        "unreadable row in agents: agent id \"bad\", column name: not UTF-8 (invalid utf-8 sequence of 1 bytes from index 1); repair or delete the row in the sqlite3 shell"
+        "unreadable row in agents: agent id \"bad\", column name: not UTF-8 (invalid utf-8 sequence of 1 bytes from index 1); repair or delete the row by hand (the sqlite3 shell, or psql)"
     );
     assert!(matches!(
         fleet.registry.get("bad"),
@@ -861,5 +861,35 @@ fn hand_typed_claims_cannot_share_a_token_or_outgrow_a_load() -> Result<()> {
             held.iter().filter(|c| c.agent_id == "old-gpu").count()
         )
     );
+    Ok(())
+}
+
+/// A claim whose task id holds a lone continuation byte (which SQLite
+/// cannot tell from text in SQL) is named by its task id and column when
+/// roster reads it, on `claims` and `recover` alike.
+#[test]
+fn an_unreadable_claim_is_named_by_its_task_id() -> Result<()> {
+    let fleet = fleet()?;
+    shell_ok(
+        &fleet.path,
+        "INSERT INTO claims (task_id, agent_id, token, claimed_at) VALUES ('t' || CAST(x'a9' AS TEXT), 'cpu-fresh', (SELECT value + 1 FROM counters WHERE name = 'claim_token'), '2026-03-04 05:06:07.000000000');",
+    );
+    let err = fleet
+        .registry
+        .claims(None)
+        .expect_err("claims must not skip the row");
+    assert_eq!(
+        err.to_string(),
+        "unreadable row in claims: task id \"t\\xa9\", column task_id: not UTF-8 (invalid utf-8 sequence of 1 bytes from index 1); repair or delete the row by hand (the sqlite3 shell, or psql)"
+    );
+    fleet.registry.deregister("cpu-fresh")?;
+    match fleet.registry.recover() {
+        Err(roster::Error::Unreadable {
+            table: "claims",
+            column: "task_id",
+            ..
+        }) => {}
+        other => panic!("recover: {other:?}"),
+    }
     Ok(())
 }

@@ -279,7 +279,7 @@ fn event(row: &postgres::Row) -> Result<Event> {
     let unreadable = |column: &'static str, reason: String| {
         Failure::Roster(Error::Unreadable {
             table: "events",
-            id: format!("(event {seq})"),
+            id: seq.to_string(),
             column,
             reason,
         })

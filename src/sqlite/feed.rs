@@ -169,7 +169,7 @@ fn event(row: &Row<'_>) -> Result<Event> {
     let unreadable = |column: &'static str, reason: String| {
         Failure::Roster(Error::Unreadable {
             table: "events",
-            id: format!("(event {seq})"),
+            id: seq.to_string(),
             column,
             reason,
         })

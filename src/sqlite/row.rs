@@ -306,15 +306,20 @@ pub(crate) fn claim_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Claim>> {
 }
 
 fn read_claim(row: &Row<'_>) -> Result<Claim> {
-    let task_id = text(row, 0, "claims")?;
+    let raw_task_id = bytes(row, 0)?;
     let unreadable = |column: &'static str, reason: String| {
         Failure::Roster(Error::Unreadable {
             table: "claims",
-            id: escape_bytes(task_id.as_bytes()),
+            id: escape_bytes(raw_task_id),
             column,
             reason,
         })
     };
+    let utf8 = |column: usize, name: &'static str| -> Result<&str> {
+        let value = bytes(row, column)?;
+        std::str::from_utf8(value).map_err(|e| unreadable(name, format!("not UTF-8 ({e})")))
+    };
+    let task_id = utf8(0, "task_id")?;
     let token: i64 = row.get(2)?;
     let token =
         u64::try_from(token).map_err(|_| unreadable("token", format!("{token} is negative")))?;
@@ -332,7 +337,7 @@ fn read_claim(row: &Row<'_>) -> Result<Claim> {
     };
     Ok(Claim {
         task_id: task_id.to_owned(),
-        agent_id: text(row, 1, "claims")?.to_owned(),
+        agent_id: utf8(1, "agent_id")?.to_owned(),
         token,
         claimed_at: time(3, "claimed_at")?
             .ok_or_else(|| unreadable("claimed_at", "NULL is not a time".to_owned()))?,
