@@ -440,7 +440,7 @@ fn an_event_with_a_bad_agent_id_is_reported_under_the_wrong_column() -> Result<(
                 table, id, column, ..
             }) => assert_eq!(
                 (table, column, id.as_str()),
-                ("events", "agent_id", "(event 2)"),
+                ("events", "agent_id", "2"),
                 "the error must name the events row and its agent_id column"
             ),
             other => panic!("expected an unreadable events row, got {other:?}"),
