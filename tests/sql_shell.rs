@@ -893,3 +893,32 @@ fn an_unreadable_claim_is_named_by_its_task_id() -> Result<()> {
     }
     Ok(())
 }
+
+/// An agent whose id holds a lone continuation byte, typed in the shell,
+/// that a claim's walk chooses: the claim fails as unreadable, naming the
+/// agent, and takes nothing.
+#[test]
+fn a_claim_that_meets_an_unreadable_agent_id_names_it_and_takes_nothing() -> Result<()> {
+    let fleet = fleet()?;
+    shell_ok(
+        &fleet.path,
+        "INSERT INTO agents (id, name, status, last_heartbeat, current_load, max_load) VALUES ('w' || CAST(x'a9' AS TEXT), 'w', 'available', '2026-01-01 00:00:00.000000000', 0, 1);
+         INSERT INTO capabilities (agent_id, capability, position) VALUES ('w' || CAST(x'a9' AS TEXT), 'only-here', 0);",
+    );
+    let task = roster::Task {
+        id: "t".into(),
+        labels: vec!["only-here".into()],
+        ..roster::Task::default()
+    };
+    match fleet.registry.claim(&task, None) {
+        Err(roster::Error::Unreadable {
+            table: "agents",
+            id,
+            column: "id",
+            ..
+        }) => assert_eq!(id, "\"w\\xa9\""),
+        other => panic!("claim: {other:?}"),
+    }
+    assert!(fleet.registry.claims(None)?.is_empty(), "nothing was taken");
+    Ok(())
+}

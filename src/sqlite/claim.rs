@@ -30,7 +30,7 @@ use crate::agent::AgentInfo;
 use crate::error::Error;
 use crate::route::TaskRouter;
 use crate::sqlite::retry::Result;
-use crate::sqlite::row::{query_agents, select_agents};
+use crate::sqlite::row::{query_agents, select_agents, text};
 use crate::task::{Priority, Task};
 
 /// How many agents with a free slot, in routing order, the first step looks
@@ -162,7 +162,7 @@ pub(super) fn choose(
     while let Some(row) = rows.next()? {
         seen += 1;
         if row.get::<_, bool>(1)? {
-            return Ok(Some(row.get(0)?));
+            return Ok(Some(agent_id(row)?));
         }
     }
     if seen < WALK_LIMIT {
@@ -172,10 +172,11 @@ pub(super) fn choose(
     drop(rows);
     if labels.is_empty() {
         // The head of the order is all offline: the rest of the walk.
-        return Ok(tx
+        return tx
             .prepare_cached(order.first_online)?
-            .query_row([], |row| row.get(0))
-            .optional()?);
+            .query_row([], |row| Ok(agent_id(row)))
+            .optional()?
+            .transpose();
     }
     let rarest: Option<(String, i64)> = tx
         .prepare_cached(RAREST_LABEL)?
@@ -187,10 +188,16 @@ pub(super) fn choose(
     if holders == 0 {
         return Ok(None);
     }
-    Ok(tx
-        .prepare_cached(order.by_rarest_label)?
-        .query_row(params![bound, rarest], |row| row.get(0))
-        .optional()?)
+    tx.prepare_cached(order.by_rarest_label)?
+        .query_row(params![bound, rarest], |row| Ok(agent_id(row)))
+        .optional()?
+        .transpose()
+}
+
+/// The agent id in the first column of a walk's row: `Unreadable`, naming
+/// the agent, when it is not UTF-8.
+fn agent_id(row: &rusqlite::Row<'_>) -> Result<String> {
+    text(row, 0, "agents").map(str::to_owned)
 }
 
 /// The id `router` chooses among the eligible agents, read in one statement
