@@ -62,8 +62,13 @@ const WAIT: Duration = Duration::from_secs(60);
 const PAGE: usize = 1000;
 
 /// The pause after a failure that may pass by itself (a busy database, an
-/// I/O error), before the next try.
+/// I/O error, a server that is down), before the next try; it doubles with
+/// each failure in a row up to [`LONGEST_RETRY_PAUSE`], so that an outage
+/// is reported a few times a minute, not five times a second.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// The longest pause between two tries.
+const LONGEST_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 /// `roster watch`: prints every event after `since`, as it is committed by
 /// any process, until SIGINT or SIGTERM (exit code 0), a closed output
@@ -134,13 +139,15 @@ pub(crate) fn run(registry: &Registry, out: &mut Printer, since: Option<Since>) 
 type Page = Result<Vec<Event>, (u64, Error)>;
 
 /// Starts the thread that waits for the events after `cursor`, page after
-/// page, and sends them on; after a failure it pauses, then tries again
-/// from the same cursor. It stops when nobody receives any more.
+/// page, and sends them on; after a failure it pauses (longer after each
+/// failure in a row), then tries again from the same cursor. It stops when
+/// nobody receives any more.
 fn wait_for_events(registry: Registry, mut cursor: u64) -> Result<Receiver<Page>, Failure> {
     let (pages, received) = mpsc::sync_channel(1);
     thread::Builder::new()
         .name("watch".to_owned())
         .spawn(move || {
+            let mut pause = RETRY_PAUSE;
             loop {
                 let page = registry.watch(cursor, PAGE, WAIT);
                 let failed = page.is_err();
@@ -151,7 +158,10 @@ fn wait_for_events(registry: Registry, mut cursor: u64) -> Result<Receiver<Page>
                     return;
                 }
                 if failed {
-                    thread::sleep(RETRY_PAUSE);
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(LONGEST_RETRY_PAUSE);
+                } else {
+                    pause = RETRY_PAUSE;
                 }
             }
         })?;
