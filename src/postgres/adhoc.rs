@@ -18,7 +18,7 @@ use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSql, Kind, ToSql, Type};
 
-use crate::error::{DatabaseError, Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::postgres::PostgresRegistry;
 use crate::postgres::retry::{Limits, PgError, classify};
 use crate::postgres::schema;
@@ -102,14 +102,11 @@ impl PostgresRegistry {
         }
         let limits = self.limits();
         if pooled && access == SqlAccess::ReadOnly && cancel.is_none() {
-            let mut conn = self.pool.get().map_err(|e| {
-                Error::Database(DatabaseError::new(
-                    ErrorKind::Storage,
-                    format!("no connection to {}: {e}", self.target.shown),
-                ))
-            })?;
-            return run(&mut conn.client, sql, access, timeout, &mut on_row)
-                .map_err(|failure| failed(failure, access, timeout, None, false, limits));
+            let mut conn = self.checkout()?;
+            let started = Instant::now();
+            return run(&mut conn.client, sql, access, timeout, &mut on_row).map_err(|failure| {
+                failed(failure, access, timeout, started.elapsed(), false, limits)
+            });
         }
         let mut client = schema::connect(&self.target, &self.options)?;
         let started = Instant::now();
@@ -138,7 +135,7 @@ impl PostgresRegistry {
                 failure,
                 access,
                 timeout,
-                Some(started.elapsed()),
+                started.elapsed(),
                 cancelled(),
                 limits,
             )
@@ -146,13 +143,13 @@ impl PostgresRegistry {
     }
 }
 
-/// The error a failed statement reports: `ran` is how long it ran (when
-/// known), `cancelled` whether its cancel flag was set.
+/// The error a failed statement reports: `ran` is how long it ran,
+/// `cancelled` whether its cancel flag was set.
 fn failed(
     failure: Failure,
     access: SqlAccess,
     timeout: Option<Duration>,
-    ran: Option<Duration>,
+    ran: Duration,
     cancelled: bool,
     limits: Limits,
 ) -> Error {
@@ -163,16 +160,10 @@ fn failed(
                 why: "the statement was cancelled".to_owned(),
             },
             Some(&SqlState::QUERY_CANCELED) => Error::Interrupted {
-                why: match ran {
-                    Some(ran) => format!(
-                        "the statement ran for more than {:?} (stopped after {ran:?})",
-                        timeout.unwrap_or_default(),
-                    ),
-                    None => format!(
-                        "the statement ran for more than {:?}",
-                        timeout.unwrap_or_default()
-                    ),
-                },
+                why: format!(
+                    "the statement ran for more than {:?} (stopped after {ran:?})",
+                    timeout.unwrap_or_default(),
+                ),
             },
             Some(&SqlState::READ_ONLY_SQL_TRANSACTION) if access == SqlAccess::ReadOnly => {
                 Error::WriteRefused

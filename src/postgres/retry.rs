@@ -20,7 +20,7 @@ use postgres::error::SqlState;
 
 use crate::error::{DatabaseError, Error, ErrorKind};
 use crate::postgres::PostgresRegistry;
-use crate::postgres::conn::{Conn, Tx};
+use crate::postgres::conn::{Conn, Manager, Tx};
 
 /// What the work inside a call can fail with: a PostgreSQL error, classified
 /// once by [`classify`], roster's own answer passed through as it is, or a
@@ -181,6 +181,17 @@ impl PostgresRegistry {
         }
     }
 
+    /// A connection from the pool: a storage error naming the database when
+    /// none comes within the pool's checkout time.
+    pub(crate) fn checkout(&self) -> crate::Result<r2d2::PooledConnection<Manager>> {
+        self.pool.get().map_err(|e| {
+            Error::Database(DatabaseError::new(
+                ErrorKind::Storage,
+                format!("no connection to {}: {e}", self.target.shown),
+            ))
+        })
+    }
+
     /// Runs `work` on a pooled connection, again while it loses deadlocks or
     /// serialization conflicts, until the busy timeout has passed since the
     /// first try.
@@ -190,12 +201,7 @@ impl PostgresRegistry {
     pub(crate) fn run<T>(&self, mut work: impl FnMut(&mut Conn) -> Result<T>) -> crate::Result<T> {
         let limits = self.limits();
         let deadline = Instant::now() + limits.busy_timeout;
-        let mut conn = self.pool.get().map_err(|e| {
-            Error::Database(DatabaseError::new(
-                ErrorKind::Storage,
-                format!("no connection to {}: {e}", self.target.shown),
-            ))
-        })?;
+        let mut conn = self.checkout()?;
         let mut pause = FIRST_PAUSE;
         let mut prepared_again = false;
         loop {
