@@ -562,6 +562,11 @@ fn comparable_claim(mut claim: Claim) -> Claim {
     claim
 }
 
+/// How many events before an `Events` window are read with it, so that a
+/// run of one kind that the window cuts is ordered whole (a generated case
+/// writes far fewer events than this).
+const RUN_CONTEXT: u64 = 100;
+
 /// Events without their times, generated task ids reduced to their prefix,
 /// and each run of events of one kind in a canonical order (one statement
 /// may visit rows in any order: a reap, a recover).
@@ -640,9 +645,19 @@ fn apply(registry: &dyn AgentRegistry, op: &Op) -> String {
                 .map(|all| all.into_iter().map(comparable_claim).collect::<Vec<_>>()),
         ),
         Op::Events(back) => show(registry.last_event().and_then(|last| {
+            // Runs of one kind are put in their canonical order whole, and
+            // only then is the window cut: a window that starts inside a
+            // run (the last of a reap's status events) would otherwise show
+            // whichever row the statement happened to visit last.
+            let from = last.saturating_sub(*back);
             registry
-                .events(last.saturating_sub(*back), 100)
-                .map(comparable_events)
+                .events(from.saturating_sub(RUN_CONTEXT), 200)
+                .map(|events| {
+                    comparable_events(events)
+                        .into_iter()
+                        .filter(|(seq, _)| *seq > from)
+                        .collect::<Vec<_>>()
+                })
         })),
         Op::Recover => show(registry.recover().map(|all| {
             all.into_iter()
