@@ -3,7 +3,8 @@
 //! every row and capability intact, refuse the upgrade when they hold rows the
 //! new rules refuse, and upgrade once when many processes open them at once;
 //! a version 6 file keeps its held claims and its events through the
-//! rebuild of `claims`, and its rules after it.
+//! rebuild of `claims`, and its rules after it; version 8 writes the events
+//! of deleted claims as version 7 did.
 
 mod common;
 
@@ -426,4 +427,88 @@ fn a_version_6_file_missing_settings_gets_them_back_through_version_7() -> Resul
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].kind, roster::EventKind::Released);
     Ok(())
+}
+
+/// Every SQLite migration, oldest first, as the tests type them.
+const MIGRATIONS: [&str; 8] = [
+    include_str!("../migrations/sqlite/0001_agents.sql"),
+    include_str!("../migrations/sqlite/0002_claim_indexes.sql"),
+    include_str!("../migrations/sqlite/0003_text_rules.sql"),
+    include_str!("../migrations/sqlite/0004_drain_and_metadata.sql"),
+    include_str!("../migrations/sqlite/0005_claims.sql"),
+    include_str!("../migrations/sqlite/0006_events.sql"),
+    include_str!("../migrations/sqlite/0007_lean_claims.sql"),
+    include_str!("../migrations/sqlite/0008_quicker_release.sql"),
+];
+
+/// What the claims deleted by `DELETE FROM claims` write into the change
+/// feed, on a file built in the shell at schema `version`: six claims with
+/// every combination of reasons, one deleted by hand, the others deleted
+/// while `recovering` is 1, as recover deletes them.
+fn deleted_claim_events(dir: &Path, version: usize) -> String {
+    let path = dir.join(format!("v{version}.db"));
+    let mut sql: String = MIGRATIONS[..version].join("\n");
+    sql.push_str(&format!("\nPRAGMA user_version = {version};\n"));
+    for agent in ["up", "down", "gone", "late"] {
+        sql.push_str(&format!(
+            "INSERT INTO agents (id, name, last_heartbeat, max_load) \
+             VALUES ('{agent}', '', '2026-03-04 05:06:07.000000000', 9);\n"
+        ));
+    }
+    // (task, agent, lease): no lease, a lease far off, a lease run out.
+    for (task, agent, lease) in [
+        ("by-hand", "up", "NULL"),
+        ("not-due", "up", "'2100-01-01 00:00:00.000000000'"),
+        ("expired", "late", "'2000-01-01 00:00:00.000000000'"),
+        ("offline", "down", "NULL"),
+        ("offline-expired", "down", "'2000-01-01 00:00:00.000000000'"),
+        (
+            "gone-offline-expired",
+            "gone",
+            "'2000-01-01 00:00:00.000000000'",
+        ),
+    ] {
+        sql.push_str(&format!(
+            "INSERT INTO claims (task_id, agent_id, token, claimed_at, lease_expires_at) \
+             VALUES ('{task}', '{agent}', (SELECT value + 1 FROM counters WHERE name = 'claim_token'), \
+             '2026-03-04 05:06:07.000000000', {lease});\n"
+        ));
+    }
+    sql.push_str(
+        "UPDATE agents SET status = 'offline' WHERE id IN ('down', 'gone');
+         DELETE FROM agents WHERE id = 'gone';
+         DELETE FROM claims WHERE task_id = 'by-hand';
+         UPDATE settings SET value = 1 WHERE name = 'recovering';
+         DELETE FROM claims;
+         UPDATE settings SET value = 0 WHERE name = 'recovering';
+         SELECT kind, agent_id, task_id, reason, token FROM events
+         WHERE kind IN ('released', 'recovered') ORDER BY seq;
+         SELECT id, current_load FROM agents ORDER BY id;",
+    );
+    let out = common::sqlite3(&path, &sql, common::OnError::Stop);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(user_version(&path), version as i64);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn version_8_writes_the_events_of_deleted_claims_as_version_7_did() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The claims go in the order of their task ids.
+    let expected = "released|up|by-hand||1
+recovered|late|expired|lease_expired|3
+recovered|gone|gone-offline-expired|agent_gone|6
+released|up|not-due||2
+recovered|down|offline|agent_offline|4
+recovered|down|offline-expired|agent_offline|5
+down|0
+late|0
+up|0
+";
+    assert_eq!(deleted_claim_events(dir.path(), 7), expected);
+    assert_eq!(deleted_claim_events(dir.path(), 8), expected);
 }

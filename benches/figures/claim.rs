@@ -80,16 +80,45 @@ const WALKS: [&str; 2] = [
 /// version 3): a claim walked the claim index and added one to the chosen
 /// agent's `current_load`, a release took one off, each in one `BEGIN
 /// IMMEDIATE` transaction. Bare SQL on a copy of a roster file from which
-/// the claims and events tables and their triggers are dropped, with
-/// roster's pragmas.
+/// the claims table and its triggers are dropped, with roster's pragmas.
+///
+/// Without the change feed (`Feed::Without`), the events table and its
+/// triggers go too: the claim as it was when claims-as-rows set its goal.
+/// With it (`Feed::With`), the copy keeps the events table, its checks and
+/// its triggers (cursor, counter, pruning), and a trigger writes the
+/// `claimed` or `released` event that the change feed asks of every claim
+/// taken and given back, as roster's claim triggers do: the load counter
+/// as it would be had it been kept when the change feed came.
 struct LoadCounter {
     conn: Connection,
 }
 
+/// Whether a [`LoadCounter`] copy keeps the change feed.
+#[derive(Clone, Copy, PartialEq)]
+enum Feed {
+    Without,
+    With,
+}
+
+/// The event the change feed writes for a load counted up or down, in the
+/// form of roster's claim triggers (`migrations/sqlite/0007_lean_claims.sql`),
+/// without a task id or token, which a load counter does not have.
+const LOAD_EVENT: &str = "
+CREATE TRIGGER agents_load_event
+AFTER UPDATE OF current_load ON agents
+WHEN NEW.current_load IS NOT OLD.current_load
+BEGIN
+    INSERT INTO events (seq, at, kind, agent_id, task_id, status, reason, token)
+    VALUES ((SELECT value + 1 FROM counters WHERE name = 'event_seq'), strftime('%Y-%m-%d %H:%M:%f000000', 'now'),
+            CASE WHEN NEW.current_load > OLD.current_load THEN 'claimed' ELSE 'released' END,
+            NEW.id, NULL, NULL, NULL, NULL);
+END;";
+
 impl LoadCounter {
     /// Copies the roster file at `from` (closed, so checkpointed) to `to`
-    /// and drops what schema version 3 did not have.
-    fn open(from: &Path, to: &Path) -> LoadCounter {
+    /// and drops what schema version 3 did not have (keeping the change
+    /// feed if `feed` says so).
+    fn open(from: &Path, to: &Path, feed: Feed) -> LoadCounter {
         std::fs::copy(from, to).expect("copy");
         let conn = Connection::open(to).expect("open copy");
         conn.busy_timeout(Duration::from_secs(5))
@@ -100,11 +129,18 @@ impl LoadCounter {
         conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
             .expect("wal_autocheckpoint");
         rusqlite::vtab::array::load_module(&conn).expect("rarray");
-        let triggers: Vec<String> = conn
-            .prepare(
+        let dropped = match feed {
+            Feed::Without => {
                 "SELECT name FROM sqlite_schema WHERE type = 'trigger'
-                 AND (tbl_name IN ('claims', 'events') OR sql LIKE '%claims%' OR sql LIKE '%events%')",
-            )
+                 AND (tbl_name IN ('claims', 'events') OR sql LIKE '%claims%' OR sql LIKE '%events%')"
+            }
+            Feed::With => {
+                "SELECT name FROM sqlite_schema WHERE type = 'trigger'
+                 AND (tbl_name = 'claims' OR sql LIKE '%claims%')"
+            }
+        };
+        let triggers: Vec<String> = conn
+            .prepare(dropped)
             .and_then(|mut stmt| {
                 stmt.query_map([], |row| row.get(0))?
                     .collect::<rusqlite::Result<_>>()
@@ -114,8 +150,11 @@ impl LoadCounter {
             conn.execute_batch(&format!("DROP TRIGGER \"{trigger}\""))
                 .expect("drop trigger");
         }
-        conn.execute_batch("DROP TABLE claims; DROP TABLE events;")
-            .expect("drop tables");
+        match feed {
+            Feed::Without => conn.execute_batch("DROP TABLE claims; DROP TABLE events;"),
+            Feed::With => conn.execute_batch(&format!("DROP TABLE claims; {LOAD_EVENT}")),
+        }
+        .expect("drop tables");
         LoadCounter { conn }
     }
 
@@ -204,16 +243,16 @@ const SLICES: usize = 50;
 const FRAME_CALLS: usize = 50;
 
 /// Claim, then release, with claims as rows (roster) against the load
-/// counter before them, each repetition taking `BATCH` claims on each side
-/// and then giving them back, in slices that alternate the two sides (and
-/// which goes first). The roster file's change feed is at its steady state:
-/// `events_keep` is set to the events registration wrote, so that events are
-/// pruned as on a file that has been in use for a while.
+/// counter before them, without and with the change feed: each repetition
+/// takes `BATCH` claims on each of the three sides and then gives them back,
+/// in slices that rotate the sides (and which goes first). The change feed
+/// is at its steady state on both files that have it: `events_keep` is set
+/// to the events registration wrote, so that events are pruned as on a file
+/// that has been in use for a while.
 fn claim_and_release(bench: &mut Bench, n: usize, work: &[Task]) {
     let agents = fleet(n, 21);
     let (path, registry) = bench.roster_file(&format!("claim-rows-{n}.db"), &agents);
     drop(registry);
-    let old = LoadCounter::open(&path, &bench.fresh_file(&format!("claim-counter-{n}.db")));
     Connection::open(&path)
         .and_then(|conn| {
             conn.execute_batch(
@@ -221,78 +260,111 @@ fn claim_and_release(bench: &mut Bench, n: usize, work: &[Task]) {
             )
         })
         .expect("events_keep");
+    let counters = [
+        LoadCounter::open(
+            &path,
+            &bench.fresh_file(&format!("claim-counter-{n}.db")),
+            Feed::Without,
+        ),
+        LoadCounter::open(
+            &path,
+            &bench.fresh_file(&format!("claim-counter-feed-{n}.db")),
+            Feed::With,
+        ),
+    ];
+    let event_seq = |conn: &Connection| -> i64 {
+        conn.query_row(
+            "SELECT value FROM counters WHERE name = 'event_seq'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("event_seq")
+    };
+    let feed_seq = event_seq(&counters[1].conn);
+    let mut feed_calls = 0;
     let registry = SqliteRegistry::open(&path).expect("reopen");
     let slice = BATCH / SLICES;
-    let mut times: [Vec<Duration>; 4] = Default::default();
-    // One untimed repetition warms both files up.
+    // Claim times of roster and the two load counters, then release times,
+    // then roster's renew.
+    let mut times: [Vec<Duration>; 7] = Default::default();
+    // One untimed repetition warms the files up.
     for rep in 0..=bench.reps {
         let mut held: Vec<String> = Vec::with_capacity(BATCH);
-        let mut loaded: Vec<String> = Vec::with_capacity(BATCH);
-        let mut spent = [Duration::ZERO; 4];
+        let mut loaded: [Vec<String>; 2] = Default::default();
+        let mut spent = [Duration::ZERO; 7];
         for k in 0..SLICES {
             let tasks = &work[k * slice..][..slice];
-            let mut rows = || {
+            for side in (0..3).map(|i| (i + rep + k) % 3) {
                 let start = Instant::now();
-                for task in tasks {
-                    if let Ok(claimed) = registry.claim(task, None) {
-                        held.push(claimed.claim.task_id);
+                if side == 0 {
+                    for task in tasks {
+                        if let Ok(claimed) = registry.claim(task, None) {
+                            held.push(claimed.claim.task_id);
+                        }
+                    }
+                } else {
+                    for task in tasks {
+                        loaded[side - 1].extend(counters[side - 1].claim(task));
                     }
                 }
-                start.elapsed()
-            };
-            let mut counter = || {
-                let start = Instant::now();
-                for task in tasks {
-                    if let Some(id) = old.claim(task) {
-                        loaded.push(id);
-                    }
-                }
-                start.elapsed()
-            };
-            if (rep + k) % 2 == 0 {
-                spent[0] += rows();
-                spent[1] += counter();
-            } else {
-                spent[1] += counter();
-                spent[0] += rows();
+                spent[side] += start.elapsed();
             }
         }
-        let (claimed, loaded_count) = (held.len().max(1) as u32, loaded.len().max(1) as u32);
+        let claimed = [held.len(), loaded[0].len(), loaded[1].len()];
+        feed_calls += 2 * claimed[2];
         for k in 0..SLICES {
-            let from = (k * slice).min(held.len());
-            let rows_part = &held[from..(from + slice).min(held.len())];
-            let from = (k * slice).min(loaded.len());
-            let counter_part = &loaded[from..(from + slice).min(loaded.len())];
-            let rows = || {
+            for side in (0..3).map(|i| (i + rep + k) % 3) {
+                let from = (k * slice).min(claimed[side]);
+                let to = (from + slice).min(claimed[side]);
                 let start = Instant::now();
-                for task_id in rows_part {
-                    registry.release(task_id, None).expect("release");
+                if side == 0 {
+                    for task_id in &held[from..to] {
+                        registry.release(task_id, None).expect("release");
+                    }
+                } else {
+                    for id in &loaded[side - 1][from..to] {
+                        counters[side - 1].release(id);
+                    }
                 }
-                start.elapsed()
-            };
-            let counter = || {
-                let start = Instant::now();
-                for id in counter_part {
-                    old.release(id);
-                }
-                start.elapsed()
-            };
-            if (rep + k) % 2 == 0 {
-                spent[2] += rows();
-                spent[3] += counter();
-            } else {
-                spent[3] += counter();
-                spent[2] += rows();
+                spent[3 + side] += start.elapsed();
+            }
+        }
+        // Renew (the load counter has none: the goal measures it against its
+        // release): claims taken and given back untimed, slice by slice, the
+        // lease of each set once in between, timed (claims with a lease write
+        // one page more when they are released, so the releases above are of
+        // claims without one, as the claims measured above are).
+        for k in 0..SLICES {
+            let tasks = &work[k * slice..][..slice];
+            let renewed: Vec<String> = tasks
+                .iter()
+                .filter_map(|task| registry.claim(task, None).ok())
+                .map(|claimed| claimed.claim.task_id)
+                .collect();
+            let start = Instant::now();
+            for task_id in &renewed {
+                registry
+                    .renew(task_id, None, Duration::from_secs(600))
+                    .expect("renew");
+            }
+            spent[6] += start.elapsed();
+            for task_id in &renewed {
+                registry.release(task_id, None).expect("release");
             }
         }
         if rep > 0 {
-            times[0].push(spent[0] / claimed);
-            times[1].push(spent[1] / loaded_count);
-            times[2].push(spent[2] / claimed);
-            times[3].push(spent[3] / loaded_count);
+            for (side, spent) in spent.iter().enumerate() {
+                let calls = claimed[if side == 6 { 0 } else { side % 3 }].max(1) as u32;
+                times[side].push(*spent / calls);
+            }
         }
     }
-    let [claim_rows, claim_counter, release_rows, release_counter] = times;
+    // The load counter with the change feed wrote one event per call.
+    assert_eq!(
+        event_seq(&counters[1].conn) - feed_seq,
+        feed_calls as i64,
+        "the change feed's events"
+    );
     // WAL frames per call: 50 calls after a checkpoint that empties the
     // -wal file (50 times a dozen frames stays far under the
     // CHECKPOINT_PAGES frames that start a checkpoint), then the frame count
@@ -320,29 +392,65 @@ fn claim_and_release(bench: &mut Bench, n: usize, work: &[Task]) {
             registry.release(task_id, None).expect("release");
         }
     });
-    let old_path = old.conn.path().map(Path::new).expect("path").to_owned();
-    let mut loaded = Vec::new();
-    let old_claim_frames = frames(&old_path, &mut |i| {
-        loaded.extend(old.claim(&work[i]));
-    });
-    let old_release_frames = frames(&old_path, &mut |i| {
-        if let Some(id) = loaded.get(i) {
-            old.release(id);
-        }
+    let [(old_claim, old_release), (feed_claim, feed_release)] = counters.each_ref().map(|old| {
+        let old_path = old.conn.path().map(Path::new).expect("path").to_owned();
+        let mut loaded = Vec::new();
+        let claim = frames(&old_path, &mut |i| {
+            loaded.extend(old.claim(&work[i]));
+        });
+        let release = frames(&old_path, &mut |i| {
+            if let Some(id) = loaded.get(i) {
+                old.release(id);
+            }
+        });
+        (claim, release)
     });
     bench.note(format!(
-        "WAL frames (pages written) per call, {n} agents: claim {claim_frames:.2}, the load counter's claim {old_claim_frames:.2}; release {release_frames:.2}, the load counter's release {old_release_frames:.2}"
+        "WAL frames (pages written) per call, {n} agents: claim {claim_frames:.2}, the load counter's claim {old_claim:.2}, with the change feed {feed_claim:.2}; release {release_frames:.2}, the load counter's release {old_release:.2}, with the change feed {feed_release:.2}"
     ));
+    let [
+        claim_rows,
+        claim_counter,
+        claim_feed,
+        release_rows,
+        release_counter,
+        release_feed,
+        renew_rows,
+    ] = times;
     bench.push(
         format!("claim, {n} agents"),
         "the load counter's claim (schema 3), bare SQL",
-        Times::new(claim_rows, claim_counter),
+        Times::new(claim_rows.clone(), claim_counter),
+        "roster / baseline <= 1.5",
+    );
+    bench.push(
+        format!("claim, {n} agents"),
+        "the load counter's claim with the change feed's event",
+        Times::new(claim_rows, claim_feed),
+        "roster / baseline <= 1.5",
+    );
+    bench.push(
+        format!("renew, {n} agents"),
+        "the load counter's release (schema 3), bare SQL",
+        Times::new(renew_rows.clone(), release_counter.clone()),
+        "roster / baseline <= 1.5",
+    );
+    bench.push(
+        format!("renew, {n} agents"),
+        "the load counter's release with the change feed's event",
+        Times::new(renew_rows, release_feed.clone()),
         "roster / baseline <= 1.5",
     );
     bench.push(
         format!("release, {n} agents"),
         "the load counter's release (schema 3), bare SQL",
-        Times::new(release_rows, release_counter),
+        Times::new(release_rows.clone(), release_counter),
+        "roster / baseline <= 1.5",
+    );
+    bench.push(
+        format!("release, {n} agents"),
+        "the load counter's release with the change feed's event",
+        Times::new(release_rows, release_feed),
         "roster / baseline <= 1.5",
     );
 }
