@@ -237,6 +237,23 @@ const SESSION: &[(&[&str], i32)] = &[
         ],
         0,
     ),
+    (
+        &[
+            "sql",
+            "--write",
+            "UPDATE agents SET max_load = 6 WHERE id = 'b1' RETURNING id, max_load",
+        ],
+        0,
+    ),
+    (
+        &[
+            "--json",
+            "sql",
+            "--write",
+            "update agents SET max_load = 5 WHERE id = 'b1' RETURNING id",
+        ],
+        0,
+    ),
     (&["sql", "DELETE FROM agents"], 2),
     (&["get", "nope"], 3),
     (&["metrics"], 0),
@@ -290,14 +307,20 @@ fn every_command_prints_the_same_on_sqlite_and_on_postgresql() {
         "id  status     max_load  current_load  drained\nb1  available  2         0             0\n"
     );
     assert_eq!(sqlite[24].1, "1 row changed\n");
+    // A change that returns rows counts them as changed, as on SQLite.
+    assert_eq!(sqlite[25].1, "id  max_load\nb1  6\n1 row changed\n");
+    assert_eq!(
+        sqlite[26].1,
+        "{\"changes\":1,\"columns\":[\"id\"],\"rows\":[[\"b1\"]]}"
+    );
     assert!(
-        sqlite[27]
+        sqlite[29]
             .1
             .contains("roster_events{kind=\"recovered\"} 1\n"),
         "{}",
-        sqlite[27].1
+        sqlite[29].1
     );
-    assert_eq!(sqlite[30].1, "no agents\n");
+    assert_eq!(sqlite[32].1, "no agents\n");
 }
 
 #[test]

@@ -263,8 +263,12 @@ fn run(
         on_row(&columns, &values).map_err(Failure::Roster)?;
         count += 1;
     }
+    // The server's count is of the command's rows: changed by an INSERT,
+    // UPDATE, DELETE or MERGE (with RETURNING or not), returned by a SELECT.
     let changes = match access {
-        SqlAccess::ReadWrite if columns.is_empty() => rows.rows_affected().unwrap_or(0),
+        SqlAccess::ReadWrite if columns.is_empty() || changes_rows(sql) => {
+            rows.rows_affected().unwrap_or(0)
+        }
         _ => 0,
     };
     drop(rows);
@@ -292,6 +296,15 @@ fn after_blanks(sql: &str) -> &str {
             return rest;
         }
     }
+}
+
+/// Whether the first word of `sql` makes it a command that changes rows
+/// (and counts them, RETURNING or not); a `WITH` may end in either kind,
+/// and counts as a query.
+fn changes_rows(sql: &str) -> bool {
+    ["insert", "update", "delete", "merge"]
+        .iter()
+        .any(|command| starts_with_word(sql, command))
 }
 
 /// Whether `sql` holds nothing but blanks, `;` and comments.
@@ -581,6 +594,27 @@ mod tests {
         }
         for other in ["SELECT 'COPY'", "copying", "copy_table", "cop", ""] {
             assert!(!starts_with_word(other, "copy"), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn commands_that_change_rows_are_found_by_their_first_word() {
+        for changing in [
+            "INSERT INTO t VALUES (1)",
+            "update t SET a = 1 RETURNING a",
+            " /* c */ Delete FROM t",
+            "-- c\nMERGE INTO t USING u ON true WHEN MATCHED THEN DELETE",
+        ] {
+            assert!(changes_rows(changing), "{changing:?}");
+        }
+        for query in [
+            "SELECT 1",
+            "WITH d AS (DELETE FROM t RETURNING a) SELECT a FROM d",
+            "VALUES (1)",
+            "updates",
+            "",
+        ] {
+            assert!(!changes_rows(query), "{query:?}");
         }
     }
 
