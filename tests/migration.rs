@@ -193,19 +193,8 @@ fn rows_the_new_rules_refuse_stop_the_upgrade_and_are_named() -> Result<()> {
 /// claims (with and without a lease, two detached by deregistering their
 /// agent), 3 released, and the events all that wrote.
 fn version_6_file(path: &Path) {
-    let mut sql = String::new();
-    for migration in [
-        include_str!("../migrations/sqlite/0001_agents.sql"),
-        include_str!("../migrations/sqlite/0002_claim_indexes.sql"),
-        include_str!("../migrations/sqlite/0003_text_rules.sql"),
-        include_str!("../migrations/sqlite/0004_drain_and_metadata.sql"),
-        include_str!("../migrations/sqlite/0005_claims.sql"),
-        include_str!("../migrations/sqlite/0006_events.sql"),
-    ] {
-        sql.push_str(migration);
-        sql.push('\n');
-    }
-    sql.push_str("PRAGMA user_version = 6; PRAGMA journal_mode = WAL; BEGIN;\n");
+    let mut sql = MIGRATIONS[..6].join("\n");
+    sql.push_str("\nPRAGMA user_version = 6; PRAGMA journal_mode = WAL; BEGIN;\n");
     for i in 0..20 {
         sql.push_str(&format!(
             "INSERT INTO agents (id, name, last_heartbeat, current_load, max_load) \
