@@ -24,7 +24,7 @@ use std::rc::Rc;
 
 use rusqlite::types::Value;
 use rusqlite::vtab::array::Array;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::agent::AgentInfo;
 use crate::error::Error;
@@ -150,7 +150,7 @@ fn bind(labels: &[&str]) -> Array {
 
 /// The id of the agent DefaultRouter would choose, if any.
 pub(super) fn choose(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     labels: &[&str],
     priority: Priority,
 ) -> Result<Option<String>> {
@@ -203,7 +203,7 @@ fn agent_id(row: &rusqlite::Row<'_>) -> Result<String> {
 /// The id `router` chooses among the eligible agents, read in one statement
 /// inside the claim's transaction.
 pub(super) fn route(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     router: &dyn TaskRouter,
     task: &Task,
     labels: &[&str],

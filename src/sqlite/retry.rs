@@ -5,7 +5,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode};
 
 use crate::error::{DatabaseError, Error, ErrorKind};
 use crate::sqlite::SqliteRegistry;
@@ -127,13 +127,49 @@ impl SqliteRegistry {
     /// returns `Ok`, rolled back otherwise; retried as in [`run`](Self::run).
     pub(crate) fn write<T>(
         &self,
-        mut work: impl FnMut(&Transaction<'_>) -> Result<T>,
+        mut work: impl FnMut(&Connection) -> Result<T>,
     ) -> crate::Result<T> {
         self.run(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = work(&tx)?;
+            let tx = Immediate::begin(conn)?;
+            let value = work(conn)?;
             tx.commit()?;
             Ok(value)
         })
+    }
+}
+
+/// A `BEGIN IMMEDIATE` transaction on a pool connection, rolled back when
+/// dropped before [`commit`](Self::commit) succeeds. Unlike rusqlite's
+/// `Transaction`, which parses `BEGIN` and `COMMIT` anew every time, its
+/// three statements are prepared once per connection, like every other
+/// statement roster runs (a claim or a release is one such transaction).
+struct Immediate<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl<'c> Immediate<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Self { conn, open: true })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for Immediate<'_> {
+    fn drop(&mut self) {
+        // A transaction SQLite already ended (a statement that failed with
+        // SQLITE_FULL or an interrupt rolls back on its own) needs nothing.
+        if self.open && !self.conn.is_autocommit() {
+            let _ = self
+                .conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut rollback| rollback.execute([]));
+        }
     }
 }
