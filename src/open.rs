@@ -5,17 +5,23 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::agent::{AgentInfo, AgentStatus};
 use crate::claim::{Claim, Claimed, Recovered};
 use crate::error::Result;
 use crate::registry::AgentRegistry;
+use crate::sqlite::{SqlOptions, SqlSummary, SqlValue};
 use crate::sqlite::{SqliteOptions, SqliteRegistry};
 use crate::task::Task;
 
 /// A registry opened by [`open`]: whichever backend the string named.
 ///
-/// It is an [`AgentRegistry`] that passes every call to the backend; match
-/// on it for what only one backend has (ad-hoc SQL on SQLite).
+/// It is an [`AgentRegistry`] that passes every call to the backend, and
+/// has the few things both backends do their own way: where it is
+/// ([`location`](Self::location)), its clock ([`now`](Self::now)) and
+/// ad-hoc SQL ([`query_each`](Self::query_each)). Match on it for what only
+/// one backend has.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Registry {
@@ -167,6 +173,72 @@ impl Registry {
             Self::Sqlite(registry) => Some(registry),
             #[cfg(feature = "postgres")]
             Self::Postgres(_) => None,
+        }
+    }
+
+    /// Where the registry is, as it may be shown to people: the file's
+    /// path, or the database's URL without its password
+    /// ([`PostgresRegistry::url`](crate::PostgresRegistry::url)).
+    pub fn location(&self) -> String {
+        match self {
+            Self::Sqlite(registry) => registry.path().display().to_string(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(registry) => registry.url().to_owned(),
+        }
+    }
+
+    /// Now, by the clock that `heartbeat` and `reap` use: this host's for
+    /// a file, the server's for PostgreSQL
+    /// ([`PostgresRegistry::server_now`](crate::PostgresRegistry::server_now)),
+    /// so that a caller that stamps an agent itself agrees with them.
+    ///
+    /// # Errors
+    ///
+    /// On PostgreSQL, as any call: the server cannot be reached, or refuses.
+    pub fn now(&self) -> Result<DateTime<Utc>> {
+        match self {
+            Self::Sqlite(_) => Ok(crate::registry::now()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(registry) => registry.server_now(),
+        }
+    }
+
+    /// Runs one statement typed by a person and hands over its rows as
+    /// they come: [`SqliteRegistry::query_each`], or
+    /// [`PostgresRegistry::query_each`](crate::PostgresRegistry::query_each).
+    ///
+    /// ```
+    /// use roster::{SqlAccess, SqlOptions, SqlValue};
+    ///
+    /// # fn main() -> roster::Result<()> {
+    /// # let dir = tempfile::tempdir().expect("temporary directory");
+    /// # let path = dir.path().join("agents.db");
+    /// let registry = roster::open(&path)?;
+    /// assert_eq!(registry.location(), path.display().to_string());
+    /// let mut rows = Vec::new();
+    /// let read = SqlOptions::new(SqlAccess::ReadOnly);
+    /// registry.query_each("SELECT count(*) FROM agents", &read, |_, row| {
+    ///     rows.push(row.to_vec());
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(rows, [[SqlValue::Integer(0)]]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As the backend's `query_each`.
+    pub fn query_each(
+        &self,
+        sql: &str,
+        options: &SqlOptions,
+        on_row: impl FnMut(&[String], &[SqlValue]) -> Result<()>,
+    ) -> Result<SqlSummary> {
+        match self {
+            Self::Sqlite(registry) => registry.query_each(sql, options, on_row),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(registry) => registry.query_each(sql, options, on_row),
         }
     }
 }

@@ -2,22 +2,19 @@
 //!
 //! `--db` (or `$ROSTER_DB`) is read once into a [`Target`]: a PostgreSQL
 //! URL when it starts with `postgres://` or `postgresql://`, a file path
-//! otherwise. [`Target::open`] gives a [`Registry`], which derefs to
-//! `dyn AgentRegistry` for everything the trait does and has methods for
-//! the few things each backend does its own way: the clock that stamps a
-//! registration, ad-hoc SQL, the name shown to people.
+//! otherwise. [`Target::open`] gives a [`roster::Registry`], the library's
+//! registry over either backend: an `AgentRegistry` for everything the
+//! trait does, with methods for the few things each backend does its own
+//! way (the clock that stamps a registration, ad-hoc SQL, the name shown to
+//! people).
 
 use std::ffi::OsStr;
-use std::ops::Deref;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use roster::{
-    AgentRegistry, Error, PostgresOptions, PostgresRegistry, SqlAccess, SqlOptions, SqlRows,
-    SqlSummary, SqlValue, SqliteOptions, SqliteRegistry,
-};
+pub(crate) use roster::Registry;
+use roster::{Error, PostgresOptions, SqlAccess, SqlOptions, SqlRows, SqliteOptions};
 
 use super::exit::Failure;
 
@@ -225,76 +222,20 @@ fn decoded(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// An opened registry, on either backend. Cheap to clone (clones share the
-/// pool).
-#[derive(Clone, Debug)]
-pub(crate) enum Registry {
-    /// An SQLite file.
-    Sqlite(SqliteRegistry),
-    /// A PostgreSQL database.
-    Postgres(PostgresRegistry),
-}
-
-impl Deref for Registry {
-    type Target = dyn AgentRegistry;
-
-    fn deref(&self) -> &Self::Target {
-        match self {
-            Self::Sqlite(registry) => registry,
-            Self::Postgres(registry) => registry,
-        }
-    }
-}
-
-impl Registry {
-    /// The registry as people see it named: the file's path, or the URL
-    /// without its password.
-    pub(crate) fn shown(&self) -> String {
-        match self {
-            Self::Sqlite(registry) => registry.path().display().to_string(),
-            Self::Postgres(registry) => registry.url().to_owned(),
-        }
-    }
-
-    /// Now, by the clock that `heartbeat` and `reap` use: this host's for a
-    /// file, the server's for PostgreSQL (hosts whose clocks differ then
-    /// agree on who is alive).
-    pub(crate) fn now(&self) -> Result<DateTime<Utc>, Error> {
-        match self {
-            Self::Sqlite(_) => Ok(roster::now()),
-            Self::Postgres(registry) => registry.server_now(),
-        }
-    }
-
-    /// Runs one statement typed by a person and hands over its rows as
-    /// they come: SQLite's `query_each`, or PostgreSQL's.
-    pub(crate) fn query_each(
-        &self,
-        sql: &str,
-        options: &SqlOptions,
-        on_row: impl FnMut(&[String], &[SqlValue]) -> roster::Result<()>,
-    ) -> Result<SqlSummary, Error> {
-        match self {
-            Self::Sqlite(registry) => registry.query_each(sql, options, on_row),
-            Self::Postgres(registry) => registry.query_each(sql, options, on_row),
-        }
-    }
-
-    /// Runs one read-only statement of roster's own and returns its rows
-    /// (within the default time limit of ad-hoc SQL), on a pooled
-    /// connection: `top` and `metrics` run theirs again and again.
-    pub(crate) fn query(&self, sql: &str) -> Result<SqlRows, Error> {
-        let mut rows = Vec::new();
-        let options = SqlOptions::new(SqlAccess::ReadOnly).pooled();
-        let summary = self.query_each(sql, &options, |_, row| {
-            rows.push(row.to_vec());
-            Ok(())
-        })?;
-        Ok(SqlRows {
-            columns: summary.columns,
-            rows,
-        })
-    }
+/// Runs one read-only statement of roster's own and returns its rows
+/// (within the default time limit of ad-hoc SQL), on a pooled connection:
+/// `top` and `metrics` run theirs again and again.
+pub(crate) fn query(registry: &Registry, sql: &str) -> Result<SqlRows, Error> {
+    let mut rows = Vec::new();
+    let options = SqlOptions::new(SqlAccess::ReadOnly).pooled();
+    let summary = registry.query_each(sql, &options, |_, row| {
+        rows.push(row.to_vec());
+        Ok(())
+    })?;
+    Ok(SqlRows {
+        columns: summary.columns,
+        rows,
+    })
 }
 
 #[cfg(test)]

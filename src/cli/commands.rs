@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::CommandFactory;
 use clap_complete::Shell;
 use roster::{
-    AgentInfo, AgentStatus, Claim, Claimed, Error, SqlAccess, SqlOptions, SqlSummary, SqlValue,
-    Task,
+    AgentInfo, AgentRegistry, AgentStatus, Claim, Claimed, Error, SqlAccess, SqlOptions,
+    SqlSummary, SqlValue, Task,
 };
 
 use super::args::{AgentArgs, Cli};

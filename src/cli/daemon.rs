@@ -18,7 +18,7 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use nix::errno::Errno;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
-use roster::{AgentInfo, AgentStatus, Error, Recovered};
+use roster::{AgentInfo, AgentRegistry, AgentStatus, Error, Recovered};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::backend::Registry;

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use roster::{AgentStatus, EventKind, RecoverReason, SqlValue};
 
-use super::backend::Registry;
+use super::backend::{self, Registry};
 use super::daemon::stop_flag;
 use super::exit::{Failure, Outcome};
 use super::output;
@@ -153,9 +153,10 @@ impl Snapshot {
     fn read(registry: &Registry) -> Result<Self, Failure> {
         let statement = match registry {
             Registry::Sqlite(_) => SNAPSHOT,
-            Registry::Postgres(_) => PG_SNAPSHOT,
+            // PostgreSQL, the other backend.
+            _ => PG_SNAPSHOT,
         };
-        let rows = registry.query(statement)?;
+        let rows = backend::query(registry, statement)?;
         let mut snapshot = Self::default();
         for row in rows.rows {
             let [SqlValue::Text(figure), label, value] = row.as_slice() else {

@@ -53,10 +53,10 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self as term_event, Event as TermEvent, KeyCode};
 use ratatui::crossterm::{cursor, execute, terminal};
-use roster::{AgentInfo, Error, Event, SqlValue};
+use roster::{AgentInfo, AgentRegistry, Error, Event, SqlValue};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 
-use super::backend::Registry;
+use super::backend::{self, Registry};
 use super::daemon::pause;
 use super::exit::{Failure, Outcome};
 use super::output::{self, display_width};
@@ -126,7 +126,7 @@ pub(crate) fn run(args: &TopArgs, open: impl FnOnce() -> Result<Registry, Failur
     }
     let registry = open()?;
     // The file, or the database's URL without its password.
-    let title = registry.shown();
+    let title = registry.location();
     let mut model = view::Model::new(title, args.sort, args.status, args.capability.clone());
     let start = full_read(&registry, true)?;
     let cursor = start.cursor;
@@ -248,7 +248,7 @@ fn claim_counts(
     };
     let sql =
         format!("SELECT agent_id, count(*) FROM claims WHERE NOT detached{only} GROUP BY agent_id");
-    let rows = registry.query(&sql)?;
+    let rows = backend::query(registry, &sql)?;
     let mut counts = HashMap::new();
     for row in rows.rows {
         if let [SqlValue::Text(id), SqlValue::Integer(count)] = row.as_slice() {
@@ -264,7 +264,7 @@ fn heartbeats(registry: &Registry, ids: &[String]) -> Result<Vec<(String, DateTi
         "SELECT id, last_heartbeat FROM agents WHERE id IN {}",
         id_list(ids.iter().map(String::as_str))
     );
-    let rows = registry.query(&sql)?;
+    let rows = backend::query(registry, &sql)?;
     Ok(rows
         .rows
         .into_iter()

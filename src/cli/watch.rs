@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use roster::{Error, Event, EventKind};
+use roster::{AgentRegistry, Error, Event, EventKind};
 
 use super::backend::Registry;
 use super::daemon::FileIdentity;
@@ -95,7 +95,7 @@ pub(crate) fn run(registry: &Registry, out: &mut Printer, since: Option<Since>) 
         out.line(format_args!(
             "{} watching {} after event {cursor}; SIGINT or SIGTERM stops",
             output::rfc3339(roster::now()),
-            registry.shown()
+            registry.location()
         ))?;
         out.flush()?;
     }
