@@ -11,8 +11,7 @@ use crate::agent::{AgentInfo, AgentStatus};
 use crate::claim::{Claim, Claimed, Recovered};
 use crate::error::Result;
 use crate::registry::AgentRegistry;
-use crate::sqlite::{SqlOptions, SqlSummary, SqlValue};
-use crate::sqlite::{SqliteOptions, SqliteRegistry};
+use crate::sqlite::{SqlOptions, SqlSummary, SqlValue, SqliteOptions, SqliteRegistry};
 use crate::task::Task;
 
 /// A registry opened by [`open`]: whichever backend the string named.
