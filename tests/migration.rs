@@ -486,6 +486,11 @@ fn deleted_claim_events(dir: &Path, version: usize) -> String {
 
 #[test]
 fn version_8_writes_the_events_of_deleted_claims_as_version_7_did() {
+    assert_eq!(
+        MIGRATIONS.len() as i64,
+        SqliteRegistry::SCHEMA_VERSION,
+        "the migrations these tests type, against the ones roster applies"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     // The claims go in the order of their task ids.
     let expected = "released|up|by-hand||1

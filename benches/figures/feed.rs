@@ -81,7 +81,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const ETCD_KEY: &str = "ZmVlZA==";
 const ETCD_VALUE: &str = "dg==";
 
-/// The triggers that write a row of `events` (schema version 7, where a
+/// The triggers that write a row of `events` (since schema version 7, where a
 /// claim's insert and delete triggers also take and give back its slot: the
 /// copy without them is only heartbeated).
 const EVENT_TRIGGERS: [&str; 9] = [

@@ -10,7 +10,8 @@
 //!
 //! The same pair is measured, in the same windows in turn, for the bare
 //! `UPDATE` that a heartbeat runs, on the same file, from a connection with
-//! roster's pragmas and SQLite's own busy handler (`busy_timeout`): what
+//! roster's `synchronous` and checkpoint interval and SQLite's own busy
+//! handler (`busy_timeout`): what
 //! SQLite itself makes of four writer processes, beside what roster makes
 //! of them.
 

@@ -153,8 +153,12 @@ impl Snapshot {
     fn read(registry: &Registry) -> Result<Self, Failure> {
         let statement = match registry {
             Registry::Sqlite(_) => SNAPSHOT,
-            // PostgreSQL, the other backend.
-            _ => PG_SNAPSHOT,
+            Registry::Postgres(_) => PG_SNAPSHOT,
+            _ => {
+                return Err(Failure::bad_input(
+                    "roster metrics has no snapshot query for this kind of registry",
+                ));
+            }
         };
         let rows = backend::query(registry, statement)?;
         let mut snapshot = Self::default();

@@ -101,7 +101,8 @@ pub struct SqlSummary {
     /// How many rows the statement returned.
     pub rows: u64,
     /// How many rows an `INSERT`, `UPDATE` or `DELETE` changed (0 for other
-    /// statements).
+    /// statements). On PostgreSQL, also a `MERGE`'s; a statement that starts
+    /// with `WITH` counts as a query there (0), whatever its body writes.
     pub changes: u64,
 }
 

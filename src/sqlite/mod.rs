@@ -335,8 +335,7 @@ impl AgentRegistry for SqliteRegistry {
         let lease_expires_at = lease
             .map(|lease| crate::claim::lease_expiry(claimed_at, lease))
             .transpose()?;
-        let (claimed_at_time, lease_expires_time) = (claimed_at, lease_expires_at);
-        let (claimed_at, lease_expires_at) = (
+        let (claimed_at_text, lease_expires_at_text) = (
             encode_time(&claimed_at),
             lease_expires_at.as_ref().map(encode_time),
         );
@@ -362,7 +361,13 @@ impl AgentRegistry for SqliteRegistry {
                 "INSERT INTO claims (task_id, agent_id, token, claimed_at, lease_expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![task_id, id, token, claimed_at, lease_expires_at])?;
+            .execute(params![
+                task_id,
+                id,
+                token,
+                claimed_at_text,
+                lease_expires_at_text
+            ])?;
             let claim = Claim {
                 token: u64::try_from(token).map_err(|_| Error::Unreadable {
                     table: "counters",
@@ -372,8 +377,8 @@ impl AgentRegistry for SqliteRegistry {
                 })?,
                 task_id: task_id.clone(),
                 agent_id: id.clone(),
-                claimed_at: claimed_at_time,
-                lease_expires_at: lease_expires_time,
+                claimed_at,
+                lease_expires_at,
             };
             let agent = read_agent(tx, &id)?.ok_or_else(|| Error::NotFound(id.clone()))?;
             Ok(Claimed { claim, agent })
