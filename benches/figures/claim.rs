@@ -428,42 +428,31 @@ fn claim_and_release(bench: &mut Bench, n: usize, work: &[Task]) {
         release_feed,
         renew_rows,
     ] = times;
-    bench.push(
-        format!("claim, {n} agents"),
-        "the load counter's claim (schema 3), bare SQL",
-        Times::new(claim_rows.clone(), claim_counter),
-        "roster / baseline <= 1.5",
-    );
-    bench.push(
-        format!("claim, {n} agents"),
-        "the load counter's claim with the change feed's event",
-        Times::new(claim_rows, claim_feed),
-        "roster / baseline <= 1.5",
-    );
-    bench.push(
-        format!("renew, {n} agents"),
-        "the load counter's release (schema 3), bare SQL",
-        Times::new(renew_rows.clone(), release_counter.clone()),
-        "roster / baseline <= 1.5",
-    );
-    bench.push(
-        format!("renew, {n} agents"),
-        "the load counter's release with the change feed's event",
-        Times::new(renew_rows, release_feed.clone()),
-        "roster / baseline <= 1.5",
-    );
-    bench.push(
-        format!("release, {n} agents"),
-        "the load counter's release (schema 3), bare SQL",
-        Times::new(release_rows.clone(), release_counter),
-        "roster / baseline <= 1.5",
-    );
-    bench.push(
-        format!("release, {n} agents"),
-        "the load counter's release with the change feed's event",
-        Times::new(release_rows, release_feed),
-        "roster / baseline <= 1.5",
-    );
+    // Each of roster's calls against the load counter's, bare and with the
+    // change feed's event; renew against the release.
+    let bare = "(schema 3), bare SQL";
+    let fed = "with the change feed's event";
+    for (call, roster, baseline, base_call, side) in [
+        ("claim", &claim_rows, claim_counter, "claim", bare),
+        ("claim", &claim_rows, claim_feed, "claim", fed),
+        (
+            "renew",
+            &renew_rows,
+            release_counter.clone(),
+            "release",
+            bare,
+        ),
+        ("renew", &renew_rows, release_feed.clone(), "release", fed),
+        ("release", &release_rows, release_counter, "release", bare),
+        ("release", &release_rows, release_feed, "release", fed),
+    ] {
+        bench.push(
+            format!("{call}, {n} agents"),
+            &format!("the load counter's {base_call} {side}"),
+            Times::new(roster.clone(), baseline),
+            "roster / baseline <= 1.5",
+        );
+    }
 }
 
 /// Measures the claim rows at every size.

@@ -11,9 +11,8 @@
 //! The same pair is measured, in the same windows in turn, for the bare
 //! `UPDATE` that a heartbeat runs, on the same file, from a connection with
 //! roster's `synchronous` and checkpoint interval and SQLite's own busy
-//! handler (`busy_timeout`): what
-//! SQLite itself makes of four writer processes, beside what roster makes
-//! of them.
+//! handler (`busy_timeout`): what SQLite itself makes of four writer
+//! processes, beside what roster makes of them.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
