@@ -419,7 +419,7 @@ fn a_version_6_file_missing_settings_gets_them_back_through_version_7() -> Resul
 }
 
 /// Every SQLite migration, oldest first, as the tests type them.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     include_str!("../migrations/sqlite/0001_agents.sql"),
     include_str!("../migrations/sqlite/0002_claim_indexes.sql"),
     include_str!("../migrations/sqlite/0003_text_rules.sql"),
@@ -428,6 +428,7 @@ const MIGRATIONS: [&str; 8] = [
     include_str!("../migrations/sqlite/0006_events.sql"),
     include_str!("../migrations/sqlite/0007_lean_claims.sql"),
     include_str!("../migrations/sqlite/0008_quicker_release.sql"),
+    include_str!("../migrations/sqlite/0009_event_counter_rule.sql"),
 ];
 
 /// What the claims deleted by `DELETE FROM claims` write into the change

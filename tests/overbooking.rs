@@ -118,3 +118,54 @@ fn many_sqlite_handles_on_one_file_never_over_book() {
     let claims = handles.into_iter().map(|h| h.join().expect("thread")).sum();
     assert_exactly_full(&*setup, claims, free_capacity(&agents));
 }
+
+/// Claims taken at once by several handles of one file have their
+/// `claimed_at` in the order of their tokens: each claim reads the time
+/// while it holds the write lock, not before it waits for it.
+#[test]
+fn claims_taken_at_once_are_timed_in_token_order() {
+    const CLAIMS: usize = 50;
+    let setup = common::TempRegistry::named("timed.db");
+    setup
+        .register(AgentInfo {
+            id: "unlimited".into(),
+            name: "unlimited".into(),
+            last_heartbeat: Utc::now(),
+            max_load: 0,
+            ..AgentInfo::default()
+        })
+        .expect("register");
+    let start = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (path, start) = (setup.path().to_owned(), Arc::clone(&start));
+            thread::spawn(move || {
+                let registry = SqliteRegistry::open(&path).expect("open");
+                start.wait();
+                for c in 0..CLAIMS {
+                    let task = Task {
+                        id: format!("t{t}-{c}"),
+                        ..Task::default()
+                    };
+                    registry.claim(&task, None).expect("claim");
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("thread");
+    }
+    let claims = setup.claims(None).expect("claims");
+    assert_eq!(claims.len(), THREADS * CLAIMS);
+    for pair in claims.windows(2) {
+        assert!(pair[0].token < pair[1].token, "{pair:?}");
+        assert!(
+            pair[0].claimed_at <= pair[1].claimed_at,
+            "token {} was claimed at {}, after token {} at {}",
+            pair[0].token,
+            pair[0].claimed_at,
+            pair[1].token,
+            pair[1].claimed_at
+        );
+    }
+}

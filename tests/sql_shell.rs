@@ -783,6 +783,67 @@ fn the_event_counter_cannot_jump_ahead_by_hand() -> Result<()> {
     Ok(())
 }
 
+/// Version 8 let the event counter move by one while the log was empty
+/// (its rule compared with `max(seq)`, NULL then): raised by hand on a log
+/// emptied by hand, it left a gap that read as pruned events. Since
+/// version 9 it moves only to an event that is in the log, whether the log
+/// is empty or not, and the next event follows the last one counted.
+#[test]
+fn the_event_counter_cannot_move_on_an_empty_log() -> Result<()> {
+    let fleet = fleet()?;
+    let db = &fleet.path;
+    let last = fleet.registry.last_event()?;
+    shell_ok(db, "DELETE FROM events;");
+    for sql in [
+        "UPDATE counters SET value = value + 1 WHERE name = 'event_seq';",
+        "UPDATE counters SET value = NULL WHERE name = 'event_seq';",
+    ] {
+        shell_refused(db, sql, "event_seq moves by one, with each event");
+    }
+    assert_eq!(
+        shell_ok(db, "SELECT value FROM counters WHERE name = 'event_seq';").trim(),
+        last.to_string()
+    );
+    // Nothing was missed: a reader at the newest cursor reads on.
+    fleet.registry.set_status("old-gpu", AgentStatus::Busy)?;
+    let events = fleet.registry.events(last, 10)?;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].seq, last + 1);
+    Ok(())
+}
+
+/// Events typed by hand with a time older than `events_keep_seconds` are
+/// taken by the pruning of the next 64th event, that one included when it
+/// is old too: it is counted first, so its insert succeeds, the counter
+/// follows it although the log is empty afterwards, and the next event
+/// takes the next cursor.
+#[test]
+fn an_old_event_typed_by_hand_is_counted_before_it_is_pruned() -> Result<()> {
+    let fleet = fleet()?;
+    let db = &fleet.path;
+    let last = fleet.registry.last_event()?;
+    assert!(last < 64, "the fleet wrote {last} events");
+    // Only old events, up to the 64th.
+    let mut sql = String::from("DELETE FROM events;\n");
+    for _ in last..64 {
+        sql.push_str(
+            "INSERT INTO events (seq, at, kind, agent_id) VALUES \
+             ((SELECT value + 1 FROM counters WHERE name = 'event_seq'), \
+             '2001-01-01 00:00:00.000000000', 'updated', 'old-gpu');\n",
+        );
+    }
+    sql.push_str(
+        "SELECT count(*), (SELECT value FROM counters WHERE name = 'event_seq') FROM events;",
+    );
+    assert_eq!(shell_ok(db, &sql).trim(), "0|64");
+    assert_eq!(fleet.registry.last_event()?, 64);
+    fleet.registry.set_status("old-gpu", AgentStatus::Busy)?;
+    let newest = fleet.registry.events(64, 10)?;
+    assert_eq!(newest.len(), 1, "{newest:?}");
+    assert_eq!(newest[0].seq, 65);
+    Ok(())
+}
+
 /// Claims typed by hand against the rules that version 7 keeps with
 /// triggers alone (no UNIQUE index on `token`, the load counted against the
 /// claims only when it goes down): each is refused, and afterwards every

@@ -286,11 +286,24 @@ fn a_cursor_that_cannot_be_resumed_is_a_clear_error() -> Result<()> {
         registry.events(1, 1),
         Err(Error::CursorTooOld { oldest: 62, .. })
     ));
-    let cases: [(&[&str], i32, &str); 5] = [
+    let cases: [(&[&str], i32, &str); 7] = [
         (
             &["watch", "--since", "1"],
             11,
             "roster: cursor 1 is older than the oldest kept event 62: list, then watch from 62; `roster watch --since 61` prints every event still kept",
+        ),
+        // 0 is the cursor before the first event: once that was pruned, it
+        // is too old like any other.
+        (
+            &["watch", "--since", "0"],
+            11,
+            "roster: cursor 0 is older than the oldest kept event 62: list, then watch from 62; `roster watch --since 61` prints every event still kept",
+        ),
+        // The first kept event is the oldest cursor that resumes.
+        (
+            &["watch", "--since", "60"],
+            11,
+            "roster: cursor 60 is older than the oldest kept event 62: list, then watch from 62; `roster watch --since 61` prints every event still kept",
         ),
         (
             &["watch", "--since", "65"],

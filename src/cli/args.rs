@@ -220,8 +220,9 @@ pub(crate) enum Command {
     /// process, one line each, until SIGINT or SIGTERM.
     #[command(after_help = "Examples:\n  roster watch\n  roster --json watch --since 1200")]
     Watch {
-        /// Start after this event (its `seq`; 0 for every event kept), or
-        /// `now` [default: now].
+        /// Start after this event (its `seq`; 0 for every event, failing
+        /// with exit code 11 once the oldest were pruned), or `now`
+        /// [default: now].
         #[arg(long, value_name = "SEQ|now", value_parser = super::watch::since, allow_hyphen_values = true)]
         since: Option<super::watch::Since>,
     },

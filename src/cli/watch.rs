@@ -28,7 +28,8 @@ pub(crate) enum Since {
     /// After the newest event when the watch starts: only what happens from
     /// then on.
     Now,
-    /// After the event with this `seq` (0: from the first event kept).
+    /// After the event with this `seq` (0: from the first event, which
+    /// fails once the oldest were pruned, like any cursor they were after).
     After(u64),
 }
 

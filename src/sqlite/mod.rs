@@ -331,18 +331,25 @@ impl AgentRegistry for SqliteRegistry {
     fn claim(&self, task: &Task, lease: Option<Duration>) -> Result<Claimed> {
         let task_id = crate::claim::task_id(&task.id)?;
         let labels = task.checked_labels()?;
-        let claimed_at = now();
-        let lease_expires_at = lease
-            .map(|lease| crate::claim::lease_expiry(claimed_at, lease))
-            .transpose()?;
-        let (claimed_at_text, lease_expires_at_text) = (
-            encode_time(&claimed_at),
-            lease_expires_at.as_ref().map(encode_time),
-        );
+        // A lease too long for the calendar is refused before any wait.
+        if let Some(lease) = lease {
+            crate::claim::lease_expiry(now(), lease)?;
+        }
         self.write(|tx| {
             if let Some(held) = held_claim(tx, &task_id)? {
                 return Err(memory::already_claimed(&held).into());
             }
+            // The time is read holding the write lock, so that claims taken
+            // one after the other by several processes have their
+            // `claimed_at` in the order of their tokens.
+            let claimed_at = now();
+            let lease_expires_at = lease
+                .map(|lease| crate::claim::lease_expiry(claimed_at, lease))
+                .transpose()?;
+            let (claimed_at_text, lease_expires_at_text) = (
+                encode_time(&claimed_at),
+                lease_expires_at.as_ref().map(encode_time),
+            );
             let chosen = match &self.options.router {
                 None => claim::choose(tx, &labels, task.priority)?,
                 Some(router) => claim::route(tx, router.as_ref(), task, &labels)?,

@@ -21,6 +21,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_events.sql"),
     include_str!("../../migrations/sqlite/0007_lean_claims.sql"),
     include_str!("../../migrations/sqlite/0008_quicker_release.sql"),
+    include_str!("../../migrations/sqlite/0009_event_counter_rule.sql"),
 ];
 
 /// A line of a migration where roster checks, before going on, that every
