@@ -1,7 +1,10 @@
 //! Opening a database safely: connecting, recognising the schema, migrating
 //! it under an advisory lock.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Instant;
 
 use postgres::Client;
 use postgres::error::SqlState;
@@ -314,7 +317,11 @@ fn quote_ident(name: &str) -> String {
 /// nothing behind it) would hold the caller forever. So the connection is
 /// made on a thread of its own, and the caller waits for it up to the
 /// connect timeout, once per host the URL names; past that it gets a
-/// storage error, and the thread ends whenever the socket does.
+/// storage error, and the thread ends whenever the socket does. At most
+/// [`CONNECTS_IN_FLIGHT`] such threads per server run at once in a process
+/// (a [`ConnectSlot`] each): a caller that retries against a silent server
+/// (a watcher does, for as long as it runs) holds that many threads and
+/// sockets, not one more per try.
 pub(crate) fn connect(target: &Target, options: &PostgresOptions) -> Result<Client> {
     let per_host = target
         .config
@@ -323,6 +330,21 @@ pub(crate) fn connect(target: &Target, options: &PostgresOptions) -> Result<Clie
         .unwrap_or(options.connect_timeout);
     let hosts = u32::try_from(target.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
     let limit = per_host.saturating_mul(hosts);
+    let no_answer = |waiting: &str| {
+        Error::Database(DatabaseError::new(
+            ErrorKind::Storage,
+            format!(
+                "cannot connect to {}: no answer from the server within {limit:?} (the connect timeout; connect_timeout=SECONDS in the URL sets it){waiting}",
+                target.shown
+            ),
+        ))
+    };
+    let deadline = Instant::now().checked_add(limit);
+    let Some(slot) = ConnectSlot::take(&target.shown, deadline) else {
+        return Err(no_answer(&format!(
+            "; {CONNECTS_IN_FLIGHT} earlier connections of this process to it are still waiting for an answer"
+        )));
+    };
     let (sender, receiver) = std::sync::mpsc::channel();
     let (config, tls) = (target.config.clone(), target.tls.clone());
     let no_thread = |e: std::io::Error| {
@@ -337,17 +359,93 @@ pub(crate) fn connect(target: &Target, options: &PostgresOptions) -> Result<Clie
     std::thread::Builder::new()
         .name("roster-pg-connect".to_owned())
         .spawn(move || {
-            let _ = sender.send(config.connect(tls));
+            let connected = config.connect(tls);
+            // The slot is free once the attempt has ended, whether or not
+            // its caller still waits.
+            drop(slot);
+            let _ = sender.send(connected);
         })
         .map_err(no_thread)?;
-    match receiver.recv_timeout(limit) {
+    let left = deadline.map_or(limit, |deadline| {
+        deadline.saturating_duration_since(Instant::now())
+    });
+    match receiver.recv_timeout(left) {
         Ok(connected) => connected.map_err(|e| connect_error(target, options.create, e)),
-        Err(_) => Err(Error::Database(DatabaseError::new(
-            ErrorKind::Storage,
-            format!(
-                "cannot connect to {}: no answer from the server within {limit:?} (the connect timeout; connect_timeout=SECONDS in the URL sets it)",
-                target.shown
-            ),
-        ))),
+        Err(_) => Err(no_answer("")),
+    }
+}
+
+/// How many connections of their own ([`connect`]) a process opens to one
+/// server at once.
+const CONNECTS_IN_FLIGHT: usize = 2;
+
+/// The right to open one connection of its own to a server (by its URL as
+/// shown, without the password): taken before the connecting thread
+/// starts, given back when its attempt ends.
+struct ConnectSlot {
+    server: String,
+}
+
+impl ConnectSlot {
+    /// The connections being opened, per server, and the condition their
+    /// ends are signalled on.
+    fn table() -> &'static (Mutex<HashMap<String, usize>>, Condvar) {
+        static TABLE: OnceLock<(Mutex<HashMap<String, usize>>, Condvar)> = OnceLock::new();
+        TABLE.get_or_init(Default::default)
+    }
+
+    fn lock() -> MutexGuard<'static, HashMap<String, usize>> {
+        // The table holds counts only, and no code that can panic runs
+        // under its lock.
+        Self::table()
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a slot for `server`, waiting for one to be given back until
+    /// `deadline` (none: as long as it takes); `None` if none was.
+    fn take(server: &str, deadline: Option<Instant>) -> Option<Self> {
+        let mut opening = Self::lock();
+        loop {
+            let count = opening.entry(server.to_owned()).or_default();
+            if *count < CONNECTS_IN_FLIGHT {
+                *count += 1;
+                return Some(Self {
+                    server: server.to_owned(),
+                });
+            }
+            opening = match deadline {
+                None => Self::table()
+                    .1
+                    .wait(opening)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    Self::table()
+                        .1
+                        .wait_timeout(opening, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl Drop for ConnectSlot {
+    fn drop(&mut self) {
+        let mut opening = Self::lock();
+        if let Some(count) = opening.get_mut(&self.server) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                opening.remove(&self.server);
+            }
+        }
+        drop(opening);
+        Self::table().1.notify_all();
     }
 }
