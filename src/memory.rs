@@ -333,14 +333,20 @@ impl AgentRegistry for MemoryRegistry {
     fn claim(&self, task: &Task, lease: Option<Duration>) -> Result<Claimed> {
         let task_id = claim::task_id(&task.id)?;
         task.checked_labels()?;
-        let claimed_at = now();
-        let lease_expires_at = lease
-            .map(|lease| claim::lease_expiry(claimed_at, lease))
-            .transpose()?;
+        // A lease too long for the calendar is refused before anything.
+        if let Some(lease) = lease {
+            claim::lease_expiry(now(), lease)?;
+        }
         self.change(|state| {
             if let Some(held) = state.claims.get(&task_id) {
                 return Err(already_claimed(&held.claim));
             }
+            // Read under the lock, as the tokens are given: claims follow
+            // their tokens in time.
+            let claimed_at = now();
+            let lease_expires_at = lease
+                .map(|lease| claim::lease_expiry(claimed_at, lease))
+                .transpose()?;
             let id = self.route(state, task)?;
             state.token += 1;
             let claim = Claim {

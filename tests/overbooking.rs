@@ -119,43 +119,35 @@ fn many_sqlite_handles_on_one_file_never_over_book() {
     assert_exactly_full(&*setup, claims, free_capacity(&agents));
 }
 
-/// Claims taken at once by several handles of one file have their
-/// `claimed_at` in the order of their tokens: each claim reads the time
-/// while it holds the write lock, not before it waits for it.
-#[test]
-fn claims_taken_at_once_are_timed_in_token_order() {
-    const CLAIMS: usize = 50;
-    let setup = common::TempRegistry::named("timed.db");
-    setup
-        .register(AgentInfo {
-            id: "unlimited".into(),
-            name: "unlimited".into(),
-            last_heartbeat: Utc::now(),
-            max_load: 0,
-            ..AgentInfo::default()
-        })
-        .expect("register");
-    let start = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let (path, start) = (setup.path().to_owned(), Arc::clone(&start));
-            thread::spawn(move || {
-                let registry = SqliteRegistry::open(&path).expect("open");
-                start.wait();
-                for c in 0..CLAIMS {
-                    let task = Task {
-                        id: format!("t{t}-{c}"),
-                        ..Task::default()
-                    };
-                    registry.claim(&task, None).expect("claim");
-                }
-            })
-        })
-        .collect();
-    for handle in handles {
-        handle.join().expect("thread");
+/// The agent every claim of the timing tests goes to.
+fn unlimited() -> AgentInfo {
+    AgentInfo {
+        id: "unlimited".into(),
+        name: "unlimited".into(),
+        last_heartbeat: Utc::now(),
+        max_load: 0,
+        ..AgentInfo::default()
     }
-    let claims = setup.claims(None).expect("claims");
+}
+
+/// Takes `CLAIMS` claims on `registry`, for thread `t`.
+fn claim_many(registry: &dyn AgentRegistry, t: usize) {
+    for c in 0..CLAIMS {
+        let task = Task {
+            id: format!("t{t}-{c}"),
+            ..Task::default()
+        };
+        registry.claim(&task, None).expect("claim");
+    }
+}
+
+/// How many claims each thread of the timing tests takes.
+const CLAIMS: usize = 50;
+
+/// Every claim `registry` holds (in token order) has a later token than
+/// the one before it and was not taken before it.
+fn assert_timed_in_token_order(registry: &dyn AgentRegistry) {
+    let claims = registry.claims(None).expect("claims");
     assert_eq!(claims.len(), THREADS * CLAIMS);
     for pair in claims.windows(2) {
         assert!(pair[0].token < pair[1].token, "{pair:?}");
@@ -168,4 +160,50 @@ fn claims_taken_at_once_are_timed_in_token_order() {
             pair[1].claimed_at
         );
     }
+}
+
+/// Claims taken at once by several handles of one file have their
+/// `claimed_at` in the order of their tokens: each claim reads the time
+/// while it holds the write lock, not before it waits for it.
+#[test]
+fn claims_taken_at_once_are_timed_in_token_order() {
+    let setup = common::TempRegistry::named("timed.db");
+    setup.register(unlimited()).expect("register");
+    let start = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (path, start) = (setup.path().to_owned(), Arc::clone(&start));
+            thread::spawn(move || {
+                let registry = SqliteRegistry::open(&path).expect("open");
+                start.wait();
+                claim_many(&registry, t);
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("thread");
+    }
+    assert_timed_in_token_order(&*setup);
+}
+
+/// The same on one `MemoryRegistry` shared by threads: the time is read
+/// under its lock.
+#[test]
+fn claims_taken_at_once_in_memory_are_timed_in_token_order() {
+    let registry = Arc::new(MemoryRegistry::new());
+    registry.register(unlimited()).expect("register");
+    let start = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (registry, start) = (Arc::clone(&registry), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                claim_many(&*registry, t);
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("thread");
+    }
+    assert_timed_in_token_order(&*registry);
 }

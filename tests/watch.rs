@@ -299,7 +299,8 @@ fn a_cursor_that_cannot_be_resumed_is_a_clear_error() -> Result<()> {
             11,
             "roster: cursor 0 is older than the oldest kept event 62: list, then watch from 62; `roster watch --since 61` prints every event still kept",
         ),
-        // The first kept event is the oldest cursor that resumes.
+        // One below the oldest cursor that resumes (61, as the message
+        // says; the watcher below starts there).
         (
             &["watch", "--since", "60"],
             11,

@@ -14,9 +14,13 @@
 -- Now:
 -- * the counter may move by one, and only to the seq of an event that is
 --   in the log;
--- * events_insert_counts is created again, after events_insert_prunes, so
---   that it fires first: every event is counted before any pruning, even
---   one that the pruning then takes.
+-- * the pruning by age never takes the event being inserted (the pruning
+--   by count never could: events_keep is at least 1), so every event is
+--   in the log when it is counted, whichever of the two triggers fires
+--   first. An old event typed by hand as a 64th stays until the next 64th.
+--
+-- A file whose counter was already raised by hand keeps its gap: the
+-- counter never goes down, and cursors from before the gap stay too old.
 
 DROP TRIGGER counters_event_seq_follows_the_events;
 
@@ -29,10 +33,22 @@ BEGIN
     SELECT RAISE(ABORT, 'counters.event_seq moves by one, with each event: append an event with (SELECT value + 1 FROM counters WHERE name = ''event_seq'') instead');
 END;
 
-DROP TRIGGER events_insert_counts;
+DROP TRIGGER events_insert_prunes;
 
-CREATE TRIGGER events_insert_counts
+-- Version 7's pruning, but the age never takes the new event.
+CREATE TRIGGER events_insert_prunes
 AFTER INSERT ON events
+WHEN NEW.seq % 64 = 0
 BEGIN
-    UPDATE counters SET value = NEW.seq WHERE name = 'event_seq';
+    DELETE FROM events
+    WHERE seq <= NEW.seq - (SELECT value FROM settings WHERE name = 'events_keep');
+    DELETE FROM events
+    WHERE seq < NEW.seq
+      AND seq < coalesce(
+          (SELECT seq FROM events
+           WHERE seq < (SELECT min(seq) FROM events) + 1000
+             AND at >= strftime('%Y-%m-%d %H:%M:%f000000', 'now',
+                 '-' || (SELECT value FROM settings WHERE name = 'events_keep_seconds') || ' seconds')
+           ORDER BY seq LIMIT 1),
+          (SELECT min(seq) FROM events) + 1000);
 END;
