@@ -26,6 +26,7 @@ use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::error::{DatabaseError, Error, ErrorKind, Result};
 use crate::postgres::options::PostgresOptions;
+use crate::postgres::schema;
 
 /// How much a URL asks of the server's certificate, beyond what
 /// `postgres::Config` itself reads.
@@ -459,27 +460,40 @@ impl Session for Tx<'_> {
     }
 }
 
-/// r2d2_postgres's manager, with each connection wrapped in a [`Conn`].
+/// r2d2_postgres's manager, with each connection wrapped in a [`Conn`],
+/// and opened as roster opens its own ([`schema::open_within`]): on a
+/// thread of its own, given up at the connect timeout. r2d2 opens
+/// connections on the one thread every pool of the process shares
+/// ([`workers`]); a server that accepts and never answers would otherwise
+/// hold that thread, and every pool's new connections, until its socket
+/// ends.
 pub(crate) struct Manager {
     inner: PostgresConnectionManager<MakeTlsConnector>,
+    target: Target,
+    limit: Duration,
+    create: bool,
 }
 
 impl fmt::Debug for Manager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Manager").finish_non_exhaustive()
+        f.debug_struct("Manager")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 
 impl ManageConnection for Manager {
     type Connection = Conn;
-    type Error = postgres::Error;
+    type Error = Error;
 
-    fn connect(&self) -> Result<Conn, postgres::Error> {
-        self.inner.connect().map(Conn::new)
+    fn connect(&self) -> Result<Conn> {
+        schema::open_within(&self.target, self.limit, self.create).map(Conn::new)
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
-        self.inner.is_valid(&mut conn.client)
+    fn is_valid(&self, conn: &mut Conn) -> Result<()> {
+        self.inner
+            .is_valid(&mut conn.client)
+            .map_err(|e| schema::connect_error(&self.target, self.create, e))
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
@@ -506,6 +520,9 @@ fn workers() -> Arc<ScheduledThreadPool> {
 pub(crate) fn pool(target: &Target, options: &PostgresOptions) -> Result<Pool<Manager>> {
     let manager = Manager {
         inner: PostgresConnectionManager::new(target.config.clone(), target.tls.clone()),
+        target: target.clone(),
+        limit: schema::connect_limit(target, options),
+        create: options.create,
     };
     Pool::builder()
         .max_size(options.pool_size)

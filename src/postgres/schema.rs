@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use postgres::Client;
 use postgres::error::SqlState;
@@ -310,7 +310,28 @@ fn quote_ident(name: &str) -> String {
 }
 
 /// Opens a connection of its own (the one that prepares the schema, a
-/// watcher's, ad-hoc SQL's), within the connect timeout.
+/// watcher's, ad-hoc SQL's), within the connect timeout: [`open_within`]
+/// the [`connect_limit`].
+pub(crate) fn connect(target: &Target, options: &PostgresOptions) -> Result<Client> {
+    open_within(target, connect_limit(target, options), options.create)
+}
+
+/// How long a connection to `target` may take to open: the connect timeout
+/// (the URL's `connect_timeout`, else the options'), once per host the URL
+/// names.
+pub(crate) fn connect_limit(target: &Target, options: &PostgresOptions) -> Duration {
+    let per_host = target
+        .config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(options.connect_timeout);
+    let hosts = u32::try_from(target.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+    per_host.saturating_mul(hosts)
+}
+
+/// Opens a connection to `target` within `limit`: every connection roster
+/// opens, its own and the pool's (`conn::Manager`); `create` says whether a
+/// missing database is a missing registry or one to make.
 ///
 /// The driver's `connect_timeout` bounds only the TCP connection: a server
 /// that accepts it and then never answers (a stopped process, a proxy with
@@ -322,14 +343,7 @@ fn quote_ident(name: &str) -> String {
 /// (a [`ConnectSlot`] each): a caller that retries against a silent server
 /// (a watcher does, for as long as it runs) holds that many threads and
 /// sockets, not one more per try.
-pub(crate) fn connect(target: &Target, options: &PostgresOptions) -> Result<Client> {
-    let per_host = target
-        .config
-        .get_connect_timeout()
-        .copied()
-        .unwrap_or(options.connect_timeout);
-    let hosts = u32::try_from(target.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
-    let limit = per_host.saturating_mul(hosts);
+pub(crate) fn open_within(target: &Target, limit: Duration, create: bool) -> Result<Client> {
     let no_answer = |waiting: &str| {
         Error::Database(DatabaseError::new(
             ErrorKind::Storage,
@@ -370,7 +384,7 @@ pub(crate) fn connect(target: &Target, options: &PostgresOptions) -> Result<Clie
         deadline.saturating_duration_since(Instant::now())
     });
     match receiver.recv_timeout(left) {
-        Ok(connected) => connected.map_err(|e| connect_error(target, options.create, e)),
+        Ok(connected) => connected.map_err(|e| connect_error(target, create, e)),
         Err(_) => Err(no_answer("")),
     }
 }
