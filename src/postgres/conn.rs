@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::types::ToSql;
@@ -134,6 +134,22 @@ fn show(config: &Config) -> String {
             }
         })
         .collect();
+    // A URL may name its servers by address only (`hostaddr=`).
+    let hosts = if hosts.is_empty() {
+        config
+            .get_hostaddrs()
+            .iter()
+            .enumerate()
+            .map(
+                |(i, addr)| match config.get_ports().get(i).or(config.get_ports().first()) {
+                    Some(port) => format!("{addr}:{port}"),
+                    None => addr.to_string(),
+                },
+            )
+            .collect()
+    } else {
+        hosts
+    };
     let user = config
         .get_user()
         .map(|user| format!("{user}@"))
@@ -463,10 +479,9 @@ impl Session for Tx<'_> {
 /// r2d2_postgres's manager, with each connection wrapped in a [`Conn`],
 /// and opened as roster opens its own ([`schema::open_within`]): on a
 /// thread of its own, given up at the connect timeout. r2d2 opens
-/// connections on the one thread every pool of the process shares
-/// ([`workers`]); a server that accepts and never answers would otherwise
-/// hold that thread, and every pool's new connections, until its socket
-/// ends.
+/// connections on its pool's housekeeping thread; a server that accepts
+/// and never answers would otherwise hold that thread until its socket
+/// ends, and the pool would not even try again.
 pub(crate) struct Manager {
     inner: PostgresConnectionManager<MakeTlsConnector>,
     target: Target,
@@ -484,16 +499,18 @@ impl fmt::Debug for Manager {
 
 impl ManageConnection for Manager {
     type Connection = Conn;
-    type Error = Error;
+    type Error = ConnectFailed;
 
-    fn connect(&self) -> Result<Conn> {
-        schema::open_within(&self.target, self.limit, self.create).map(Conn::new)
+    fn connect(&self) -> Result<Conn, ConnectFailed> {
+        schema::open_within(&self.target, self.limit, self.create)
+            .map(Conn::new)
+            .map_err(ConnectFailed)
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> Result<()> {
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), ConnectFailed> {
         self.inner
             .is_valid(&mut conn.client)
-            .map_err(|e| schema::connect_error(&self.target, self.create, e))
+            .map_err(|e| ConnectFailed(schema::connect_error(&self.target, self.create, e)))
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
@@ -501,18 +518,25 @@ impl ManageConnection for Manager {
     }
 }
 
-/// The one thread every PostgreSQL handle of the process shares for the
-/// pools' housekeeping (r2d2 would start three per pool).
-fn workers() -> Arc<ScheduledThreadPool> {
-    static WORKERS: OnceLock<Arc<ScheduledThreadPool>> = OnceLock::new();
-    Arc::clone(WORKERS.get_or_init(|| {
-        Arc::new(
-            ScheduledThreadPool::builder()
-                .num_threads(1)
-                .thread_name_pattern("roster-pg-pool-{}")
-                .build(),
-        )
-    }))
+/// Why the pool could not open a connection: what r2d2 adds, after its own
+/// words, to the error of a checkout that found none.
+#[derive(Debug)]
+pub(crate) struct ConnectFailed(Error);
+
+impl fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The checkout's error already says "database error".
+        match &self.0 {
+            Error::Database(e) => fmt::Display::fmt(e, f),
+            other => fmt::Display::fmt(other, f),
+        }
+    }
+}
+
+impl std::error::Error for ConnectFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 /// The pool of a handle. It opens one connection now; the others as calls
@@ -534,7 +558,16 @@ pub(crate) fn pool(target: &Target, options: &PostgresOptions) -> Result<Pool<Ma
         .idle_timeout(None)
         .max_lifetime(None)
         .connection_timeout(options.busy_timeout.max(Duration::from_millis(100)))
-        .thread_pool(workers())
+        // A thread of its own for r2d2's housekeeping (opening connections):
+        // shared with other registries, one whose server went silent would
+        // hold theirs back, each of its tries taking up to the connect
+        // timeout.
+        .thread_pool(Arc::new(
+            ScheduledThreadPool::builder()
+                .num_threads(1)
+                .thread_name_pattern("roster-pg-pool-{}")
+                .build(),
+        ))
         .build(manager)
         .map_err(|e| {
             Error::Database(DatabaseError::new(
@@ -604,6 +637,16 @@ mod tests {
         assert!(!format!("{target:?}").contains("secret"));
         let options = target.config.get_options().unwrap_or_default();
         assert!(options.contains("-c lock_timeout=5000"), "{options}");
+        Ok(())
+    }
+
+    #[test]
+    fn servers_named_by_address_only_are_shown_by_address() -> Result<()> {
+        let target = Target::parse(
+            "hostaddr=127.0.0.1 port=5433 user=roster password=secret dbname=db",
+            &PostgresOptions::new(),
+        )?;
+        assert_eq!(target.shown, "postgres://roster@127.0.0.1:5433/db");
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -339,10 +340,11 @@ pub(crate) fn connect_limit(target: &Target, options: &PostgresOptions) -> Durat
 /// made on a thread of its own, and the caller waits for it up to the
 /// connect timeout, once per host the URL names; past that it gets a
 /// storage error, and the thread ends whenever the socket does. At most
-/// [`CONNECTS_IN_FLIGHT`] such threads per server run at once in a process
-/// (a [`ConnectSlot`] each): a caller that retries against a silent server
-/// (a watcher does, for as long as it runs) holds that many threads and
-/// sockets, not one more per try.
+/// [`CONNECTS_IN_FLIGHT`] such attempts per server count at once in a
+/// process (a [`ConnectSlot`] each), an unanswered one for
+/// [`SLOT_LIFETIMES`] times its limit: a caller that retries against a
+/// silent server (a watcher does, for as long as it runs, and so does a
+/// pool) adds that many threads per that time, not one per try.
 pub(crate) fn open_within(target: &Target, limit: Duration, create: bool) -> Result<Client> {
     let no_answer = |waiting: &str| {
         Error::Database(DatabaseError::new(
@@ -354,7 +356,7 @@ pub(crate) fn open_within(target: &Target, limit: Duration, create: bool) -> Res
         ))
     };
     let deadline = Instant::now().checked_add(limit);
-    let Some(slot) = ConnectSlot::take(&target.shown, deadline) else {
+    let Some(slot) = ConnectSlot::take(target, limit, deadline) else {
         return Err(no_answer(&format!(
             "; {CONNECTS_IN_FLIGHT} earlier connections of this process to it are still waiting for an answer"
         )));
@@ -385,60 +387,107 @@ pub(crate) fn open_within(target: &Target, limit: Duration, create: bool) -> Res
     });
     match receiver.recv_timeout(left) {
         Ok(connected) => connected.map_err(|e| connect_error(target, create, e)),
-        Err(_) => Err(no_answer("")),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(no_answer("")),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(Error::Database(DatabaseError::new(
+                ErrorKind::Storage,
+                format!(
+                    "cannot connect to {}: the thread connecting ended without an answer",
+                    target.shown
+                ),
+            )))
+        }
     }
 }
 
-/// How many connections of their own ([`connect`]) a process opens to one
-/// server at once.
+/// How many connections ([`open_within`]) a process opens to one server at
+/// once.
 const CONNECTS_IN_FLIGHT: usize = 2;
 
-/// The right to open one connection of its own to a server (by its URL as
-/// shown, without the password): taken before the connecting thread
-/// starts, given back when its attempt ends.
+/// How many times its connect timeout a connection may go unanswered
+/// before its slot stops counting. Its thread goes on waiting (nothing can
+/// end it but its socket), but a server that answers again, while a peer
+/// keeps the old sockets open without a word, is reached again within this
+/// time; against a server that never answers, a process gains at most
+/// [`CONNECTS_IN_FLIGHT`] threads per this many connect timeouts.
+const SLOT_LIFETIMES: u32 = 6;
+
+/// The right to open one connection to a server: taken before the
+/// connecting thread starts, given back when its attempt ends, or no longer
+/// counted once the attempt has gone unanswered for [`SLOT_LIFETIMES`]
+/// times its limit.
 struct ConnectSlot {
     server: String,
+    id: u64,
 }
 
+/// The attempts under way to one server: their ids, and until when each
+/// counts (`None`: for as long as it lasts).
+type Attempts = Vec<(u64, Option<Instant>)>;
+
 impl ConnectSlot {
-    /// The connections being opened, per server, and the condition their
-    /// ends are signalled on.
-    fn table() -> &'static (Mutex<HashMap<String, usize>>, Condvar) {
-        static TABLE: OnceLock<(Mutex<HashMap<String, usize>>, Condvar)> = OnceLock::new();
+    /// The attempts under way, per server, and the condition their ends
+    /// are signalled on.
+    fn table() -> &'static (Mutex<HashMap<String, Attempts>>, Condvar) {
+        static TABLE: OnceLock<(Mutex<HashMap<String, Attempts>>, Condvar)> = OnceLock::new();
         TABLE.get_or_init(Default::default)
     }
 
-    fn lock() -> MutexGuard<'static, HashMap<String, usize>> {
-        // The table holds counts only, and no code that can panic runs
-        // under its lock.
+    fn lock() -> MutexGuard<'static, HashMap<String, Attempts>> {
+        // The table holds ids and times only, and no code that can panic
+        // runs under its lock.
         Self::table()
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a slot for `server`, waiting for one to be given back until
-    /// `deadline` (none: as long as it takes); `None` if none was.
-    fn take(server: &str, deadline: Option<Instant>) -> Option<Self> {
+    /// The server `target` names, as the slots count it: its hosts, the
+    /// addresses given for them and its ports (not the user, the database
+    /// or the password: one server, however it is logged in to).
+    fn server(target: &Target) -> String {
+        let config = &target.config;
+        format!(
+            "{:?} {:?} {:?}",
+            config.get_hosts(),
+            config.get_hostaddrs(),
+            config.get_ports()
+        )
+    }
+
+    /// Takes a slot for `target`'s server for an attempt that may take
+    /// `limit`, waiting for one to be given back until `deadline` (none:
+    /// as long as it takes); `None` if none was.
+    fn take(target: &Target, limit: Duration, deadline: Option<Instant>) -> Option<Self> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let server = Self::server(target);
         let mut opening = Self::lock();
         loop {
-            let count = opening.entry(server.to_owned()).or_default();
-            if *count < CONNECTS_IN_FLIGHT {
-                *count += 1;
-                return Some(Self {
-                    server: server.to_owned(),
-                });
+            let now = Instant::now();
+            let attempts = opening.entry(server.clone()).or_default();
+            attempts.retain(|(_, counts_until)| counts_until.is_none_or(|until| until > now));
+            if attempts.len() < CONNECTS_IN_FLIGHT {
+                let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+                attempts.push((id, now.checked_add(limit.saturating_mul(SLOT_LIFETIMES))));
+                return Some(Self { server, id });
             }
-            opening = match deadline {
+            // Wake when an attempt ends, or when the first one stops
+            // counting.
+            let first_lapse = attempts.iter().filter_map(|(_, until)| *until).min();
+            let wake = match (deadline, first_lapse) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            opening = match wake {
                 None => Self::table()
                     .1
                     .wait(opening)
                     .unwrap_or_else(PoisonError::into_inner),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
+                Some(wake) => {
+                    if deadline.is_some_and(|deadline| deadline <= now) {
                         return None;
                     }
+                    let left = wake.saturating_duration_since(now);
                     Self::table()
                         .1
                         .wait_timeout(opening, left)
@@ -453,13 +502,52 @@ impl ConnectSlot {
 impl Drop for ConnectSlot {
     fn drop(&mut self) {
         let mut opening = Self::lock();
-        if let Some(count) = opening.get_mut(&self.server) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
+        if let Some(attempts) = opening.get_mut(&self.server) {
+            attempts.retain(|(id, _)| *id != self.id);
+            if attempts.is_empty() {
                 opening.remove(&self.server);
             }
         }
         drop(opening);
         Self::table().1.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connection slots are counted per server: by host, address and port,
+    /// whoever logs in to it.
+    #[test]
+    fn slots_are_counted_per_server() -> Result<()> {
+        let server = |url: &str| -> Result<String> {
+            Ok(ConnectSlot::server(&Target::parse(
+                url,
+                &PostgresOptions::new(),
+            )?))
+        };
+        let by_address = server("hostaddr=127.0.0.1 port=5433 user=a dbname=x")?;
+        assert_ne!(
+            by_address,
+            server("hostaddr=127.0.0.1 port=5434 user=a dbname=x")?
+        );
+        assert_ne!(
+            by_address,
+            server("hostaddr=127.0.0.2 port=5433 user=a dbname=x")?
+        );
+        assert_eq!(
+            by_address,
+            server("hostaddr=127.0.0.1 port=5433 user=b dbname=y")?
+        );
+        assert_ne!(
+            server("postgres://a@db1:5432/x")?,
+            server("postgres://a@db2:5432/x")?
+        );
+        assert_eq!(
+            server("postgres://a:one@db1:5432/x")?,
+            server("postgres://b:two@db1:5432/y")?
+        );
+        Ok(())
     }
 }
