@@ -641,6 +641,28 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_connect_failure_reads_without_a_second_database_error() {
+        let failed = ConnectFailed(Error::Database(DatabaseError::new(
+            ErrorKind::Storage,
+            "cannot connect to postgres://a@h/x: no answer",
+        )));
+        assert_eq!(
+            failed.to_string(),
+            "cannot connect to postgres://a@h/x: no answer"
+        );
+        let other = ConnectFailed(Error::NoRegistry {
+            path: PathBuf::from("postgres://a@h/x"),
+        });
+        assert_eq!(
+            other.to_string(),
+            Error::NoRegistry {
+                path: PathBuf::from("postgres://a@h/x"),
+            }
+            .to_string()
+        );
+    }
+
+    #[test]
     fn servers_named_by_address_only_are_shown_by_address() -> Result<()> {
         let target = Target::parse(
             "hostaddr=127.0.0.1 port=5433 user=roster password=secret dbname=db",

@@ -342,9 +342,11 @@ pub(crate) fn connect_limit(target: &Target, options: &PostgresOptions) -> Durat
 /// storage error, and the thread ends whenever the socket does. At most
 /// [`CONNECTS_IN_FLIGHT`] such attempts per server count at once in a
 /// process (a [`ConnectSlot`] each), an unanswered one for
-/// [`SLOT_LIFETIMES`] times its limit: a caller that retries against a
-/// silent server (a watcher does, for as long as it runs, and so does a
-/// pool) adds that many threads per that time, not one per try.
+/// [`SLOT_LIFETIMES`] times its limit, and at most [`CONNECTS_RUNNING`] run:
+/// a caller that retries against a silent server (a watcher does, for as
+/// long as it runs, and so does a pool) holds at most that many threads and
+/// sockets, and a server that answers again is reached while old attempts
+/// still hang.
 pub(crate) fn open_within(target: &Target, limit: Duration, create: bool) -> Result<Client> {
     let no_answer = |waiting: &str| {
         Error::Database(DatabaseError::new(
@@ -400,29 +402,36 @@ pub(crate) fn open_within(target: &Target, limit: Duration, create: bool) -> Res
     }
 }
 
-/// How many connections ([`open_within`]) a process opens to one server at
-/// once.
+/// How many attempts to open a connection ([`open_within`]) to one server
+/// count at once in a process: a new one waits for one of them to end or
+/// to lapse.
 const CONNECTS_IN_FLIGHT: usize = 2;
 
-/// How many times its connect timeout a connection may go unanswered
-/// before its slot stops counting. Its thread goes on waiting (nothing can
-/// end it but its socket), but a server that answers again, while a peer
-/// keeps the old sockets open without a word, is reached again within this
-/// time; against a server that never answers, a process gains at most
-/// [`CONNECTS_IN_FLIGHT`] threads per this many connect timeouts.
+/// How many attempts to one server may run at once in a process, lapsed
+/// ones included: the most threads and sockets a server that never answers
+/// can hold.
+const CONNECTS_RUNNING: usize = 8;
+
+/// How many times its connect timeout (and at least [`MIN_SLOT_LIFETIME`])
+/// an attempt may go unanswered before it lapses, no longer counted among
+/// the [`CONNECTS_IN_FLIGHT`]. Its thread goes on waiting (nothing can end
+/// it but its socket), but a server that answers again, while a peer keeps
+/// the old sockets open without a word, is reached again after this time,
+/// until [`CONNECTS_RUNNING`] attempts hang.
 const SLOT_LIFETIMES: u32 = 6;
+const MIN_SLOT_LIFETIME: Duration = Duration::from_secs(1);
 
 /// The right to open one connection to a server: taken before the
-/// connecting thread starts, given back when its attempt ends, or no longer
-/// counted once the attempt has gone unanswered for [`SLOT_LIFETIMES`]
-/// times its limit.
+/// connecting thread starts, given back when its attempt ends; it lapses
+/// once the attempt has gone unanswered for [`SLOT_LIFETIMES`] times its
+/// limit.
 struct ConnectSlot {
     server: String,
     id: u64,
 }
 
 /// The attempts under way to one server: their ids, and until when each
-/// counts (`None`: for as long as it lasts).
+/// counts among those in flight (`None`: for as long as it lasts).
 type Attempts = Vec<(u64, Option<Instant>)>;
 
 impl ConnectSlot {
@@ -461,19 +470,31 @@ impl ConnectSlot {
     fn take(target: &Target, limit: Duration, deadline: Option<Instant>) -> Option<Self> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let server = Self::server(target);
+        let lifetime = limit.saturating_mul(SLOT_LIFETIMES).max(MIN_SLOT_LIFETIME);
         let mut opening = Self::lock();
         loop {
             let now = Instant::now();
+            if deadline.is_some_and(|deadline| deadline <= now) {
+                return None;
+            }
             let attempts = opening.entry(server.clone()).or_default();
-            attempts.retain(|(_, counts_until)| counts_until.is_none_or(|until| until > now));
-            if attempts.len() < CONNECTS_IN_FLIGHT {
+            let counts = |until: &Option<Instant>| until.is_none_or(|until| until > now);
+            let in_flight = attempts.iter().filter(|(_, until)| counts(until)).count();
+            if in_flight < CONNECTS_IN_FLIGHT && attempts.len() < CONNECTS_RUNNING {
                 let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-                attempts.push((id, now.checked_add(limit.saturating_mul(SLOT_LIFETIMES))));
+                attempts.push((id, now.checked_add(lifetime)));
                 return Some(Self { server, id });
             }
-            // Wake when an attempt ends, or when the first one stops
-            // counting.
-            let first_lapse = attempts.iter().filter_map(|(_, until)| *until).min();
+            // Wake when an attempt ends, or when the first one lapses if
+            // that is what holds this one back.
+            let first_lapse = if attempts.len() < CONNECTS_RUNNING {
+                attempts
+                    .iter()
+                    .filter_map(|(_, until)| until.filter(|until| *until > now))
+                    .min()
+            } else {
+                None
+            };
             let wake = match (deadline, first_lapse) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -484,13 +505,9 @@ impl ConnectSlot {
                     .wait(opening)
                     .unwrap_or_else(PoisonError::into_inner),
                 Some(wake) => {
-                    if deadline.is_some_and(|deadline| deadline <= now) {
-                        return None;
-                    }
-                    let left = wake.saturating_duration_since(now);
                     Self::table()
                         .1
-                        .wait_timeout(opening, left)
+                        .wait_timeout(opening, wake.saturating_duration_since(now))
                         .unwrap_or_else(PoisonError::into_inner)
                         .0
                 }
@@ -548,6 +565,49 @@ mod tests {
             server("postgres://a:one@db1:5432/x")?,
             server("postgres://b:two@db1:5432/y")?
         );
+        Ok(())
+    }
+
+    /// Two attempts count at once; an unanswered one lapses after its
+    /// lifetime (here the shortest, 1 s) and lets another start; eight may
+    /// run in all, and one that ends makes room at once.
+    #[test]
+    fn slots_count_two_in_flight_and_eight_running() -> Result<()> {
+        let target = Target::parse(
+            "postgres://a@slot-test.invalid:1/x",
+            &PostgresOptions::new(),
+        )?;
+        let limit = Duration::from_millis(10);
+        let soon = || Some(Instant::now() + Duration::from_millis(50));
+        let later = || Some(Instant::now() + Duration::from_secs(3));
+        let mut running = vec![
+            ConnectSlot::take(&target, limit, soon()).expect("a first slot"),
+            ConnectSlot::take(&target, limit, soon()).expect("a second slot"),
+        ];
+        assert!(
+            ConnectSlot::take(&target, limit, soon()).is_none(),
+            "two in flight"
+        );
+        while running.len() < CONNECTS_RUNNING {
+            running.push(ConnectSlot::take(&target, limit, later()).expect("a lapse makes room"));
+        }
+        let started = Instant::now();
+        assert!(
+            ConnectSlot::take(
+                &target,
+                limit,
+                Some(Instant::now() + Duration::from_millis(1500))
+            )
+            .is_none(),
+            "eight running, lapsed or not"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "gave up early"
+        );
+        drop(running.pop());
+        let freed = ConnectSlot::take(&target, limit, soon());
+        assert!(freed.is_some(), "an attempt that ended makes room");
         Ok(())
     }
 }
