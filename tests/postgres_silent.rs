@@ -2,9 +2,11 @@
 //! stopped process, a proxy with nothing behind it): every connection
 //! roster opens is given up at the connect timeout, and a process that
 //! keeps trying adds at most two connecting threads per six connect
-//! timeouts, eight in all, not one more per try; a pool whose server goes silent holds back no
-//! other pool of the process. Its own test binary, so that no other test's
-//! connections are counted with these; its tests run one at a time.
+//! timeouts, eight in all, not one more per try; a pool whose server goes
+//! silent holds back no other pool of the process; a server that answers
+//! again is reached while old connections hang. Its own test binary, so
+//! that no other test's connections are counted with these; its tests run
+//! one at a time.
 
 mod common;
 
