@@ -318,16 +318,21 @@ pub(crate) fn connect(target: &Target, options: &PostgresOptions) -> Result<Clie
 }
 
 /// How long a connection to `target` may take to open: the connect timeout
-/// (the URL's `connect_timeout`, else the options'), once per host the URL
-/// names.
+/// (the URL's `connect_timeout`, else the options'), once per server the
+/// URL names (by host name, or by address alone).
 pub(crate) fn connect_limit(target: &Target, options: &PostgresOptions) -> Duration {
     let per_host = target
         .config
         .get_connect_timeout()
         .copied()
         .unwrap_or(options.connect_timeout);
-    let hosts = u32::try_from(target.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
-    per_host.saturating_mul(hosts)
+    let config = &target.config;
+    let servers = config
+        .get_hosts()
+        .len()
+        .max(config.get_hostaddrs().len())
+        .max(1);
+    per_host.saturating_mul(u32::try_from(servers).unwrap_or(u32::MAX))
 }
 
 /// Opens a connection to `target` within `limit`: every connection roster
@@ -452,15 +457,19 @@ impl ConnectSlot {
     }
 
     /// The server `target` names, as the slots count it: its hosts, the
-    /// addresses given for them and its ports (not the user, the database
-    /// or the password: one server, however it is logged in to).
+    /// addresses given for them and its ports, 5432 when none is given (not
+    /// the user, the database or the password: one server, however it is
+    /// logged in to).
     fn server(target: &Target) -> String {
         let config = &target.config;
+        let ports = match config.get_ports() {
+            [] => &[5432][..],
+            ports => ports,
+        };
         format!(
-            "{:?} {:?} {:?}",
+            "{:?} {:?} {ports:?}",
             config.get_hosts(),
-            config.get_hostaddrs(),
-            config.get_ports()
+            config.get_hostaddrs()
         )
     }
 
@@ -557,6 +566,11 @@ mod tests {
             by_address,
             server("hostaddr=127.0.0.1 port=5433 user=b dbname=y")?
         );
+        assert_eq!(
+            server("postgres://a@db1/x")?,
+            server("postgres://a@db1:5432/x")?,
+            "the default port"
+        );
         assert_ne!(
             server("postgres://a@db1:5432/x")?,
             server("postgres://a@db2:5432/x")?
@@ -608,6 +622,30 @@ mod tests {
         drop(running.pop());
         let freed = ConnectSlot::take(&target, limit, soon());
         assert!(freed.is_some(), "an attempt that ended makes room");
+        Ok(())
+    }
+
+    /// A URL's connect time is the connect timeout once per server it
+    /// names, by host name or by address alone.
+    #[test]
+    fn the_connect_limit_counts_every_server_named() -> Result<()> {
+        let limit = |url: &str| -> Result<Duration> {
+            let options = PostgresOptions::new().connect_timeout(Duration::from_secs(2));
+            Ok(connect_limit(&Target::parse(url, &options)?, &options))
+        };
+        assert_eq!(limit("postgres://a@db1/x")?, Duration::from_secs(2));
+        assert_eq!(
+            limit("host=db1,db2 user=a dbname=x")?,
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            limit("hostaddr=127.0.0.1,127.0.0.2,127.0.0.3 user=a dbname=x")?,
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            limit("host=db1 hostaddr=127.0.0.1 connect_timeout=1 user=a dbname=x")?,
+            Duration::from_secs(1)
+        );
         Ok(())
     }
 }
