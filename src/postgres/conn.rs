@@ -21,7 +21,6 @@ use postgres::types::ToSql;
 use postgres::{Config, GenericClient, Row, Statement};
 use postgres_native_tls::MakeTlsConnector;
 use r2d2::{ManageConnection, Pool};
-use r2d2_postgres::PostgresConnectionManager;
 use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::error::{DatabaseError, Error, ErrorKind, Result};
@@ -476,14 +475,13 @@ impl Session for Tx<'_> {
     }
 }
 
-/// r2d2_postgres's manager, with each connection wrapped in a [`Conn`],
-/// and opened as roster opens its own ([`schema::open_within`]): on a
-/// thread of its own, given up at the connect timeout. r2d2 opens
+/// r2d2's manager of the pool's connections, each wrapped in a [`Conn`] and
+/// opened as roster opens its own ([`schema::open_within`]): on a thread of
+/// its own, given up at the connect timeout. r2d2 opens
 /// connections on its pool's housekeeping thread; a server that accepts
 /// and never answers would otherwise hold that thread until its socket
 /// ends, and the pool would not even try again.
 pub(crate) struct Manager {
-    inner: PostgresConnectionManager<MakeTlsConnector>,
     target: Target,
     limit: Duration,
     create: bool,
@@ -508,13 +506,14 @@ impl ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), ConnectFailed> {
-        self.inner
-            .is_valid(&mut conn.client)
+        conn.client
+            .simple_query("")
+            .map(|_| ())
             .map_err(|e| ConnectFailed(schema::connect_error(&self.target, self.create, e)))
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        self.inner.has_broken(&mut conn.client)
+        conn.client.is_closed()
     }
 }
 
@@ -543,7 +542,6 @@ impl std::error::Error for ConnectFailed {
 /// need them.
 pub(crate) fn pool(target: &Target, options: &PostgresOptions) -> Result<Pool<Manager>> {
     let manager = Manager {
-        inner: PostgresConnectionManager::new(target.config.clone(), target.tls.clone()),
         target: target.clone(),
         limit: schema::connect_limit(target, options),
         create: options.create,
