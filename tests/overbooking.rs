@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::thread;
 
 use chrono::Utc;
@@ -15,6 +15,32 @@ use roster::{
 };
 
 const THREADS: usize = 8;
+
+/// Runs `work` on [`THREADS`] threads at once: each first makes what
+/// `prepare` gives it (a handle of its own, say), then all wait at a
+/// barrier and start together. Their results, in thread order.
+fn at_once<S, T: Send>(
+    prepare: impl Fn(usize) -> S + Sync,
+    work: impl Fn(S, usize) -> T + Sync,
+) -> Vec<T> {
+    let start = Barrier::new(THREADS);
+    let (prepare, work, start) = (&prepare, &work, &start);
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                scope.spawn(move || {
+                    let prepared = prepare(t);
+                    start.wait();
+                    work(prepared, t)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("thread"))
+            .collect()
+    })
+}
 
 fn fleet() -> Vec<AgentInfo> {
     (0..12_u32)
@@ -76,23 +102,15 @@ fn assert_exactly_full(registry: &dyn AgentRegistry, claims: u32, expected: u32)
 
 #[test]
 fn threads_on_one_memory_registry_never_over_book() {
-    let registry = Arc::new(MemoryRegistry::new());
+    let registry = MemoryRegistry::new();
     let agents = fleet();
     for agent in &agents {
         registry.register(agent.clone()).expect("register");
     }
-    let start = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let (registry, start) = (Arc::clone(&registry), Arc::clone(&start));
-            thread::spawn(move || {
-                start.wait();
-                claim_until_full(&*registry, t)
-            })
-        })
-        .collect();
-    let claims = handles.into_iter().map(|h| h.join().expect("thread")).sum();
-    assert_exactly_full(&*registry, claims, free_capacity(&agents));
+    let claims = at_once(|_| (), |(), t| claim_until_full(&registry, t))
+        .into_iter()
+        .sum();
+    assert_exactly_full(&registry, claims, free_capacity(&agents));
 }
 
 #[test]
@@ -104,18 +122,12 @@ fn many_sqlite_handles_on_one_file_never_over_book() {
     }
     // One handle per thread, each with its own pool, as separate processes
     // would have; all are open before any claims.
-    let start = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let (path, start) = (setup.path().to_owned(), Arc::clone(&start));
-            thread::spawn(move || {
-                let registry = SqliteRegistry::open(&path).expect("open");
-                start.wait();
-                claim_until_full(&registry, t)
-            })
-        })
-        .collect();
-    let claims = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+    let claims = at_once(
+        |_| SqliteRegistry::open(setup.path()).expect("open"),
+        |registry, t| claim_until_full(&registry, t),
+    )
+    .into_iter()
+    .sum();
     assert_exactly_full(&*setup, claims, free_capacity(&agents));
 }
 
@@ -169,20 +181,10 @@ fn assert_timed_in_token_order(registry: &dyn AgentRegistry) {
 fn claims_taken_at_once_are_timed_in_token_order() {
     let setup = common::TempRegistry::named("timed.db");
     setup.register(unlimited()).expect("register");
-    let start = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let (path, start) = (setup.path().to_owned(), Arc::clone(&start));
-            thread::spawn(move || {
-                let registry = SqliteRegistry::open(&path).expect("open");
-                start.wait();
-                claim_many(&registry, t);
-            })
-        })
-        .collect();
-    for handle in handles {
-        handle.join().expect("thread");
-    }
+    at_once(
+        |_| SqliteRegistry::open(setup.path()).expect("open"),
+        |registry, t| claim_many(&registry, t),
+    );
     assert_timed_in_token_order(&*setup);
 }
 
@@ -190,20 +192,8 @@ fn claims_taken_at_once_are_timed_in_token_order() {
 /// under its lock.
 #[test]
 fn claims_taken_at_once_in_memory_are_timed_in_token_order() {
-    let registry = Arc::new(MemoryRegistry::new());
+    let registry = MemoryRegistry::new();
     registry.register(unlimited()).expect("register");
-    let start = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let (registry, start) = (Arc::clone(&registry), Arc::clone(&start));
-            thread::spawn(move || {
-                start.wait();
-                claim_many(&*registry, t);
-            })
-        })
-        .collect();
-    for handle in handles {
-        handle.join().expect("thread");
-    }
-    assert_timed_in_token_order(&*registry);
+    at_once(|_| (), |(), t| claim_many(&registry, t));
+    assert_timed_in_token_order(&registry);
 }
