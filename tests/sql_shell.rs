@@ -776,8 +776,14 @@ fn the_event_counter_cannot_jump_ahead_by_hand() -> Result<()> {
         db,
         "UPDATE counters SET value = value + 100 WHERE name = 'claim_token';",
     );
-    fleet.registry.set_status("old-gpu", AgentStatus::Busy)?;
-    let events = fleet.registry.events(last, 10)?;
+    next_event_follows(&fleet.registry, last, AgentStatus::Busy)
+}
+
+/// Sets old-gpu's status (a change, so one event) and checks that the
+/// event written is the one right after cursor `last`: no gap before it.
+fn next_event_follows(registry: &SqliteRegistry, last: u64, status: AgentStatus) -> Result<()> {
+    registry.set_status("old-gpu", status)?;
+    let events = registry.events(last, 10)?;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].seq, last + 1);
     Ok(())
@@ -805,11 +811,7 @@ fn the_event_counter_cannot_move_on_an_empty_log() -> Result<()> {
         last.to_string()
     );
     // Nothing was missed: a reader at the newest cursor reads on.
-    fleet.registry.set_status("old-gpu", AgentStatus::Busy)?;
-    let events = fleet.registry.events(last, 10)?;
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].seq, last + 1);
-    Ok(())
+    next_event_follows(&fleet.registry, last, AgentStatus::Busy)
 }
 
 /// Events typed by hand with a time older than `events_keep_seconds` are
@@ -842,10 +844,7 @@ fn an_old_event_typed_by_hand_is_not_pruned_by_its_own_insert() -> Result<()> {
     assert!(last < 64, "the fleet wrote {last} events");
     // The 64th prunes the 63 before it, not itself.
     assert_eq!(old_events_up_to(db, last, 64), "1|64|64");
-    fleet.registry.set_status("old-gpu", AgentStatus::Busy)?;
-    let newest = fleet.registry.events(64, 10)?;
-    assert_eq!(newest.len(), 1, "{newest:?}");
-    assert_eq!(newest[0].seq, 65);
+    next_event_follows(&fleet.registry, 64, AgentStatus::Busy)?;
     // Either trigger may fire first: created again in the other order
     // (SQLite fires the newest first), the same inserts give the same log.
     let sql_of = |name: &str| {
@@ -867,13 +866,7 @@ fn an_old_event_typed_by_hand_is_not_pruned_by_its_own_insert() -> Result<()> {
         ),
     );
     assert_eq!(old_events_up_to(db, 65, 128), "1|128|128");
-    fleet
-        .registry
-        .set_status("old-gpu", AgentStatus::Available)?;
-    let newest = fleet.registry.events(128, 10)?;
-    assert_eq!(newest.len(), 1, "{newest:?}");
-    assert_eq!(newest[0].seq, 129);
-    Ok(())
+    next_event_follows(&fleet.registry, 128, AgentStatus::Available)
 }
 
 /// Claims typed by hand against the rules that version 7 keeps with
