@@ -964,6 +964,79 @@ fn the_only_free_agent_locked_is_waited_for_not_reported_missing() -> roster::Re
     Ok(())
 }
 
+/// A release or a recover holds a claim's row and then, from the claims'
+/// trigger, updates its agent's. Deregister takes them in the same order:
+/// while it waits for a claim held elsewhere, the agent's row is still free,
+/// so the release goes through at once instead of meeting deregister in a
+/// deadlock that the server breaks only after `deadlock_timeout` (a second),
+/// taking one of them back.
+#[test]
+fn deregister_waits_for_a_held_claim_before_it_locks_the_agent() -> roster::Result<()> {
+    let schema = pg::schema_name();
+    let _guard = SchemaGuard(schema.clone());
+    let application = format!("deregister-{schema}");
+    let registry = PostgresOptions::new()
+        .schema(schema.as_str())
+        .busy_timeout(Duration::from_secs(120))
+        .open(&with_param(
+            pg::url(),
+            &format!("application_name={application}"),
+        ))?;
+    registry.register(agent("leaving", &["x"], 0, 3))?;
+    registry.claim(&named("released", &["x"]), None)?;
+    let kept = registry.claim(&named("kept", &["x"]), None)?.claim;
+    let mut client = client_in(&schema);
+    let mut releaser = client.transaction().expect("begin");
+    releaser
+        .execute(
+            "SELECT 1 FROM claims WHERE task_id = 'released' FOR UPDATE",
+            &[],
+        )
+        .expect("lock the claim");
+    let deregistering = {
+        let registry = registry.clone();
+        thread::spawn(move || registry.deregister("leaving"))
+    };
+    let mut watcher = pg::client();
+    eventually("deregister waiting for the claim's row", || {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&application],
+            )
+            .expect("pg_stat_activity")
+            .get(0);
+        (waiting == 1).then_some(())
+    });
+    releaser
+        .execute(
+            "SELECT 1 FROM agents WHERE id = 'leaving' FOR UPDATE NOWAIT",
+            &[],
+        )
+        .unwrap_or_else(|e| {
+            panic!("deregister holds the agent's row while it waits for a claim: {e:?}")
+        });
+    let deleted = releaser
+        .execute("DELETE FROM claims WHERE task_id = 'released'", &[])
+        .expect("release the claim");
+    assert_eq!(deleted, 1);
+    releaser.commit().expect("commit");
+    deregistering.join().expect("deregister thread")?;
+    assert!(matches!(registry.get("leaving"), Err(Error::NotFound(_))));
+    // The claim released stays released; the other one is recoverable.
+    let recovered = registry.recover()?;
+    assert_eq!(
+        recovered
+            .iter()
+            .map(|r| (r.claim.token, r.reason))
+            .collect::<Vec<_>>(),
+        [(kept.token, RecoverReason::AgentGone)]
+    );
+    assert!(registry.claims(None)?.is_empty());
+    Ok(())
+}
+
 #[test]
 fn a_row_held_past_the_busy_timeout_is_busy_and_changes_nothing() -> roster::Result<()> {
     let schema = pg::schema_name();

@@ -242,8 +242,34 @@ impl AgentRegistry for PostgresRegistry {
     }
 
     fn deregister(&self, id: &str) -> Result<()> {
-        let deleted =
-            self.run(|conn| Ok(conn.execute("DELETE FROM agents WHERE id = $1", &[&id])?))?;
+        let deleted = self.write(|tx| {
+            // Claims before their agent, the order in which release and
+            // recover take them (a claim's row, then the trigger updates
+            // its agent's). The delete's trigger detaches the agent's
+            // claims; with the agent's row locked first, it would wait for
+            // a claim being released, whose trigger waits for the agent: a
+            // deadlock that the server breaks only after deadlock_timeout.
+            // So: the claims it holds now, then the agent (once it is
+            // locked, no claim of it can be taken), then, without waiting,
+            // the claims taken in between. One of those held elsewhere
+            // means a release under way: start again.
+            tx.execute(
+                "SELECT 1 FROM claims WHERE agent_id = $1 AND NOT detached FOR UPDATE",
+                &[&id],
+            )?;
+            let exists = tx
+                .query_opt("SELECT 1 FROM agents WHERE id = $1 FOR UPDATE", &[&id])?
+                .is_some();
+            if !exists {
+                return Ok(0);
+            }
+            tx.execute(
+                "SELECT 1 FROM claims WHERE agent_id = $1 AND NOT detached FOR UPDATE NOWAIT",
+                &[&id],
+            )
+            .map_err(retry::lost_if_locked)?;
+            Ok(tx.execute("DELETE FROM agents WHERE id = $1", &[&id])?)
+        })?;
         if deleted == 0 {
             return Err(Error::NotFound(id.to_owned()));
         }
@@ -393,7 +419,17 @@ impl AgentRegistry for PostgresRegistry {
         // rolls the recovery back instead of losing claims unannounced.
         let mut recovered = self.write(|tx| {
             // The change feed calls the claims deleted here 'recovered'.
-            tx.execute("SELECT set_config('roster.recovering', 'on', true)", &[])?;
+            // Recovers run one at a time: two at once would each lock the
+            // claims due in its own snapshot (a heartbeat in between makes
+            // an agent's claims due for one and not the other, a clock
+            // read later makes more leases due), in scan order, and could
+            // each wait for a row the other holds. The lock is this
+            // transaction's; the next recover finds the rows taken.
+            tx.execute(
+                "SELECT set_config('roster.recovering', 'on', true), \
+                        pg_advisory_xact_lock($1, hashtext(current_schema()))",
+                &[&schema::RECOVER_LOCK_KEY],
+            )?;
             tx.query(RECOVER, &[])?
                 .iter()
                 .map(|row| {

@@ -56,6 +56,18 @@ pub(crate) fn is_retryable(error: &postgres::Error) -> bool {
     )
 }
 
+/// A row another transaction holds, met by a statement that does not wait
+/// (`FOR UPDATE NOWAIT`), as a lost race: the work starts again from the
+/// beginning, where it waits for that row holding nothing the other
+/// transaction needs.
+pub(crate) fn lost_if_locked(error: postgres::Error) -> Failure {
+    if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+        Failure::Lost
+    } else {
+        Failure::Pg(error)
+    }
+}
+
 /// Whether the statement was refused for a duplicate key: for claims, a task
 /// that is held.
 pub(crate) fn is_unique_violation(error: &postgres::Error) -> bool {

@@ -48,6 +48,11 @@ pub(crate) const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
 /// schemas migrate independently.
 pub(crate) const LOCK_KEY: i32 = 0x726f_7374;
 
+/// The first key of the advisory lock under which `recover` runs, one at a
+/// time per schema: the bytes "recv". The second is `hashtext` of the
+/// schema's name.
+pub(crate) const RECOVER_LOCK_KEY: i32 = 0x7265_6376;
+
 /// The tables of roster's schema, any of which marks a schema as taken.
 const TABLES: &[&str] = &[
     "roster_migrations",

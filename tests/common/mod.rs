@@ -219,15 +219,22 @@ impl Finished {
             .collect()
     }
 
-    /// Panics, showing its output, unless the child exited with status 0.
+    /// Panics unless the child exited with status 0, showing its standard
+    /// error first (where a panic says why) and then the last lines of its
+    /// standard output, so that a long run of reports cannot push the reason
+    /// out of a shortened log.
     pub fn expect_success(&self, what: &str) -> &Self {
-        assert!(
-            self.status.success(),
-            "{what} failed ({}):\n{}\n{}",
-            self.status,
-            self.stdout.join("\n"),
-            self.stderr
-        );
+        const LAST: usize = 20;
+        if !self.status.success() {
+            let skipped = self.stdout.len().saturating_sub(LAST);
+            panic!(
+                "{what} failed ({}); its standard error:\n{}\n\
+                 its last standard output ({skipped} lines before left out):\n{}",
+                self.status,
+                self.stderr,
+                self.stdout[skipped..].join("\n")
+            );
+        }
         self
     }
 }
