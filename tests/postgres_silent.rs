@@ -255,3 +255,64 @@ fn a_server_that_answers_again_is_reached_while_old_connections_hang() {
         );
     assert!(registry.list().expect("list").is_empty());
 }
+
+/// A URL naming two servers, the first of which accepts connections and
+/// never answers: each connection, the pool's too, gives the first one the
+/// connect timeout and then opens on the second, where the driver alone
+/// would wait on the first for good.
+#[test]
+fn a_silent_first_server_is_given_up_for_the_next_one() {
+    let _one = one_at_a_time();
+    let (server, user, dbname) = test_server();
+    let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
+    let silent_port = silent.local_addr().expect("address").port();
+    let schema = pg::schema_name();
+    let _guard = SchemaGuard(schema.clone());
+    for url in [
+        format!(
+            "postgres://{user}@127.0.0.1:{silent_port},127.0.0.1:{}/{dbname}",
+            server.port()
+        ),
+        format!(
+            "host=127.0.0.1,127.0.0.1 port={silent_port},{} user={user} dbname={dbname}",
+            server.port()
+        ),
+        format!(
+            "hostaddr=127.0.0.1,127.0.0.1 port={silent_port},{} user={user} dbname={dbname}",
+            server.port()
+        ),
+    ] {
+        let registry = PostgresOptions::new()
+            .schema(schema.as_str())
+            .connect_timeout(Duration::from_millis(500))
+            .open(&url)
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
+        registry
+            .register(AgentInfo {
+                id: "reached".into(),
+                last_heartbeat: Utc::now(),
+                ..AgentInfo::default()
+            })
+            .unwrap_or_else(|e| panic!("register through {url}: {e}"));
+        assert_eq!(registry.get("reached").expect("get").id, "reached");
+    }
+    // When no server answers, the error is the last one's, as the
+    // driver's: here the silent one, after one that refuses connections.
+    let refusing = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let error = PostgresOptions::new()
+        .connect_timeout(Duration::from_millis(500))
+        .open(&format!(
+            "postgres://{user}@127.0.0.1:{refusing},127.0.0.1:{silent_port}/{dbname}"
+        ))
+        .expect_err("no server answers");
+    assert!(
+        error.to_string().contains(&format!(
+            "cannot connect to postgres://{user}@127.0.0.1:{silent_port}/{dbname}: no answer"
+        )),
+        "{error}"
+    );
+    drop(silent);
+}

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use postgres::config::{Host, LoadBalanceHosts};
 use postgres::types::ToSql;
 use postgres::{Config, GenericClient, Row, Statement};
 use postgres_native_tls::MakeTlsConnector;
@@ -94,6 +95,102 @@ impl Target {
         })?;
         Ok(Self { config, tls, shown })
     }
+
+    /// One target per server the URL names, in the order the driver would
+    /// try them (`load_balance_hosts=random`: from a place the clock
+    /// picks), each with that server alone: so that a server that accepts
+    /// the connection and never answers costs one connect timeout before
+    /// the next is tried, where the driver would wait on it for good. A
+    /// URL naming one server, or whose lists of hosts, addresses and
+    /// ports do not line up (the driver then refuses it with its own
+    /// reason), is itself the one target.
+    pub(crate) fn servers(&self) -> Vec<Target> {
+        let config = &self.config;
+        let (hosts, addrs, ports) = (
+            config.get_hosts(),
+            config.get_hostaddrs(),
+            config.get_ports(),
+        );
+        let count = hosts.len().max(addrs.len());
+        let lined_up = (hosts.is_empty() || hosts.len() == count)
+            && (addrs.is_empty() || addrs.len() == count)
+            && (ports.len() <= 1 || ports.len() == count);
+        if count <= 1 || !lined_up {
+            return vec![self.clone()];
+        }
+        let first = match config.get_load_balance_hosts() {
+            LoadBalanceHosts::Random => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| t.subsec_nanos() as usize % count),
+            _ => 0,
+        };
+        (0..count)
+            .map(|n| {
+                let i = (first + n) % count;
+                let mut one = config_without_servers(config);
+                match hosts.get(i) {
+                    Some(Host::Tcp(name)) => {
+                        one.host(name);
+                    }
+                    Some(Host::Unix(path)) => {
+                        one.host_path(path);
+                    }
+                    None => {}
+                }
+                if let Some(addr) = addrs.get(i) {
+                    one.hostaddr(*addr);
+                }
+                if let Some(port) = ports.get(i).or(ports.first()) {
+                    one.port(*port);
+                }
+                Target {
+                    shown: show(&one),
+                    config: one,
+                    tls: self.tls.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Everything `config` says but its hosts, addresses and ports (and how to
+/// order them).
+fn config_without_servers(config: &Config) -> Config {
+    let mut one = Config::new();
+    if let Some(user) = config.get_user() {
+        one.user(user);
+    }
+    if let Some(password) = config.get_password() {
+        one.password(password);
+    }
+    if let Some(dbname) = config.get_dbname() {
+        one.dbname(dbname);
+    }
+    if let Some(options) = config.get_options() {
+        one.options(options);
+    }
+    if let Some(name) = config.get_application_name() {
+        one.application_name(name);
+    }
+    if let Some(timeout) = config.get_connect_timeout() {
+        one.connect_timeout(*timeout);
+    }
+    if let Some(timeout) = config.get_tcp_user_timeout() {
+        one.tcp_user_timeout(*timeout);
+    }
+    if let Some(interval) = config.get_keepalives_interval() {
+        one.keepalives_interval(interval);
+    }
+    if let Some(retries) = config.get_keepalives_retries() {
+        one.keepalives_retries(retries);
+    }
+    one.ssl_mode(config.get_ssl_mode())
+        .ssl_negotiation(config.get_ssl_negotiation())
+        .keepalives(config.get_keepalives())
+        .keepalives_idle(config.get_keepalives_idle())
+        .target_session_attrs(config.get_target_session_attrs())
+        .channel_binding(config.get_channel_binding());
+    one
 }
 
 /// The server settings every connection of a registry starts with, as

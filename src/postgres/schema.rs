@@ -322,34 +322,42 @@ pub(crate) fn connect(target: &Target, options: &PostgresOptions) -> Result<Clie
     open_within(target, connect_limit(target, options), options.create)
 }
 
-/// How long a connection to `target` may take to open: the connect timeout
-/// (the URL's `connect_timeout`, else the options'), once per server the
-/// URL names (by host name, or by address alone).
+/// How long a connection to one server of `target` may take to open: the
+/// connect timeout (the URL's `connect_timeout`, else the options').
 pub(crate) fn connect_limit(target: &Target, options: &PostgresOptions) -> Duration {
-    let per_host = target
+    target
         .config
         .get_connect_timeout()
         .copied()
-        .unwrap_or(options.connect_timeout);
-    let config = &target.config;
-    let servers = config
-        .get_hosts()
-        .len()
-        .max(config.get_hostaddrs().len())
-        .max(1);
-    per_host.saturating_mul(u32::try_from(servers).unwrap_or(u32::MAX))
+        .unwrap_or(options.connect_timeout)
 }
 
-/// Opens a connection to `target` within `limit`: every connection roster
-/// opens, its own and the pool's (`conn::Manager`); `create` says whether a
-/// missing database is a missing registry or one to make.
+/// Opens a connection to the first server of `target` that answers
+/// ([`Target::servers`], in the driver's order), giving each `limit`
+/// ([`open_one`]); every connection roster opens, its own and the pool's
+/// (`conn::Manager`), comes from here. When none answers, the error is the
+/// last server's, as the driver's would be; `create` says whether a missing
+/// database is a missing registry or one to make.
+pub(crate) fn open_within(target: &Target, limit: Duration, create: bool) -> Result<Client> {
+    let mut failed = None;
+    for server in target.servers() {
+        match open_one(&server, limit, create) {
+            Ok(client) => return Ok(client),
+            Err(e) => failed = Some(e),
+        }
+    }
+    Err(failed
+        .unwrap_or_else(|| Error::invalid("url", "it names no host (postgres://user@host/dbname)")))
+}
+
+/// Opens a connection to `target` (one server) within `limit`.
 ///
 /// The driver's `connect_timeout` bounds only the TCP connection: a server
 /// that accepts it and then never answers (a stopped process, a proxy with
 /// nothing behind it) would hold the caller forever. So the connection is
 /// made on a thread of its own, and the caller waits for it up to the
-/// connect timeout, once per host the URL names; past that it gets a
-/// storage error, and the thread ends whenever the socket does. At most
+/// connect timeout; past that it gets a storage error, and the thread ends
+/// whenever the socket does. At most
 /// [`CONNECTS_IN_FLIGHT`] such attempts per server count at once in a
 /// process (a [`ConnectSlot`] each), an unanswered one for
 /// [`SLOT_LIFETIMES`] times its limit, and at most [`CONNECTS_RUNNING`] run:
@@ -357,7 +365,7 @@ pub(crate) fn connect_limit(target: &Target, options: &PostgresOptions) -> Durat
 /// long as it runs, and so does a pool) holds at most that many threads and
 /// sockets, and a server that answers again is reached while old attempts
 /// still hang.
-pub(crate) fn open_within(target: &Target, limit: Duration, create: bool) -> Result<Client> {
+fn open_one(target: &Target, limit: Duration, create: bool) -> Result<Client> {
     let no_answer = |waiting: &str| {
         Error::Database(DatabaseError::new(
             ErrorKind::Storage,
@@ -630,10 +638,10 @@ mod tests {
         Ok(())
     }
 
-    /// A URL's connect time is the connect timeout once per server it
-    /// names, by host name or by address alone.
+    /// A connection's time is the connect timeout for each server it
+    /// tries: the URL's when it gives one, else the options'.
     #[test]
-    fn the_connect_limit_counts_every_server_named() -> Result<()> {
+    fn the_connect_limit_is_the_connect_timeout() -> Result<()> {
         let limit = |url: &str| -> Result<Duration> {
             let options = PostgresOptions::new().connect_timeout(Duration::from_secs(2));
             Ok(connect_limit(&Target::parse(url, &options)?, &options))
@@ -641,16 +649,75 @@ mod tests {
         assert_eq!(limit("postgres://a@db1/x")?, Duration::from_secs(2));
         assert_eq!(
             limit("host=db1,db2 user=a dbname=x")?,
-            Duration::from_secs(4)
-        );
-        assert_eq!(
-            limit("hostaddr=127.0.0.1,127.0.0.2,127.0.0.3 user=a dbname=x")?,
-            Duration::from_secs(6)
+            Duration::from_secs(2)
         );
         assert_eq!(
             limit("host=db1 hostaddr=127.0.0.1 connect_timeout=1 user=a dbname=x")?,
             Duration::from_secs(1)
         );
+        Ok(())
+    }
+
+    /// A URL naming several servers is tried one server at a time, each
+    /// with everything else the URL says; lists that do not line up are
+    /// left whole, for the driver to refuse.
+    #[test]
+    fn each_server_of_a_url_keeps_the_rest_of_it() -> Result<()> {
+        let servers = |url: &str| -> Result<Vec<Target>> {
+            Ok(Target::parse(url, &PostgresOptions::new())?.servers())
+        };
+        let rest = "user=u password=secret dbname=d options=-cwork_mem=64MB application_name=app \
+                    sslmode=require sslnegotiation=direct connect_timeout=3 tcp_user_timeout=4 \
+                    keepalives=0 keepalives_idle=5 keepalives_interval=6 keepalives_retries=7 \
+                    target_session_attrs=read-write channel_binding=disable";
+        let several = servers(&format!(
+            "host=db1,/run/pg,db3 hostaddr=10.0.0.1,10.0.0.2,10.0.0.3 port=1,2,3 {rest}"
+        ))?;
+        let alone = [
+            "host=db1 hostaddr=10.0.0.1 port=1",
+            "host=/run/pg hostaddr=10.0.0.2 port=2",
+            "host=db3 hostaddr=10.0.0.3 port=3",
+        ];
+        assert_eq!(several.len(), alone.len());
+        for (server, one) in several.iter().zip(alone) {
+            let expected = Target::parse(&format!("{one} {rest}"), &PostgresOptions::new())?;
+            assert_eq!(
+                format!("{:?}", server.config),
+                format!("{:?}", expected.config)
+            );
+            assert_eq!(server.config.get_password(), Some(&b"secret"[..]));
+            assert_eq!(
+                server.config.get_ssl_negotiation(),
+                expected.config.get_ssl_negotiation()
+            );
+            assert_eq!(server.shown, expected.shown);
+        }
+        // One port for all of them, and servers named by address alone.
+        let shown = |targets: Vec<Target>| -> Vec<String> {
+            targets.into_iter().map(|t| t.shown).collect()
+        };
+        assert_eq!(
+            shown(servers("host=db1,db2 port=6000 user=u dbname=d")?),
+            ["postgres://u@db1:6000/d", "postgres://u@db2:6000/d"]
+        );
+        assert_eq!(
+            shown(servers("hostaddr=127.0.0.1,127.0.0.2 user=u dbname=d")?),
+            ["postgres://u@127.0.0.1/d", "postgres://u@127.0.0.2/d"]
+        );
+        // One server, or lists that do not line up: the URL as it is.
+        for url in [
+            "postgres://u@db1:6000/d",
+            "host=db1,db2 port=1,2,3 user=u dbname=d",
+            "host=db1,db2 hostaddr=10.0.0.1 user=u dbname=d",
+        ] {
+            let whole = Target::parse(url, &PostgresOptions::new())?;
+            let got = whole.servers();
+            assert_eq!(got.len(), 1, "{url}");
+            assert_eq!(
+                format!("{:?}", got[0].config),
+                format!("{:?}", whole.config)
+            );
+        }
         Ok(())
     }
 }
