@@ -222,6 +222,81 @@ fn pruned_events_make_old_cursors_too_old() {
     ));
 }
 
+/// The first key of the advisory lock a transaction takes, without
+/// waiting, to prune: the bytes "prun" (`migrations/postgres/0006_one_pruner.sql`).
+const PRUNE_LOCK_KEY: i32 = 0x7072_756e;
+
+/// A transaction that is pruning (it holds the prune lock and has deleted
+/// the oldest event, uncommitted) makes another 64th event skip its prune
+/// rather than wait for those rows: a writer that waited there while
+/// holding an agent's row could meet the pruner waiting for that agent, a
+/// deadlock the server breaks only after a second. The next 64th event
+/// prunes.
+#[test]
+fn a_prune_under_way_is_skipped_not_waited_for() {
+    let (schema, _guard) = {
+        let schema = pg::schema_name();
+        (schema.clone(), SchemaGuard(schema))
+    };
+    let registry = roster::PostgresOptions::new()
+        .schema(schema.as_str())
+        .busy_timeout(Duration::from_millis(300))
+        .open(pg::url())
+        .expect("open");
+    registry.register(agent("a")).expect("register");
+    let mut client = client_in(&schema);
+    client
+        .execute(
+            "UPDATE settings SET value = 10 WHERE name = 'events_keep'",
+            &[],
+        )
+        .expect("keep 10");
+    let mut drained = false;
+    let mut toggle = || {
+        drained = !drained;
+        registry.drain("a", drained)
+    };
+    // Up to the event before a 64th, with more than 10 kept.
+    while registry.last_event().expect("last_event") % 64 != 63
+        || registry.last_event().expect("last_event") < 64
+    {
+        toggle().expect("drain");
+    }
+    let count = |client: &mut postgres::Client| -> i64 {
+        client
+            .query_one("SELECT count(*) FROM events", &[])
+            .expect("count")
+            .get(0)
+    };
+    let before = count(&mut client);
+    let mut pruner_client = client_in(&schema);
+    let mut pruner = pruner_client.transaction().expect("begin");
+    pruner
+        .execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))",
+            &[&PRUNE_LOCK_KEY],
+        )
+        .expect("the prune lock");
+    pruner
+        .execute(
+            "DELETE FROM events WHERE seq = (SELECT min(seq) FROM events)",
+            &[],
+        )
+        .expect("delete the oldest event");
+    // The 64th event: its prune would wait for the row deleted above, past
+    // the busy timeout.
+    toggle().unwrap_or_else(|e| panic!("the 64th event waited for the prune under way: {e}"));
+    assert_eq!(registry.last_event().expect("last_event") % 64, 0);
+    assert_eq!(count(&mut client), before + 1, "nothing pruned yet");
+    pruner.rollback().expect("rollback");
+    // The next 64th event prunes down to 10.
+    toggle().expect("drain");
+    while registry.last_event().expect("last_event") % 64 != 0 {
+        toggle().expect("drain");
+    }
+    assert_eq!(count(&mut client), 10);
+}
+
 /// The tests that look at the watchers' sessions in `pg_stat_activity`,
 /// one at a time.
 static WATCHER_SESSIONS: Mutex<()> = Mutex::new(());

@@ -18,10 +18,15 @@
 //! instant (a heartbeat, another claim of one of its many slots). When the
 //! skipping statement claims nothing, claim first asks whether the task is
 //! held (then it is refused as already claimed, even when no agent is
-//! free), and otherwise runs the same statement with a plain `FOR UPDATE`,
-//! which waits for those rows and re-checks them: claim never answers "no
-//! eligible agent" while a slot is free. Only that second statement waits,
-//! and only when the first one found nothing.
+//! free), and otherwise reads the first eligible agent in routing order
+//! without a lock and claims it with a waiting `FOR UPDATE` of that one row
+//! ([`TAKE`]), which re-checks it once it has it; when it stopped being
+//! eligible meanwhile, the claim starts again ([`Failure::Lost`]). So claim
+//! never answers "no eligible agent" while a slot is free, waits only when
+//! the first statement found nothing, and waits holding no other agent's
+//! row (a waiting walk keeps the lock of every row that failed its
+//! re-check, and a recover or a reap waiting for one of them would close a
+//! cycle).
 //!
 //! Under contention a claim may go to the next agent in routing order when
 //! the best one is locked at that instant; alone, it always takes exactly
@@ -146,26 +151,35 @@ macro_rules! take_first {
     };
 }
 
-/// The statements of one routing order: with and without labels, skipping
-/// locked rows and waiting for them.
+/// The statements of one routing order: the claim on the first agent not
+/// locked, with and without labels, and the first eligible agent's id,
+/// read without a lock (labels `$1`, none when empty).
 struct Order {
     skip: &'static str,
-    wait: &'static str,
     skip_labelled: &'static str,
-    wait_labelled: &'static str,
+    first: &'static str,
 }
 
 macro_rules! order {
     ($key:expr) => {
         Order {
             skip: take_first!($key, "", " SKIP LOCKED"),
-            wait: take_first!($key, "", ""),
             skip_labelled: take_first!(
                 $key,
                 concat!(" AND ", holds_labels!("a", "$3")),
                 " SKIP LOCKED"
             ),
-            wait_labelled: take_first!($key, concat!(" AND ", holds_labels!("a", "$3")), ""),
+            first: concat!(
+                "SELECT a.id FROM agents AS a WHERE ",
+                has_slot!("a"),
+                " AND ",
+                online!("a"),
+                " AND (cardinality($1::text[]) = 0 OR ",
+                holds_labels!("a", "$1"),
+                ") ORDER BY ",
+                $key,
+                ", a.id LIMIT 1"
+            ),
         }
     };
 }
@@ -250,10 +264,10 @@ pub(super) fn choose(
     let order = order(priority);
     let labelled: [&(dyn ToSql + Sync); 3] =
         [&request.task_id, &request.lease_micros, &request.labels];
-    let (skip, wait, params): (_, _, &[&(dyn ToSql + Sync)]) = if request.labels.is_empty() {
-        (order.skip, order.wait, &labelled[..2])
+    let (skip, params): (_, &[&(dyn ToSql + Sync)]) = if request.labels.is_empty() {
+        (order.skip, &labelled[..2])
     } else {
-        (order.skip_labelled, order.wait_labelled, &labelled)
+        (order.skip_labelled, &labelled)
     };
     if let Some(row) = record(session, request.task_id, skip, params)? {
         return claimed(&row);
@@ -261,8 +275,24 @@ pub(super) fn choose(
     if let Some(holder) = held(session, request.task_id)? {
         return Err(already_claimed(&holder).into());
     }
-    if let Some(row) = record(session, request.task_id, wait, params)? {
-        return claimed(&row);
+    // Every eligible agent was locked at that instant: wait for the first
+    // one, and for it alone. A walk with a waiting FOR UPDATE would keep
+    // the lock of each row that stopped being eligible while it waited,
+    // and wait for the next one holding it: a recover or a reap that
+    // waits for that row would close a cycle.
+    if let Some(first) = session.query_opt(order.first, &[&request.labels])? {
+        let id: String = first.try_get(0)?;
+        let take: [&(dyn ToSql + Sync); 4] = [
+            &request.task_id,
+            &request.lease_micros,
+            &id,
+            &request.labels,
+        ];
+        return match record(session, request.task_id, TAKE, &take)? {
+            Some(row) => claimed(&row),
+            // It changed while we waited: choose again from the start.
+            None => Err(Failure::Lost),
+        };
     }
     // A claim of the same task may have won the race in between.
     match held(session, request.task_id)? {
@@ -343,18 +373,14 @@ mod tests {
     #[test]
     fn every_walk_uses_the_index_terms() {
         for order in [&BY_USAGE, &BY_LOAD] {
-            for sql in [
-                order.skip,
-                order.wait,
-                order.skip_labelled,
-                order.wait_labelled,
-            ] {
+            for sql in [order.skip, order.skip_labelled] {
                 assert!(sql.contains(has_slot!("a")), "{sql}");
-                assert!(sql.contains("FOR UPDATE OF a"), "{sql}");
+                assert!(sql.contains("FOR UPDATE OF a SKIP LOCKED"), "{sql}");
             }
-            assert!(order.skip.contains("SKIP LOCKED") && !order.wait.contains("SKIP LOCKED"));
+            assert!(order.first.contains(has_slot!("a")), "{}", order.first);
+            assert!(!order.first.contains("FOR UPDATE"), "{}", order.first);
         }
-        assert!(BY_USAGE.skip.contains(usage!("a")));
+        assert!(BY_USAGE.skip.contains(usage!("a")) && BY_USAGE.first.contains(usage!("a")));
         assert!(TAKE.contains("FOR UPDATE OF a") && !TAKE.contains("SKIP LOCKED"));
     }
 }

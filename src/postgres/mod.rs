@@ -254,7 +254,7 @@ impl AgentRegistry for PostgresRegistry {
             // the claims taken in between. One of those held elsewhere
             // means a release under way: start again.
             tx.execute(
-                "SELECT 1 FROM claims WHERE agent_id = $1 AND NOT detached FOR UPDATE",
+                "SELECT 1 FROM claims WHERE agent_id = $1 AND NOT detached ORDER BY task_id FOR UPDATE",
                 &[&id],
             )?;
             let exists = tx
@@ -264,7 +264,7 @@ impl AgentRegistry for PostgresRegistry {
                 return Ok(0);
             }
             tx.execute(
-                "SELECT 1 FROM claims WHERE agent_id = $1 AND NOT detached FOR UPDATE NOWAIT",
+                "SELECT 1 FROM claims WHERE agent_id = $1 AND NOT detached ORDER BY task_id FOR UPDATE NOWAIT",
                 &[&id],
             )
             .map_err(retry::lost_if_locked)?;
@@ -338,11 +338,18 @@ impl AgentRegistry for PostgresRegistry {
         reap_cutoff(now(), ttl)?;
         let micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
         // One UPDATE ... RETURNING: ids are text, which always decodes, so
-        // nothing can fail between its commit and the caller.
+        // nothing can fail between its commit and the caller. It locks the
+        // stale agents in id order first (the subquery), as recover does:
+        // two statements that each update several agents, in the order of
+        // their rows on disk, could each wait for a row the other holds.
         let mut reaped: Vec<String> = self.run(|conn| {
             conn.query(
                 "UPDATE agents SET status = 'offline'
-                 WHERE status <> 'offline'
+                 WHERE id IN (SELECT s.id FROM agents AS s
+                              WHERE s.status <> 'offline'
+                                AND s.last_heartbeat < now() - $1::bigint * interval '1 microsecond'
+                              ORDER BY s.id FOR UPDATE)
+                   AND status <> 'offline'
                    AND last_heartbeat < now() - $1::bigint * interval '1 microsecond'
                  RETURNING id",
                 &[&micros],
@@ -430,7 +437,20 @@ impl AgentRegistry for PostgresRegistry {
                         pg_advisory_xact_lock($1, hashtext(current_schema()))",
                 &[&schema::RECOVER_LOCK_KEY],
             )?;
-            tx.query(RECOVER, &[])?
+            // The due claims in task order, then their agents in id order,
+            // and only then the delete, whose triggers update the agents in
+            // no order of their own: every writer of several rows takes
+            // them in one order (claims by task, then agents by id).
+            let due: Vec<String> = tx
+                .query(RECOVER_DUE, &[])?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<std::result::Result<_, postgres::Error>>()?;
+            if due.is_empty() {
+                return Ok(Vec::new());
+            }
+            tx.execute(RECOVER_AGENTS, &[&due])?;
+            tx.query(RECOVER, &[&due])?
                 .iter()
                 .map(|row| {
                     let claim = row::claim(row, 0)?;
@@ -472,14 +492,36 @@ const CLAIMS: &str = concat!(
     " FROM claims AS c WHERE $1::text IS NULL OR c.agent_id = $1 ORDER BY c.token"
 );
 
-/// Every claim due, taken back in one statement with its reason: agent gone
-/// over agent offline over lease expired, in the server's clock.
+/// A claim `c` is due: its agent is gone or offline, or its lease ran out
+/// by the server's clock.
+macro_rules! due {
+    () => {
+        "c.detached \
+         OR EXISTS (SELECT 1 FROM agents AS a WHERE a.id = c.agent_id AND a.status = 'offline') \
+         OR c.lease_expires_at < now()"
+    };
+}
+
+/// The tasks of the claims due, locked in task order.
+const RECOVER_DUE: &str = concat!(
+    "SELECT c.task_id FROM claims AS c WHERE ",
+    due!(),
+    " ORDER BY c.task_id FOR UPDATE OF c"
+);
+
+/// Locks, in id order, the agents of the attached claims of tasks `$1`.
+const RECOVER_AGENTS: &str = "SELECT 1 FROM agents AS a WHERE a.id IN \
+     (SELECT c.agent_id FROM claims AS c WHERE c.task_id = ANY($1::text[]) AND NOT c.detached) \
+     ORDER BY a.id FOR UPDATE OF a";
+
+/// The claims of tasks `$1` still due, taken back in one statement with
+/// their reasons: agent gone over agent offline over lease expired, in the
+/// server's clock.
 const RECOVER: &str = concat!(
     "DELETE FROM claims AS c \
-     WHERE c.detached \
-        OR EXISTS (SELECT 1 FROM agents AS a WHERE a.id = c.agent_id AND a.status = 'offline') \
-        OR c.lease_expires_at < now() \
-     RETURNING ",
+     WHERE c.task_id = ANY($1::text[]) AND (",
+    due!(),
+    ") RETURNING ",
     claim_columns!("c"),
     ", CASE WHEN c.detached THEN 'agent_gone' \
             WHEN EXISTS (SELECT 1 FROM agents AS a WHERE a.id = c.agent_id AND a.status = 'offline') \

@@ -38,6 +38,10 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
         "0005_feed_rules",
         include_str!("../../migrations/postgres/0005_feed_rules.sql"),
     ),
+    (
+        "0006_one_pruner",
+        include_str!("../../migrations/postgres/0006_one_pruner.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
@@ -52,6 +56,13 @@ pub(crate) const LOCK_KEY: i32 = 0x726f_7374;
 /// time per schema: the bytes "recv". The second is `hashtext` of the
 /// schema's name.
 pub(crate) const RECOVER_LOCK_KEY: i32 = 0x7265_6376;
+
+/// The first key of the advisory lock a transaction takes, without
+/// waiting, to prune the change feed (`events_write` in
+/// `migrations/postgres/0006_one_pruner.sql`, which spells it in decimal):
+/// the bytes "prun".
+#[cfg(test)]
+pub(crate) const PRUNE_LOCK_KEY: i32 = 0x7072_756e;
 
 /// The tables of roster's schema, any of which marks a schema as taken.
 const TABLES: &[&str] = &[
@@ -636,6 +647,18 @@ mod tests {
         let freed = ConnectSlot::take(&target, limit, soon());
         assert!(freed.is_some(), "an attempt that ended makes room");
         Ok(())
+    }
+
+    /// The prune lock's key in `events_write` is the one the code names.
+    #[test]
+    fn the_prune_lock_key_is_spelled_in_the_migration() {
+        let (_, sql) = MIGRATIONS
+            .iter()
+            .find(|(name, _)| *name == "0006_one_pruner")
+            .expect("migration 0006");
+        assert!(sql.contains(&format!(
+            "pg_try_advisory_xact_lock({PRUNE_LOCK_KEY}, hashtext(current_schema()))"
+        )));
     }
 
     /// A connection's time is the connect timeout for each server it
