@@ -1037,6 +1037,77 @@ fn deregister_waits_for_a_held_claim_before_it_locks_the_agent() -> roster::Resu
     Ok(())
 }
 
+/// A claim that must wait waits for one agent's row and holds no other:
+/// when the agent it waited for stopped being eligible (drained meanwhile),
+/// it lets go of it before it waits for the next. A waiting `FOR UPDATE`
+/// walk kept it, and whoever held the next agent and then wanted the first
+/// (a recover's trigger, a reap) met the claim in a deadlock.
+#[test]
+fn a_waiting_claim_holds_no_agent_it_did_not_take() -> roster::Result<()> {
+    let schema = pg::schema_name();
+    let _guard = SchemaGuard(schema.clone());
+    let application = format!("waiting-claim-{schema}");
+    let registry = PostgresOptions::new()
+        .schema(schema.as_str())
+        .busy_timeout(Duration::from_secs(120))
+        .open(&with_param(
+            pg::url(),
+            &format!("application_name={application}"),
+        ))?;
+    registry.register(agent("first", &["x"], 0, 1))?;
+    registry.register(agent("second", &["x"], 0, 1))?;
+    let (mut drainer_client, mut holder_client) = (client_in(&schema), client_in(&schema));
+    let holder_pid: i32 = holder_client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .expect("pid")
+        .get(0);
+    let mut drainer = drainer_client.transaction().expect("begin");
+    drainer
+        .execute("UPDATE agents SET drained = true WHERE id = 'first'", &[])
+        .expect("drain first");
+    let mut holder = holder_client.transaction().expect("begin");
+    holder
+        .execute("SELECT 1 FROM agents WHERE id = 'second' FOR UPDATE", &[])
+        .expect("hold second");
+    let claimer = {
+        let registry = registry.clone();
+        thread::spawn(move || registry.claim(&named("waiting", &["x"]), None))
+    };
+    let mut watcher = pg::client();
+    let mut waits_for = |what: &str, blocker: Option<i32>| {
+        eventually(what, || {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND wait_event_type = 'Lock' \
+                       AND ($2::int IS NULL OR $2 = ANY (pg_blocking_pids(pid)))",
+                    &[&application, &blocker],
+                )
+                .expect("pg_stat_activity")
+                .get(0);
+            (waiting == 1).then_some(())
+        })
+    };
+    waits_for("the claim waiting for an agent", None);
+    drainer.commit().expect("commit the drain");
+    waits_for("the claim waiting for the second agent", Some(holder_pid));
+    let mut other = client_in(&schema);
+    other
+        .execute(
+            "SELECT 1 FROM agents WHERE id = 'first' FOR UPDATE NOWAIT",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("the waiting claim still holds the drained agent: {e:?}"));
+    holder.commit().expect("commit");
+    let claimed = claimer.join().expect("claimer thread")?;
+    assert_eq!(
+        (claimed.agent.id.as_str(), claimed.agent.current_load),
+        ("second", 1)
+    );
+    assert_eq!(registry.get("first")?.current_load, 0);
+    Ok(())
+}
+
 #[test]
 fn a_row_held_past_the_busy_timeout_is_busy_and_changes_nothing() -> roster::Result<()> {
     let schema = pg::schema_name();
