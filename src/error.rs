@@ -212,10 +212,11 @@ pub enum Error {
         #[source]
         source: DatabaseError,
     },
-    /// The database stayed locked by other connections for longer than the
-    /// configured busy timeout; nothing was changed.
+    /// Other connections held what the call needed (SQLite's write lock,
+    /// PostgreSQL's rows or locks) for longer than the configured busy
+    /// timeout; nothing was changed.
     #[error(
-        "database busy: another connection held the write lock for more than {0:?}; retry, or raise the busy timeout"
+        "database busy: other connections held the lock it needed for more than {0:?}; retry, or raise the busy timeout"
     )]
     Busy(std::time::Duration),
     /// Any other failure of the storage underneath.

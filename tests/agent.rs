@@ -460,7 +460,7 @@ fn every_error_says_what_was_wrong() {
         ),
         (
             Error::Busy(Duration::from_secs(5)),
-            "database busy: another connection held the write lock for more than 5s; retry, or raise the busy timeout",
+            "database busy: other connections held the lock it needed for more than 5s; retry, or raise the busy timeout",
         ),
     ];
     for (error, message) in cases {
