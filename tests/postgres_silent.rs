@@ -282,9 +282,12 @@ fn a_silent_first_server_is_given_up_for_the_next_one() {
             server.port()
         ),
     ] {
+        // A busy timeout shorter than the connect timeout: the pool's
+        // first connection still gets the time to try both servers.
         let registry = PostgresOptions::new()
             .schema(schema.as_str())
-            .connect_timeout(Duration::from_millis(500))
+            .connect_timeout(Duration::from_millis(800))
+            .busy_timeout(Duration::from_millis(300))
             .open(&url)
             .unwrap_or_else(|e| panic!("open {url}: {e}"));
         registry

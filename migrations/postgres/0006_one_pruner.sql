@@ -14,7 +14,8 @@
 -- advisory lock (the bytes "prun", and hashtext of the schema's name)
 -- without waiting; when another transaction holds it, the next 64th event
 -- prunes instead. So the log keeps events_keep events and a little more:
--- 63, plus 64 for each prune skipped while another was under way.
+-- 63, plus 64 for each prune skipped while another was under way (or lost
+-- with a 64th number rolled back).
 
 CREATE OR REPLACE FUNCTION events_write(kind text, agent_id text, task_id text, status text,
                                         reason text, token bigint) RETURNS void
@@ -32,10 +33,12 @@ BEGIN
         RAISE;
     END;
     PERFORM pg_notify('roster_events', current_schema());
-    IF new_seq % 64 = 0 AND pg_try_advisory_xact_lock(1886549358, hashtext(current_schema())) THEN
-        DELETE FROM events
-        WHERE seq <= new_seq - (SELECT value FROM settings WHERE name = 'events_keep')
-           OR at < now() - (SELECT value FROM settings WHERE name = 'events_keep_seconds') * interval '1 second';
+    IF new_seq % 64 = 0 THEN
+        IF pg_try_advisory_xact_lock(1886549358, hashtext(current_schema())) THEN
+            DELETE FROM events
+            WHERE seq <= new_seq - (SELECT value FROM settings WHERE name = 'events_keep')
+               OR at < now() - (SELECT value FROM settings WHERE name = 'events_keep_seconds') * interval '1 second';
+        END IF;
     END IF;
 END
 $$;

@@ -96,8 +96,8 @@ impl Target {
         Ok(Self { config, tls, shown })
     }
 
-    /// One target per server the URL names, in the order the driver would
-    /// try them (`load_balance_hosts=random`: from a place the clock
+    /// One target per server the URL names, in the URL's order (with
+    /// `load_balance_hosts=random`, turned to start from a server the clock
     /// picks), each with that server alone: so that a server that accepts
     /// the connection and never answers costs one connect timeout before
     /// the next is tried, where the driver would wait on it for good. A
@@ -185,6 +185,8 @@ fn config_without_servers(config: &Config) -> Config {
         one.keepalives_retries(retries);
     }
     one.ssl_mode(config.get_ssl_mode())
+        // For one server it orders the addresses its name resolves to.
+        .load_balance_hosts(config.get_load_balance_hosts())
         .ssl_negotiation(config.get_ssl_negotiation())
         .keepalives(config.get_keepalives())
         .keepalives_idle(config.get_keepalives_idle())
@@ -638,9 +640,20 @@ impl std::error::Error for ConnectFailed {
 /// The pool of a handle. It opens one connection now; the others as calls
 /// need them.
 pub(crate) fn pool(target: &Target, options: &PostgresOptions) -> Result<Pool<Manager>> {
+    let limit = schema::connect_limit(target, options);
+    // A connection may try every server in turn, each for the connect
+    // timeout: the first one (and a checkout waiting for a new one) waits
+    // that long when the first servers are silent, not just the busy
+    // timeout.
+    let servers = u32::try_from(target.servers().len()).unwrap_or(u32::MAX);
+    let connection_timeout = if servers > 1 {
+        options.busy_timeout.max(limit.saturating_mul(servers))
+    } else {
+        options.busy_timeout
+    };
     let manager = Manager {
         target: target.clone(),
-        limit: schema::connect_limit(target, options),
+        limit,
         create: options.create,
     };
     Pool::builder()
@@ -652,7 +665,7 @@ pub(crate) fn pool(target: &Target, options: &PostgresOptions) -> Result<Pool<Ma
         .test_on_check_out(false)
         .idle_timeout(None)
         .max_lifetime(None)
-        .connection_timeout(options.busy_timeout.max(Duration::from_millis(100)))
+        .connection_timeout(connection_timeout.max(Duration::from_millis(100)))
         // A thread of its own for r2d2's housekeeping (opening connections):
         // shared with other registries, one whose server went silent would
         // hold theirs back, each of its tries taking up to the connect

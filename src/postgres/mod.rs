@@ -421,17 +421,15 @@ impl AgentRegistry for PostgresRegistry {
     }
 
     fn recover(&self) -> Result<Vec<Recovered>> {
-        // One DELETE ... RETURNING, in a transaction that commits only once
+        // The locks, then one DELETE ... RETURNING, in a transaction that commits only once
         // every returned row has been read: a row that cannot be decoded
         // rolls the recovery back instead of losing claims unannounced.
         let mut recovered = self.write(|tx| {
             // The change feed calls the claims deleted here 'recovered'.
-            // Recovers run one at a time: two at once would each lock the
-            // claims due in its own snapshot (a heartbeat in between makes
-            // an agent's claims due for one and not the other, a clock
-            // read later makes more leases due), in scan order, and could
-            // each wait for a row the other holds. The lock is this
-            // transaction's; the next recover finds the rows taken.
+            // Recovers run one at a time (the lock is this transaction's):
+            // the next one finds the rows taken, rather than locking some
+            // of the claims due in its own snapshot and waiting for the
+            // rest. The lock order below alone keeps them out of a cycle.
             tx.execute(
                 "SELECT set_config('roster.recovering', 'on', true), \
                         pg_advisory_xact_lock($1, hashtext(current_schema()))",

@@ -7,7 +7,7 @@
 //! | SQLSTATE | what happened | roster |
 //! | --- | --- | --- |
 //! | `40001` serialization failure, `40P01` deadlock | the transaction lost to another one; nothing was done | retried until the busy timeout, then [`Error::Busy`] |
-//! | `55P03` lock not available | a row stayed locked past `lock_timeout` (the busy timeout) | [`Error::Busy`] |
+//! | `55P03` lock not available | a row stayed locked past `lock_timeout` (the busy timeout) | [`Error::Busy`]; from a `NOWAIT` statement (`deregister`'s), a lost race ([`lost_if_locked`]), retried |
 //! | `57014` query canceled | the statement ran past `statement_timeout` | [`Error::Interrupted`] |
 //! | class `08`, `57P01`-`57P03`, class `53`, no SQLSTATE (a socket error) | the connection or the server failed; it may pass | [`ErrorKind::Storage`] |
 //! | `42P01`, `42703`, `42883`, `3F000`, `42501`, `25006`, class `XX` | no such table, column, function or schema; no privilege; a read-only server; corruption | [`ErrorKind::Unusable`] |
@@ -219,7 +219,10 @@ impl PostgresRegistry {
         loop {
             match work(&mut conn) {
                 Ok(value) => return Ok(value),
-                Err(Failure::Lost) if Instant::now() < deadline => {}
+                Err(Failure::Lost) if Instant::now() < deadline => {
+                    thread::sleep(pause + jitter(pause));
+                    pause = (pause * 2).min(LONGEST_PAUSE);
+                }
                 Err(Failure::Pg(e)) if is_retryable(&e) && Instant::now() < deadline => {
                     // A pause that differs between the losers, so that they
                     // do not meet again at once.
