@@ -921,18 +921,42 @@ fn a_locked_best_agent_is_skipped_not_waited_for() -> roster::Result<()> {
     Ok(())
 }
 
+/// A registry in `schema` whose sessions are named `application` in
+/// `pg_stat_activity`, and that waits up to two minutes for a lock.
+fn open_as(schema: &str, application: &str) -> roster::Result<PostgresRegistry> {
+    PostgresOptions::new()
+        .schema(schema)
+        .busy_timeout(Duration::from_secs(120))
+        .open(&with_param(
+            pg::url(),
+            &format!("application_name={application}"),
+        ))
+}
+
+/// Returns once one session named `application` waits for a lock (held by
+/// the server process `blocker`, when given).
+fn wait_for_lock(what: &str, application: &str, blocker: Option<i32>) {
+    let mut watcher = pg::client();
+    eventually(what, || {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND wait_event_type = 'Lock' \
+                   AND ($2::int IS NULL OR $2 = ANY (pg_blocking_pids(pid)))",
+                &[&application, &blocker],
+            )
+            .expect("pg_stat_activity")
+            .get(0);
+        (waiting == 1).then_some(())
+    });
+}
+
 #[test]
 fn the_only_free_agent_locked_is_waited_for_not_reported_missing() -> roster::Result<()> {
     let schema = pg::schema_name();
     let _guard = SchemaGuard(schema.clone());
     let application = format!("claim-{schema}");
-    let registry = PostgresOptions::new()
-        .schema(schema.as_str())
-        .busy_timeout(Duration::from_secs(120))
-        .open(&with_param(
-            pg::url(),
-            &format!("application_name={application}"),
-        ))?;
+    let registry = open_as(&schema, &application)?;
     registry.register(agent("only", &["x"], 0, 3))?;
     let mut client = client_in(&schema);
     let mut holder = client.transaction().expect("begin");
@@ -943,18 +967,7 @@ fn the_only_free_agent_locked_is_waited_for_not_reported_missing() -> roster::Re
         let registry = registry.clone();
         thread::spawn(move || registry.claim(&task(&["x"], Priority::High), None))
     };
-    let mut watcher = pg::client();
-    eventually("the claim waiting for the row lock", || {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&application],
-            )
-            .expect("pg_stat_activity")
-            .get(0);
-        (waiting == 1).then_some(())
-    });
+    wait_for_lock("the claim waiting for the row lock", &application, None);
     holder.commit().expect("commit");
     let got = claimer.join().expect("claimer thread")?.agent;
     assert_eq!(
@@ -975,13 +988,7 @@ fn deregister_waits_for_a_held_claim_before_it_locks_the_agent() -> roster::Resu
     let schema = pg::schema_name();
     let _guard = SchemaGuard(schema.clone());
     let application = format!("deregister-{schema}");
-    let registry = PostgresOptions::new()
-        .schema(schema.as_str())
-        .busy_timeout(Duration::from_secs(120))
-        .open(&with_param(
-            pg::url(),
-            &format!("application_name={application}"),
-        ))?;
+    let registry = open_as(&schema, &application)?;
     registry.register(agent("leaving", &["x"], 0, 3))?;
     registry.claim(&named("released", &["x"]), None)?;
     let kept = registry.claim(&named("kept", &["x"]), None)?.claim;
@@ -997,18 +1004,7 @@ fn deregister_waits_for_a_held_claim_before_it_locks_the_agent() -> roster::Resu
         let registry = registry.clone();
         thread::spawn(move || registry.deregister("leaving"))
     };
-    let mut watcher = pg::client();
-    eventually("deregister waiting for the claim's row", || {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&application],
-            )
-            .expect("pg_stat_activity")
-            .get(0);
-        (waiting == 1).then_some(())
-    });
+    wait_for_lock("deregister waiting for the claim's row", &application, None);
     releaser
         .execute(
             "SELECT 1 FROM agents WHERE id = 'leaving' FOR UPDATE NOWAIT",
@@ -1047,13 +1043,7 @@ fn a_waiting_claim_holds_no_agent_it_did_not_take() -> roster::Result<()> {
     let schema = pg::schema_name();
     let _guard = SchemaGuard(schema.clone());
     let application = format!("waiting-claim-{schema}");
-    let registry = PostgresOptions::new()
-        .schema(schema.as_str())
-        .busy_timeout(Duration::from_secs(120))
-        .open(&with_param(
-            pg::url(),
-            &format!("application_name={application}"),
-        ))?;
+    let registry = open_as(&schema, &application)?;
     registry.register(agent("first", &["x"], 0, 1))?;
     registry.register(agent("second", &["x"], 0, 1))?;
     let (mut drainer_client, mut holder_client) = (client_in(&schema), client_in(&schema));
@@ -1073,24 +1063,13 @@ fn a_waiting_claim_holds_no_agent_it_did_not_take() -> roster::Result<()> {
         let registry = registry.clone();
         thread::spawn(move || registry.claim(&named("waiting", &["x"]), None))
     };
-    let mut watcher = pg::client();
-    let mut waits_for = |what: &str, blocker: Option<i32>| {
-        eventually(what, || {
-            let waiting: i64 = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE application_name = $1 AND wait_event_type = 'Lock' \
-                       AND ($2::int IS NULL OR $2 = ANY (pg_blocking_pids(pid)))",
-                    &[&application, &blocker],
-                )
-                .expect("pg_stat_activity")
-                .get(0);
-            (waiting == 1).then_some(())
-        })
-    };
-    waits_for("the claim waiting for an agent", None);
+    wait_for_lock("the claim waiting for an agent", &application, None);
     drainer.commit().expect("commit the drain");
-    waits_for("the claim waiting for the second agent", Some(holder_pid));
+    wait_for_lock(
+        "the claim waiting for the second agent",
+        &application,
+        Some(holder_pid),
+    );
     let mut other = client_in(&schema);
     other
         .execute(
